@@ -1,0 +1,188 @@
+"""The connections file (``data/connections.yaml``) as validated settings.
+
+Errors name the file, the connection and the field, because a typo in one connection of twenty must be found
+without reading a traceback. Nothing here imports Dagster: the simulator CLI and the demo read it too.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "data" / "connections.yaml"
+CONFIG_ENV = "LMS_PIPELINE_CONFIG"
+DUCKDB_ENV = "LMS_PIPELINE_DUCKDB"
+
+# Dagster multi-partition keys join dimensions with "|" and reject "[ ] ,": a connection id must avoid them.
+CONNECTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ConfigError(ValueError):
+    """The connections file is missing, unreadable or invalid; the message says where and what."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryOptions(_Strict):
+    max_attempts: int = Field(5, ge=1, le=20)
+    base_delay_seconds: float = Field(0.5, ge=0, le=60)
+    max_delay_seconds: float = Field(30.0, ge=0, le=600)
+    max_total_wait_seconds: float = Field(120.0, ge=0, le=3600)
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+
+class UnifiedOptions(_Strict):
+    """Options of a Unified.to-style connection."""
+
+    page_size: int = Field(100, ge=1, le=100, description="limit per page; the API caps it at 100")
+    fetch_classes: bool = Field(True, description="also list classes (sections) for class-level rosters")
+    max_drop_share: float = Field(
+        0.2, gt=0, le=1, description="a change set dropping more than this share of edges is held"
+    )
+    simulated_clock: bool | None = Field(
+        None,
+        description="send the partition date to a simulator (X-Simulated-Date); default: on for the embedded "
+        "simulator, off for a base_url. Off means the connection is live: it only knows today's rosters.",
+    )
+    retry: RetryOptions = RetryOptions()
+
+
+class SimulatorWorld(_Strict):
+    """World parameters for the embedded simulator (see ``lms_pipeline.simulator.WorldSpec``)."""
+
+    seed: int = 0
+    start_date: date | None = None
+    n_courses: int = Field(60, ge=0, le=100_000)
+    mean_roster_size: int = Field(25, ge=0, le=10_000)
+    n_students: int = Field(1500, ge=1, le=10_000_000)
+    roster_exposure: Literal["all", "mixed", "none"] = "all"
+    not_exposed_share: float = Field(0.2, ge=0, le=1)
+    exposure_flip_prob: float = Field(0.05, ge=0, le=1)
+    roster_fields: Literal["student_ids", "students", "both", "mixed"] = "both"
+    classes: Literal["none", "no_rosters", "rosters"] = "none"
+    drop_prob: float = Field(0.02, ge=0, le=1)
+    adds_per_course: float = Field(0.6, ge=0)
+    reenrol_prob: float = Field(0.1, ge=0, le=1)
+    new_courses_per_day: float = Field(1.0, ge=0)
+    deactivate_prob: float = Field(0.01, ge=0, le=1)
+    clear_roster_on_deactivate: float = Field(0.5, ge=0, le=1)
+    remove_prob: float = Field(0.005, ge=0, le=1)
+    missing_timestamps_share: float = Field(0.05, ge=0, le=1)
+    supports_updated_gte: bool = True
+    rate_limit_every: int = Field(0, ge=0)
+    retry_after_seconds: float | None = Field(None, ge=0, le=60)
+
+
+class ConnectionConfig(_Strict):
+    id: str = Field(pattern=CONNECTION_ID_PATTERN)
+    provider: Literal["unified"]
+    base_url: str | None = Field(None, description="absent: the embedded simulator serves this connection")
+    token_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$", description="name of the env var holding the token")
+    options: UnifiedOptions = UnifiedOptions()
+    simulator: SimulatorWorld | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _simulator_only_when_embedded(self) -> ConnectionConfig:
+        if self.base_url is not None and self.simulator is not None:
+            raise ValueError("'simulator' is only for the embedded simulator: remove it or remove base_url")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.base_url is None
+
+    @property
+    def simulated_clock(self) -> bool:
+        """True when the source can answer as of any date (a simulator); False for a live LMS."""
+        if self.options.simulated_clock is None:
+            return self.embedded
+        return self.options.simulated_clock
+
+    @property
+    def world(self) -> SimulatorWorld:
+        return self.simulator or SimulatorWorld()
+
+
+class Settings(_Strict):
+    start_date: date = Field(description="first daily partition")
+    warehouse: str = Field("data/lms_warehouse.duckdb", description="DuckDB file, relative to the repo root")
+    connections: list[ConnectionConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Settings:
+        seen: set[str] = set()
+        for conn in self.connections:
+            if conn.id in seen:
+                raise ValueError(f"connection id {conn.id!r} appears more than once")
+            seen.add(conn.id)
+        return self
+
+    def connection(self, connection_id: str) -> ConnectionConfig:
+        for conn in self.connections:
+            if conn.id == connection_id:
+                return conn
+        raise KeyError(f"no connection {connection_id!r} in the connections file")
+
+    @property
+    def connection_ids(self) -> list[str]:
+        return [c.id for c in self.connections]
+
+    def warehouse_path(self) -> Path:
+        """The live DuckDB file: ``LMS_PIPELINE_DUCKDB`` wins over the file's ``warehouse`` entry."""
+        raw = os.environ.get(DUCKDB_ENV) or self.warehouse
+        path = Path(raw)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read and validate the connections file (default: ``LMS_PIPELINE_CONFIG`` or data/connections.yaml)."""
+    path = Path(path) if path is not None else config_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: connections file not found (set {CONFIG_ENV} or create it)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'start_date' and 'connections'")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, raw, exc)) from None
+
+
+def _describe(path: Path, raw: dict[str, Any], exc: ValidationError) -> str:
+    """Turn pydantic's locations into 'connection <id>, field <a.b>' phrases."""
+    lines = [f"{path}: invalid connections file"]
+    connections = raw.get("connections") if isinstance(raw.get("connections"), list) else []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = "top level"
+        if len(loc) >= 2 and loc[0] == "connections" and isinstance(loc[1], int):
+            idx = loc[1]
+            entry = connections[idx] if idx < len(connections) else None
+            cid = entry.get("id") if isinstance(entry, dict) else None
+            where = f"connection {cid!r} (connections[{idx}])" if cid else f"connections[{idx}]"
+            loc = loc[2:]
+        field = ".".join(str(p) for p in loc) or "(entry)"
+        lines.append(f"  - {where}, field '{field}': {err['msg']}")
+    return "\n".join(lines)

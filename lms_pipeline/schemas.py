@@ -1,0 +1,157 @@
+"""pandera models, one per published table: the schema is the data dictionary and the gate before any write.
+
+``validate`` runs a model lazily and turns its failures into one message naming the table, the column and the
+check, so an operator reading a failed run in the Dagster UI knows what broke without opening a notebook.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+ROSTER_STATUSES = ["exposed", "empty", "not_exposed"]
+CHANGE_TYPES = ["added", "dropped"]
+CHANGE_REASONS = ["enrolled", "unenrolled", "course_added", "course_removed", "course_deactivated"]
+UTC = {"unit": "us", "tz": "UTC"}
+
+
+class SchemaViolation(ValueError):
+    """A frame failed its table's schema; nothing was written."""
+
+
+class _Partitioned(pa.DataFrameModel):
+    connection_id: Series[str] = pa.Field(description="LMS connection the row came from (partition dimension)")
+    snapshot_date: Series[pd.Timestamp] = pa.Field(description="day of the snapshot (partition dimension)")
+
+    class Config:
+        coerce = True
+        strict = True
+
+
+class RawCoursePage(_Partitioned):
+    endpoint: Series[str] = pa.Field(isin=["course", "class"], description="API object listed: course or class")
+    page_index: Series[int] = pa.Field(ge=0, description="0-based position of the page in its scan")
+    page_offset: Series[int] = pa.Field(ge=0, description="offset query parameter of the request")
+    request_params: Series[str] = pa.Field(description="query parameters sent, as JSON; never a secret")
+    fetched_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC, description="when the response arrived")
+    status_code: Series[int] = pa.Field(eq=200, description="HTTP status of the stored response")
+    attempts: Series[int] = pa.Field(ge=1, description="attempts the page took (retries + 1)")
+    item_count: Series[int] = pa.Field(ge=0, description="items in the page; a short page ends the scan")
+    payload: Series[str] = pa.Field(description="the response body as fetched: a JSON array of objects")
+    run_id: Series[str] = pa.Field(nullable=True, description="Dagster run that fetched the page")
+
+    class Config:
+        unique = ["connection_id", "snapshot_date", "endpoint", "page_index"]
+
+
+class CourseRoster(_Partitioned):
+    course_id: Series[str] = pa.Field(description="LMS course id")
+    course_name: Series[str] = pa.Field(nullable=True, description="course name as the LMS gives it")
+    is_active: Series[pd.BooleanDtype] = pa.Field(nullable=True, description="LMS is_active flag; null if absent")
+    roster_status: Series[str] = pa.Field(
+        isin=ROSTER_STATUSES,
+        description="exposed: students listed; empty: roster given and empty; not_exposed: the provider gave no "
+        "roster (unknown, never read as empty)",
+    )
+    roster_source: Series[str] = pa.Field(
+        nullable=True, description="field(s) the roster came from: student_ids, students or both"
+    )
+    student_count: Series[pd.Int64Dtype] = pa.Field(
+        nullable=True, ge=0, description="students on the roster; null when not exposed"
+    )
+    created_at: Series[pd.DatetimeTZDtype] = pa.Field(
+        nullable=True, dtype_kwargs=UTC, description="LMS created_at"
+    )
+    updated_at: Series[pd.DatetimeTZDtype] = pa.Field(
+        nullable=True, dtype_kwargs=UTC, description="LMS updated_at (null when the provider omits it)"
+    )
+
+    @pa.dataframe_check(description="student_count is null exactly when the roster is not exposed")
+    def count_null_iff_not_exposed(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["student_count"].isna() == (df["roster_status"] == "not_exposed")
+
+    class Config:
+        unique = ["connection_id", "snapshot_date", "course_id"]
+
+
+class CourseStudentEdge(_Partitioned):
+    course_id: Series[str] = pa.Field(description="LMS course id")
+    student_id: Series[str] = pa.Field(description="LMS student id on the course's exposed roster")
+
+    class Config:
+        unique = ["connection_id", "snapshot_date", "course_id", "student_id"]
+
+
+class ClassStudentEdge(_Partitioned):
+    class_id: Series[str] = pa.Field(description="LMS class (section) id")
+    course_id: Series[str] = pa.Field(nullable=True, description="course the class belongs to")
+    student_id: Series[str] = pa.Field(description="LMS student id on the class roster")
+
+    class Config:
+        unique = ["connection_id", "snapshot_date", "class_id", "student_id"]
+
+
+class EnrollmentChange(_Partitioned):
+    previous_snapshot_date: Series[pd.Timestamp] = pa.Field(description="snapshot this one is compared with")
+    course_id: Series[str] = pa.Field(description="LMS course id")
+    student_id: Series[str] = pa.Field(description="LMS student id")
+    change_type: Series[str] = pa.Field(isin=CHANGE_TYPES, description="added or dropped")
+    reason: Series[str] = pa.Field(
+        isin=CHANGE_REASONS,
+        description="enrolled/unenrolled (roster change), course_added, course_removed, course_deactivated",
+    )
+
+    class Config:
+        unique = ["connection_id", "snapshot_date", "course_id", "student_id"]
+
+
+class EnrollmentChangeSet(_Partitioned):
+    previous_snapshot_date: Series[pd.Timestamp] = pa.Field(
+        nullable=True, description="snapshot compared with; null for a baseline"
+    )
+    is_baseline: Series[bool] = pa.Field(description="first snapshot of the connection: no change rows by design")
+    courses_compared: Series[int] = pa.Field(ge=0, description="courses with a known roster on both days")
+    courses_not_exposed: Series[int] = pa.Field(ge=0, description="courses skipped: roster not exposed on a day")
+    previous_edges: Series[int] = pa.Field(ge=0, description="edges in the previous snapshot")
+    current_edges: Series[int] = pa.Field(ge=0, description="edges in this snapshot")
+    added: Series[int] = pa.Field(ge=0, description="rows of change_type added")
+    dropped: Series[int] = pa.Field(ge=0, description="rows of change_type dropped")
+    drop_share: Series[float] = pa.Field(ge=0, le=1, description="dropped / previous_edges")
+    max_drop_share: Series[float] = pa.Field(gt=0, le=1, description="guard threshold in force")
+    guard: Series[str] = pa.Field(
+        isin=["passed", "accepted_by_operator"], description="mass-drop guard outcome for a published change set"
+    )
+
+    class Config:
+        unique = ["connection_id", "snapshot_date"]
+
+
+MODELS: dict[str, type[pa.DataFrameModel]] = {
+    "raw_course_pages": RawCoursePage,
+    "course_rosters": CourseRoster,
+    "course_student_edges": CourseStudentEdge,
+    "class_student_edges": ClassStudentEdge,
+    "enrollment_changes": EnrollmentChange,
+    "enrollment_change_sets": EnrollmentChangeSet,
+}
+
+
+def validate(table: str, frame: pd.DataFrame, shown: int = 8) -> pd.DataFrame:
+    """Validate (and coerce) a frame for ``table``; raise SchemaViolation naming table, column and check."""
+    try:
+        # A fresh index: pandera's report of duplicate keys fails on a duplicated index (e.g. after concat).
+        return MODELS[table].validate(frame.reset_index(drop=True), lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases.assign(column=lambda d: d["column"].fillna("(table)").astype(str))
+        lines = []
+        dup = cases["check"] == "multiple_fields_uniqueness"
+        if dup.any():
+            key = ", ".join(MODELS[table].Config.unique)
+            rows = cases.loc[dup, "index"].nunique()
+            lines.append(f"columns ({key}): duplicate key in {rows} row(s)")
+        grouped = cases[~dup].groupby(["column", "check"], sort=True)["failure_case"]
+        for (column, check), failures in list(grouped)[:shown]:
+            examples = ", ".join(map(repr, failures.head(3).tolist()))
+            lines.append(f"column '{column}': check {check} failed for {len(failures)} row(s), e.g. {examples}")
+        raise SchemaViolation(f"table {table}: schema validation failed\n  " + "\n  ".join(lines)) from None
