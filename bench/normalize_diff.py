@@ -36,7 +36,9 @@ def generate(courses: int, roster: int, page_size: int = 100, seed: int = 7) -> 
             ids = [f"stu-{s:07d}" for s in students[c]]
             if day == DAY2:
                 keep = rng.random(roster) > 0.02
-                ids = [s for s, k in zip(ids, keep, strict=True) if k] + [f"new-{c}-{i}" for i in range(rng.poisson(0.3))]
+                ids = [s for s, k in zip(ids, keep, strict=True) if k] + [
+                    f"new-{c}-{i}" for i in range(rng.poisson(0.3))
+                ]
             item = {"id": f"crs-{c:06d}", "name": f"Course {c}", "is_active": True,
                     "updated_at": "2026-09-01T08:00:00Z", "student_ids": ids,
                     "students": [{"id": s, "name": s} for s in ids]}  # fmt: skip

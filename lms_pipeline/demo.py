@@ -52,22 +52,32 @@ def main() -> int:
     db = published_path(settings.warehouse_path())
     with duckdb.connect(str(db), read_only=True) as conn:
         print(f"\n{len(days) * len(settings.connections)} partitions in {elapsed:.1f}s. Analyst copy: {db}\n")
-        _print(conn, "Latest snapshot per connection", """
+        _print(
+            conn,
+            "Latest snapshot per connection",
+            """
             SELECT r.connection_id, count(*) AS courses,
                    round(avg((r.roster_status <> 'not_exposed')::INT), 3) AS exposed_share,
                    (SELECT count(*) FROM lms.course_student_edges e
                     WHERE e.connection_id = r.connection_id AND e.snapshot_date = r.snapshot_date) AS edges
             FROM lms.course_rosters r
             WHERE r.snapshot_date = (SELECT max(snapshot_date) FROM lms.course_rosters)
-            GROUP BY r.connection_id, r.snapshot_date ORDER BY 1""")
-        _print(conn, "Adds / drops per day (baseline = first snapshot, no change rows)", """
+            GROUP BY r.connection_id, r.snapshot_date ORDER BY 1""",
+        )
+        _print(
+            conn,
+            "Adds / drops per day (baseline = first snapshot, no change rows)",
+            """
             SELECT snapshot_date, connection_id, CASE WHEN is_baseline THEN 'baseline' ELSE guard END AS change_set,
                    added, dropped, courses_not_exposed
-            FROM lms.enrollment_change_sets ORDER BY snapshot_date, connection_id""")
+            FROM lms.enrollment_change_sets ORDER BY snapshot_date, connection_id""",
+        )
         _print(conn, "Example query: latest drops in district-canvas", EXAMPLE_QUERY)
         mismatches = _verify(conn, settings, days)
-    print(f"Open it yourself: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{db}', read_only=True)"
-          ".sql('SELECT * FROM lms.enrollment_changes LIMIT 5'))\"")
+    print(
+        f"Open it yourself: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{db}', read_only=True)"
+        ".sql('SELECT * FROM lms.enrollment_changes LIMIT 5'))\""
+    )
     if mismatches:
         print(f"MISMATCH against simulator truth: {mismatches}", file=sys.stderr)
         return 1
@@ -88,9 +98,13 @@ def _verify(conn: duckdb.DuckDBPyConnection, settings, days) -> list[str]:
             continue
         world = World(world_spec(settings, c))
         for day in days:
-            stored = set(conn.execute(
-                "SELECT course_id, student_id FROM lms.course_student_edges WHERE connection_id = ? "
-                "AND snapshot_date = ?", [c.id, day]).fetchall())
+            stored = set(
+                conn.execute(
+                    "SELECT course_id, student_id FROM lms.course_student_edges WHERE connection_id = ? "
+                    "AND snapshot_date = ?",
+                    [c.id, day],
+                ).fetchall()
+            )
             if stored != world.true_course_edges(day):
                 bad.append(partition_key(c.id, day))
     return bad

@@ -60,9 +60,7 @@ class CourseRoster(_Partitioned):
     student_count: Series[pd.Int64Dtype] = pa.Field(
         nullable=True, ge=0, description="students on the roster; null when not exposed"
     )
-    created_at: Series[pd.DatetimeTZDtype] = pa.Field(
-        nullable=True, dtype_kwargs=UTC, description="LMS created_at"
-    )
+    created_at: Series[pd.DatetimeTZDtype] = pa.Field(nullable=True, dtype_kwargs=UTC, description="LMS created_at")
     updated_at: Series[pd.DatetimeTZDtype] = pa.Field(
         nullable=True, dtype_kwargs=UTC, description="LMS updated_at (null when the provider omits it)"
     )
@@ -120,7 +118,8 @@ class EnrollmentChangeSet(_Partitioned):
     drop_share: Series[float] = pa.Field(ge=0, le=1, description="dropped / previous_edges")
     max_drop_share: Series[float] = pa.Field(gt=0, le=1, description="guard threshold in force")
     guard: Series[str] = pa.Field(
-        isin=["passed", "accepted_by_operator"], description="mass-drop guard outcome for a published change set"
+        isin=["passed", "accepted_by_operator"],
+        description="mass-drop guard outcome for a published change set",
     )
 
     class Config:

@@ -118,8 +118,12 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 
 @contextmanager
-def make_pipeline(tmp: Path, monkeypatch: pytest.MonkeyPatch, specs: list[WorldSpec] | None = None,
-                  options: dict[str, dict] | None = None) -> Iterator[Pipeline]:
+def make_pipeline(
+    tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    specs: list[WorldSpec] | None = None,
+    options: dict[str, dict] | None = None,
+) -> Iterator[Pipeline]:
     worlds = {spec.connection_id: World(spec) for spec in specs or WORLDS}
     tokens = {cid: f"secret-token-{cid}-0123456789" for cid in worlds}
     for i, cid in enumerate(worlds):
@@ -140,8 +144,9 @@ def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeli
 @pytest.fixture(scope="module")
 def seven_days(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """Seven days of the three fixture connections, materialized once per test module."""
-    with pytest.MonkeyPatch.context() as monkeypatch, make_pipeline(
-        tmp_path_factory.mktemp("seven_days"), monkeypatch
-    ) as pipe:
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        make_pipeline(tmp_path_factory.mktemp("seven_days"), monkeypatch) as pipe,
+    ):
         pipe.run_days(7)
         yield pipe

@@ -39,7 +39,10 @@ def test_an_invalid_field_is_reported_with_connection_and_field(tmp_path) -> Non
         ([conn(id="bad|id")], "field 'id'"),
         ([conn(provider="schoology")], "field 'provider'"),
         ([conn(base_url="ftp://x")], "field 'base_url'"),
-        ([conn(base_url="http://127.0.0.1:1", simulator={"seed": 1})], "'simulator' is only for the embedded"),
+        (
+            [conn(base_url="http://127.0.0.1:1", simulator={"seed": 1})],
+            "'simulator' is only for the embedded",
+        ),
         ([conn(options={"page_sise": 10})], "field 'options.page_sise': Extra inputs are not permitted"),
     ],
 )

@@ -37,7 +37,9 @@ def test_every_table_is_an_asset_with_a_description_and_column_schema() -> None:
 def test_daily_schedule_runs_every_connection_and_the_guard_is_blocking() -> None:
     schedule = defs.resolve_schedule_def(f"{ROSTER_JOB}_schedule")
     assert schedule.cron_schedule == "30 5 * * *"
-    (change_set,) = [a for a in defs.resolve_asset_graph().assets_defs if "no_mass_drop" in {k.name for k in a.check_keys}]
+    (change_set,) = [
+        a for a in defs.resolve_asset_graph().assets_defs if "no_mass_drop" in {k.name for k in a.check_keys}
+    ]
     (spec,) = change_set.check_specs
     assert spec.blocking and spec.asset_key == dg.AssetKey("enrollment_changes")
     job = defs.resolve_job_def(ROSTER_JOB)

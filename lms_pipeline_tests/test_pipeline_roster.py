@@ -19,8 +19,12 @@ def expected_changes(world: World, prev_day: date, day: date) -> set[tuple[str, 
     """The true change set, written independently of the SQL: only courses whose roster is known count."""
     before, after = world.roster_status(prev_day), world.roster_status(day)
     old, new = world.true_course_edges(prev_day), world.true_course_edges(day)
-    added = {(c, s, "added") for c, s in new - old if after[c] in KNOWN and before.get(c, "absent") in KNOWN | {"absent"}}
-    dropped = {(c, s, "dropped") for c, s in old - new if before[c] in KNOWN and after.get(c, "absent") in KNOWN | {"absent"}}
+    added = {
+        (c, s, "added") for c, s in new - old if after[c] in KNOWN and before.get(c, "absent") in KNOWN | {"absent"}
+    }
+    dropped = {
+        (c, s, "dropped") for c, s in old - new if before[c] in KNOWN and after.get(c, "absent") in KNOWN | {"absent"}
+    }
     return added | dropped
 
 
@@ -88,9 +92,9 @@ def test_course_flipping_to_not_exposed_produces_zero_drops(seven_days: Pipeline
 
 
 def test_removed_and_deactivated_courses_drop_with_their_reason(seven_days: Pipeline) -> None:
-    reasons = seven_days.query(
-        "SELECT DISTINCT reason FROM lms.enrollment_changes WHERE change_type = 'dropped'"
-    )["reason"].tolist()
+    reasons = seven_days.query("SELECT DISTINCT reason FROM lms.enrollment_changes WHERE change_type = 'dropped'")[
+        "reason"
+    ].tolist()
     assert {"course_removed", "course_deactivated", "unenrolled"} <= set(reasons)
     world = seven_days.worlds["conn-all"]
     for prev_day, day in zip(DAYS, DAYS[1:], strict=False):
@@ -199,7 +203,9 @@ def test_live_connection_refuses_to_store_today_under_a_past_date(tmp_path, monk
         assert not refused.success
         assert "live LMS" in failure_message(refused) and "allow_past_date_from_live" in failure_message(refused)
         assert not pipe.db.exists() or pipe.rows("SELECT * FROM lms.raw_course_pages") == set()
-        allowed = pipe.run("conn-live", START, {"ops": {"raw_course_pages": {"config": {"allow_past_date_from_live": True}}}})
+        allowed = pipe.run(
+            "conn-live", START, {"ops": {"raw_course_pages": {"config": {"allow_past_date_from_live": True}}}}
+        )
         assert allowed.success, failure_message(allowed)
 
 

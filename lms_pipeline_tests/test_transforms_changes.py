@@ -35,7 +35,12 @@ def test_not_exposed_on_either_day_yields_no_adds_and_no_drops() -> None:
 
 
 def test_roster_changes_are_enrolled_and_unenrolled() -> None:
-    got = changes(rosters(a=("exposed", True)), edges("a:s1", "a:s2"), rosters(a=("exposed", True)), edges("a:s2", "a:s3"))
+    got = changes(
+        rosters(a=("exposed", True)),
+        edges("a:s1", "a:s2"),
+        rosters(a=("exposed", True)),
+        edges("a:s2", "a:s3"),
+    )
     assert got == {("a", "s1", "dropped", "unenrolled"), ("a", "s3", "added", "enrolled")}
 
 

@@ -15,7 +15,12 @@ D1, D2 = date(2026, 9, 1), date(2026, 9, 2)
 
 def edges(day: date, *students: str, connection: str = "c1") -> pd.DataFrame:
     return pd.DataFrame(
-        {"connection_id": connection, "snapshot_date": pd.Timestamp(day), "course_id": "a", "student_id": list(students)}
+        {
+            "connection_id": connection,
+            "snapshot_date": pd.Timestamp(day),
+            "course_id": "a",
+            "student_id": list(students),
+        }
     )
 
 

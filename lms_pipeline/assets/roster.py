@@ -5,8 +5,6 @@ transaction -> metadata. Downstream assets read what upstream stored (never refe
 rebuilt from ``raw_course_pages`` alone.
 """
 
-from __future__ import annotations
-
 import json
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -115,7 +113,10 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         metadata=table_metadata("raw_course_pages"),
     )
     def raw_course_pages(
-        context: dg.AssetExecutionContext, config: RawFetchConfig, lms: LmsApiResource, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext,
+        config: RawFetchConfig,
+        lms: LmsApiResource,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """Every course and class page of one connection's full scan, exactly as fetched (plus request parameters
         without secrets and fetch time). The replayable source: every roster table rebuilds from it. A scan that
@@ -154,11 +155,9 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             }
         )
 
-
     @dg.multi_asset(
         partitions_def=partitions_def,
         group_name=GROUP,
-        deps=["raw_course_pages"],
         specs=[
             dg.AssetSpec(
                 "course_rosters",
@@ -202,9 +201,11 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         except (MalformedPayloadError, SchemaViolation) as exc:
             raise _fail(exc, "normalization refused; nothing was written") from None
         store.replace_partition(frames, connection_id, day)
-        rosters, edges, class_edges = frames["course_rosters"], frames["course_student_edges"], frames[
-            "class_student_edges"
-        ]
+        rosters, edges, class_edges = (
+            frames["course_rosters"],
+            frames["course_student_edges"],
+            frames["class_student_edges"],
+        )
         status = rosters["roster_status"].value_counts()
         known = int(status.get("exposed", 0) + status.get("empty", 0))
         yield dg.MaterializeResult(
@@ -228,9 +229,11 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         )
         yield dg.MaterializeResult(
             asset_key="class_student_edges",
-            metadata={"dagster/row_count": len(class_edges), "classes": int(class_edges["class_id"].nunique())},
+            metadata={
+                "dagster/row_count": len(class_edges),
+                "classes": int(class_edges["class_id"].nunique()),
+            },
         )
-
 
     @dg.multi_asset(
         partitions_def=partitions_def,
@@ -265,8 +268,12 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             )
         ],
     )
-    def enrollment_change_set(context: dg.AssetExecutionContext, config: ChangeSetConfig, lms: LmsApiResource,
-                              warehouse: WarehouseResource):
+    def enrollment_change_set(
+        context: dg.AssetExecutionContext,
+        config: ChangeSetConfig,
+        lms: LmsApiResource,
+        warehouse: WarehouseResource,
+    ):
         """Diff the day's snapshot with the previous published one; the mass-drop guard runs before any write."""
         connection_id, day = split_key(context)
         threshold = lms.settings().connection(connection_id).options.max_drop_share
@@ -294,8 +301,13 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             asset_key="enrollment_changes",
             passed=guard is not None,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"drop_share": summary.drop_share, "max_drop_share": threshold, "dropped": summary.dropped,
-                      "previous_edges": summary.previous_edges, "accepted_by_operator": guard == "accepted_by_operator"},
+            metadata={
+                "drop_share": summary.drop_share,
+                "max_drop_share": threshold,
+                "dropped": summary.dropped,
+                "previous_edges": summary.previous_edges,
+                "accepted_by_operator": guard == "accepted_by_operator",
+            },
         )
         if guard is None:
             raise dg.Failure(
@@ -312,7 +324,8 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             frames = {
                 "enrollment_changes": validate("enrollment_changes", changes),
                 "enrollment_change_sets": validate(
-                    "enrollment_change_sets", pd.DataFrame([summary.as_row(max_drop_share=threshold, guard=guard)])
+                    "enrollment_change_sets",
+                    pd.DataFrame([summary.as_row(max_drop_share=threshold, guard=guard)]),
                 ),
             }
         except SchemaViolation as exc:
@@ -335,8 +348,12 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         )
         yield dg.MaterializeResult(
             asset_key="enrollment_change_sets",
-            metadata={"dagster/row_count": 1, "guard": guard, "courses_compared": summary.courses_compared,
-                      "courses_not_exposed": summary.courses_not_exposed},
+            metadata={
+                "dagster/row_count": 1,
+                "guard": guard,
+                "courses_compared": summary.courses_compared,
+                "courses_not_exposed": summary.courses_not_exposed,
+            },
         )
 
     return [raw_course_pages, roster_snapshot, enrollment_change_set]
@@ -352,4 +369,3 @@ def _guard(summary: ChangeSummary, threshold: float, accepted: bool) -> str | No
 def _reason_counts(changes: pd.DataFrame, change_type: str) -> dict[str, int]:
     subset = changes.loc[changes["change_type"] == change_type, "reason"]
     return {k: int(v) for k, v in subset.value_counts().sort_index().items()}
-

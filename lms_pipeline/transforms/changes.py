@@ -22,7 +22,11 @@ CHANGE_COLUMNS = [
 ]  # fmt: skip
 
 _EMPTY_ROSTERS = pd.DataFrame(
-    {"course_id": pd.Series(dtype=str), "roster_status": pd.Series(dtype=str), "is_active": pd.Series(dtype=bool)}
+    {
+        "course_id": pd.Series(dtype=str),
+        "roster_status": pd.Series(dtype=str),
+        "is_active": pd.Series(dtype=bool),
+    }
 )
 _EMPTY_EDGES = pd.DataFrame({"course_id": pd.Series(dtype=str), "student_id": pd.Series(dtype=str)})
 

@@ -1,0 +1,1 @@
+"""HTTP clients for LMS APIs. Plain httpx: nothing here knows about Dagster."""
