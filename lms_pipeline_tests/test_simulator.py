@@ -64,7 +64,9 @@ def test_roster_fields_carry_the_same_roster(fields: str) -> None:
     for course in w.courses(D0):
         ids = set(course.get("student_ids", [])) | {s["id"] for s in course.get("students", [])}
         assert ids == {s for c, s in w.true_course_edges(D0) if c == course["id"]}
-        assert ("student_ids" in course) == (fields != "students") and ("students" in course) == (fields != "student_ids")
+        assert ("student_ids" in course) == (fields != "students") and ("students" in course) == (
+            fields != "student_ids"
+        )
 
 
 def test_offset_paging_ends_with_a_short_page_and_returns_the_world(api) -> None:
@@ -76,7 +78,10 @@ def test_offset_paging_ends_with_a_short_page_and_returns_the_world(api) -> None
         offset += len(page)
         if len(page) < 7:
             break
-    expected = sorted(app.worlds["s1"].courses(D0), key=lambda i: (i.get("created_at") is not None, i.get("created_at") or "", i["id"]))
+    expected = sorted(
+        app.worlds["s1"].courses(D0),
+        key=lambda i: (i.get("created_at") is not None, i.get("created_at") or "", i["id"]),
+    )
     assert got == expected and len(got) == 23
 
 

@@ -1,37 +1,51 @@
-"""Client for the Unified.to-style LMS API: offset paging to the end, with retries and strict page checks.
+"""Client for the Unified.to LMS API: offset paging to the end, with retries and strict page checks.
 
 Facts from provider-apis.md §1: list endpoints return a bare JSON array; the end is a page shorter than
 ``limit``; ``limit`` is capped at 100 and larger values are clamped silently; 429 may come without Retry-After.
+
+The token travels only in the Authorization header. httpx logs each request at INFO with its URL (no headers),
+and httpcore's DEBUG trace shows requests as ``<Request [b'GET']>``, so neither log shows the token; nor does
+anything this module logs, raises or returns.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import httpx
-import tenacity
 
-from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsFetchError, LmsPayloadError
-from lms_pipeline.clients.http import FetchStats, RetrySettings, _Retryable, get_with_retries
+from lms_pipeline.clients.errors import LmsClientError, LmsPayloadError
+from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
+
+logger = logging.getLogger(__name__)
+
+QueryValue = str | int | float | bool
+PAGING_PARAMS = frozenset({"limit", "offset"})
 
 
 @dataclass(frozen=True)
 class Page:
-    endpoint: str
+    """One list response as fetched: enough to replay it and to prove the listing was read to its end."""
+
+    endpoint: str  # "course", "class", "student", ...
     offset: int
-    params: dict[str, object]
-    fetched_at: datetime
+    params: dict[str, QueryValue]  # exactly the query parameters sent; the token is never among them
+    fetched_at: datetime  # tz-aware UTC, when the response arrived
     status_code: int
     items: list[dict]
-    attempts: int
+    attempts: int  # attempts this page took
 
 
 class UnifiedLmsClient:
-    # Asking for more than the cap would make a clamped, full page look short and end paging early.
+    """Reads one Unified.to connection's LMS lists. One httpx.Client per instance: close it, or use ``with``."""
+
+    # Unified.to caps limit at 100 and clamps larger values silently, so a larger request would make a full page
+    # look short and end paging early: never ask for more.
     MAX_PAGE_SIZE = 100
 
     def __init__(
@@ -41,24 +55,29 @@ class UnifiedLmsClient:
         token: str,
         *,
         transport: httpx.BaseTransport | None = None,
-        retry: RetrySettings = RetrySettings(),  # noqa: B008 (frozen dataclass)
+        retry: RetrySettings = RetrySettings(),  # noqa: B008 (frozen, so sharing the default is safe)
         page_size: int = 100,
         headers: Mapping[str, str] | None = None,
         max_pages: int = 10_000,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if page_size < 1 or max_pages < 1:
+            raise ValueError(f"page_size and max_pages must be at least 1, got {page_size} and {max_pages}")
+        if page_size > self.MAX_PAGE_SIZE:
+            logger.warning("connection %r: page_size %d lowered to the API's cap of %d", connection_id, page_size,
+                           self.MAX_PAGE_SIZE)  # fmt: skip
         self.connection_id = connection_id
-        self.page_size = max(1, min(page_size, self.MAX_PAGE_SIZE))
+        self.page_size = min(page_size, self.MAX_PAGE_SIZE)
         self.retry = retry
         self.max_pages = max_pages
         self.stats = FetchStats()
         self._sleep = sleep
-        self._http = httpx.Client(
-            base_url=base_url,
-            transport=transport,
-            timeout=httpx.Timeout(retry.timeout),
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})},
-        )
+        self._token = token
+        merged = httpx.Headers(headers)
+        merged["Authorization"] = f"Bearer {token}"  # set last, so extra headers cannot replace it
+        merged["Accept"] = "application/json"
+        self._http = httpx.Client(base_url=base_url, transport=transport, headers=merged,
+                                  timeout=httpx.Timeout(retry.timeout))  # fmt: skip
 
     def __repr__(self) -> str:
         return f"UnifiedLmsClient(connection_id={self.connection_id!r}, base_url={str(self._http.base_url)!r})"
@@ -73,89 +92,88 @@ class UnifiedLmsClient:
         self.close()
 
     def iter_pages(self, endpoint: str, params: Mapping[str, object] | None = None) -> Iterator[Page]:
-        """Yield every page of ``endpoint`` until a short page (an exactly-full last page is followed by [])."""
-        path = f"/lms/{self.connection_id}/{endpoint}"
-        base = {k: (",".join(map(str, v)) if isinstance(v, list | tuple) else v) for k, v in (params or {}).items()}
+        """Yield every page of ``endpoint`` until a short one; an exactly-full last page is followed by the empty
+        page that proves the end, which is yielded too.
+
+        ``params`` are extra query parameters: a list or tuple is sent comma-separated (``fields``), a tz-aware
+        datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (``updated_gte``), None is left out. Paging is the client's own.
+        """
+        path = f"/lms/{quote(self.connection_id, safe='')}/{quote(endpoint, safe='')}"
+        extra = _query(params or {})
         offset = 0
         for _ in range(self.max_pages):
-            sent = {**base, "limit": self.page_size, "offset": offset}
-            response, attempts = self._get(path, endpoint, offset, sent)
-            items = self._items(response, endpoint, offset)
+            target = RequestTarget(self.connection_id, endpoint, path, offset)
+            sent = {"limit": self.page_size, "offset": offset, **extra}
+            response, attempts = get_with_retries(self._http, target, sent, self.retry, self.stats,
+                                                  sleep=self._sleep, secret=self._token)  # fmt: skip
+            fetched_at = datetime.now(UTC)
+            items = self._items(response, target)
             self.stats.pages += 1
             self.stats.items += len(items)
-            yield Page(endpoint, offset, sent, datetime.now(UTC), response.status_code, items, attempts)
+            logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
+            yield Page(endpoint, offset, sent, fetched_at, response.status_code, items, attempts)
             if len(items) < self.page_size:
                 return
             offset += len(items)
-        raise LmsClientError(
-            f"connection {self.connection_id!r}: GET {path} still had data after {self.max_pages} pages; stopped",
-            connection_id=self.connection_id, endpoint=endpoint, offset=offset,
-        )  # fmt: skip
+        raise RequestTarget(self.connection_id, endpoint, path, offset).error(
+            LmsClientError, f"not sent: {self.max_pages} full pages read (max_pages) and the listing still had data"
+        )
 
-    def _where(self, path: str, offset: int) -> str:
-        return f"connection {self.connection_id!r}: GET {path} at offset {offset}"
-
-    def _get(self, path: str, endpoint: str, offset: int, params: dict) -> tuple[httpx.Response, int]:
-        ids = {"connection_id": self.connection_id, "endpoint": endpoint, "offset": offset}
-        try:
-            response, attempts = get_with_retries(self._http, path, params, self.retry, self.stats, self._sleep)
-        except tenacity.RetryError as exc:
-            last = exc.last_attempt.exception()
-            status = last.response.status_code if isinstance(last, _Retryable) and last.response else None
-            cause = f"HTTP {status}" if status else type(getattr(last, "error", None)).__name__
-            raise LmsFetchError(
-                f"{self._where(path, offset)} failed after {exc.last_attempt.attempt_number} attempts "
-                f"(last: {cause})",
-                status=status, **ids,
-            ) from None  # fmt: skip
-        if response.status_code in (401, 403):
-            raise LmsAuthError(
-                f"{self._where(path, offset)} was refused with HTTP {response.status_code}: check the token",
-                status=response.status_code, **ids,
-            )  # fmt: skip
-        if response.status_code >= 400:
-            raise LmsFetchError(
-                f"{self._where(path, offset)} failed with HTTP {response.status_code}{_message(response)}",
-                status=response.status_code, **ids,
-            )  # fmt: skip
-        return response, attempts
-
-    def _items(self, response: httpx.Response, endpoint: str, offset: int) -> list[dict]:
-        where = self._where(f"/lms/{self.connection_id}/{endpoint}", offset)
-        ids = {"connection_id": self.connection_id, "endpoint": endpoint, "offset": offset,
-               "status": response.status_code}  # fmt: skip
+    def _items(self, response: httpx.Response, target: RequestTarget) -> list[dict]:
+        """The page's items, refusing anything but the promised bare JSON array of objects."""
+        status = response.status_code
         try:
             body = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise LmsPayloadError(f"{where}: body is not JSON: {response.text[:80]!r}", **ids) from None
+        except ValueError:
+            snippet = server_text(response.text, self._token) if response.content else ""
+            raise target.error(LmsPayloadError, f"answered HTTP {status} with a body that is not JSON: {snippet!r}",
+                               status=status) from None  # fmt: skip
         if not isinstance(body, list):
-            raise LmsPayloadError(f"{where}: expected a JSON array, got {type(body).__name__}", **ids)
-        if not all(isinstance(item, dict) for item in body):
-            raise LmsPayloadError(f"{where}: the array holds something other than objects", **ids)
+            raise target.error(LmsPayloadError, f"answered HTTP {status} with a JSON {type(body).__name__}, "
+                               "not the promised array", status=status)  # fmt: skip
+        strays = sorted({type(item).__name__ for item in body if not isinstance(item, dict)})
+        if strays:
+            raise target.error(LmsPayloadError, f"answered HTTP {status} with an array holding {', '.join(strays)} "
+                               "items, not objects", status=status)  # fmt: skip
         return body
 
 
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    message = body.get("message") if isinstance(body, dict) else None
-    return f": {str(message)[:200]}" if message else ""
+def _query(params: Mapping[str, object]) -> dict[str, QueryValue]:
+    """Extra query parameters as sent, so a stored Page shows the request exactly."""
+    clash = PAGING_PARAMS & params.keys()
+    if clash:
+        raise ValueError(f"{sorted(clash)} are set by the client while paging; do not pass them")
+    out: dict[str, QueryValue] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            out[name] = ",".join(map(str, value))
+        elif isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError(f"{name}: a naive datetime is ambiguous; pass a tz-aware one")
+            out[name] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        elif isinstance(value, QueryValue):
+            out[name] = value
+        else:
+            raise TypeError(f"{name}: cannot send a {type(value).__name__} as a query parameter")
+    return out
 
 
 def read_roster_ids(course: Mapping) -> list[str] | None:
-    """The course's roster: union of ``student_ids`` (deprecated) and ``students[].id``; None = not exposed.
+    """A course's (or class's) roster: the union of ``student_ids`` (deprecated) and ``students[].id``.
 
-    Documents the rule the SQL normalizer applies (transforms/rosters.py).
+    None means the provider did not expose a roster (neither key, or both null): unknown, never "empty", so it
+    must not read as everyone dropping. Documents the rule the SQL normalizer applies (transforms/rosters.py).
     """
     ids, refs = course.get("student_ids"), course.get("students")
     if ids is None and refs is None:
         return None
     if ids is not None and (not isinstance(ids, list) or not all(isinstance(s, str) for s in ids)):
-        raise ValueError(f"course {course.get('id')!r}: student_ids is not a list of strings")
+        raise ValueError(f"course {course.get('id')!r}: student_ids is not a list of strings: {ids!r:.80}")
     if refs is not None and (
-        not isinstance(refs, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in refs)
+        not isinstance(refs, list) or not all(isinstance(r, Mapping) and isinstance(r.get("id"), str) for r in refs)
     ):
-        raise ValueError(f"course {course.get('id')!r}: students is not a list of objects with string ids")
-    return sorted(set(ids or []) | {r["id"] for r in refs or []})
+        raise ValueError(f"course {course.get('id')!r}: students is not a list of objects with string ids: "
+                         f"{refs!r:.80}")  # fmt: skip
+    return sorted(set(ids or ()) | {r["id"] for r in refs or ()})
