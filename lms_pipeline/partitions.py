@@ -28,5 +28,10 @@ def partition_key(connection_id: str, day: date) -> str:
 
 
 def split_key(context: dg.AssetExecutionContext) -> tuple[str, date]:
-    keys = context.partition_key.keys_by_dimension
-    return keys["connection"], date.fromisoformat(keys["date"])
+    """(connection, day) of the run's partition; a run launched by tag carries the key as a plain string."""
+    key = context.partition_key
+    if isinstance(key, dg.MultiPartitionKey):
+        connection, day = key.keys_by_dimension["connection"], key.keys_by_dimension["date"]
+    else:
+        connection, _, day = str(key).partition("|")
+    return connection, date.fromisoformat(day)

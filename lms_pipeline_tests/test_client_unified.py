@@ -130,10 +130,12 @@ def test_query_params_are_sent_as_recorded_with_fields_comma_separated() -> None
     [
         ("3", 3.0, 3.0),
         ("600", RETRY.max_delay, RETRY.max_delay),  # capped at max_delay
-        (format_datetime(datetime.now(UTC) + timedelta(seconds=6), usegmt=True), 4.0, 6.0),  # HTTP-date form
+        (timedelta(seconds=6), 4.0, 6.0),  # HTTP-date form, 6 s from now (whole seconds, so 5-6 s)
     ],
 )
-def test_429_retry_after_is_honoured_within_max_delay(retry_after: str, low: float, high: float) -> None:
+def test_429_retry_after_is_honoured_within_max_delay(retry_after: str | timedelta, low: float, high: float) -> None:
+    if isinstance(retry_after, timedelta):
+        retry_after = format_datetime(datetime.now(UTC) + retry_after, usegmt=True)
     throttled = httpx.Response(429, headers={"Retry-After": retry_after}, json={"message": "Too many requests"})
     client, sleeps = make_client(FakeUnified(5, [throttled]))
     (page,) = client.iter_pages("course")
@@ -231,6 +233,7 @@ def test_other_client_errors_fail_at_once_quoting_the_server_message(status: int
         list(client.iter_pages("course"))
     assert not isinstance(err.value, LmsAuthError) and err.value.status == status and len(api.requests) == 1
     assert "course_id is required" in str(err.value) and len(str(err.value)) < 350
+    assert client.stats.server_errors == 0  # a 501 'not supported' is an answer, not server trouble
 
 
 # ---- payload checks -------------------------------------------------------------------------------------------
