@@ -32,8 +32,8 @@ class _Strict(BaseModel):
 
 
 class RetryOptions(_Strict):
-    max_attempts: int = Field(5, ge=1, le=20)
-    base_delay_seconds: float = Field(0.5, ge=0, le=60)
+    max_attempts: int = Field(8, ge=1, le=20)
+    base_delay_seconds: float = Field(1.0, ge=0, le=60)
     max_delay_seconds: float = Field(30.0, ge=0, le=600)
     max_total_wait_seconds: float = Field(120.0, ge=0, le=3600)
     timeout_seconds: float = Field(30.0, gt=0, le=600)
