@@ -40,6 +40,11 @@ def table_metadata(name: str) -> dict:
     return {"dagster/column_schema": schema, "dagster/table_name": table(name)}
 
 
+def table_spec(name: str, deps: list[str], description: str) -> dg.AssetSpec:
+    """An output of a multi-asset: one warehouse table, described for the UI."""
+    return dg.AssetSpec(name, deps=deps, kinds={"duckdb"}, metadata=table_metadata(name), description=description)
+
+
 class RawFetchConfig(dg.Config):
     allow_past_date_from_live: bool = False
     """A live LMS only knows today's rosters: storing them under an older date falsifies history. Set this to
@@ -159,28 +164,22 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         partitions_def=partitions_def,
         group_name=GROUP,
         specs=[
-            dg.AssetSpec(
+            table_spec(
                 "course_rosters",
-                deps=["raw_course_pages"],
-                kinds={"duckdb"},
-                metadata=table_metadata("course_rosters"),
-                description="One row per course per day: roster_status exposed / empty / not_exposed (the provider "
+                ["raw_course_pages"],
+                "One row per course per day: roster_status exposed / empty / not_exposed (the provider "
                 "gave no roster: unknown, never empty), is_active, student_count, updated_at.",
             ),
-            dg.AssetSpec(
+            table_spec(
                 "course_student_edges",
-                deps=["raw_course_pages"],
-                kinds={"duckdb"},
-                metadata=table_metadata("course_student_edges"),
-                description="Who is enrolled where: one row per (course, student) on an exposed roster that day; the "
+                ["raw_course_pages"],
+                "Who is enrolled where: one row per (course, student) on an exposed roster that day; the "
                 "union of student_ids and students[].id.",
             ),
-            dg.AssetSpec(
+            table_spec(
                 "class_student_edges",
-                deps=["raw_course_pages"],
-                kinds={"duckdb"},
-                metadata=table_metadata("class_student_edges"),
-                description="Class (section) level rosters where the provider populates Class.student_ids, with the "
+                ["raw_course_pages"],
+                "Class (section) level rosters where the provider populates Class.student_ids, with the "
                 "class's course_id. Rare: most providers expose none.",
             ),
         ],
@@ -239,21 +238,17 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         partitions_def=partitions_def,
         group_name=GROUP,
         specs=[
-            dg.AssetSpec(
+            table_spec(
                 "enrollment_changes",
-                deps=["course_rosters", "course_student_edges"],
-                kinds={"duckdb"},
-                metadata=table_metadata("enrollment_changes"),
-                description="Day-over-day added / dropped edges against the previous published snapshot, with a "
+                ["course_rosters", "course_student_edges"],
+                "Day-over-day added / dropped edges against the previous published snapshot, with a "
                 "reason. A course not exposed on either day yields nothing; a connection's first day is a baseline "
                 "(no rows; is_baseline in enrollment_change_sets).",
             ),
-            dg.AssetSpec(
+            table_spec(
                 "enrollment_change_sets",
-                deps=["course_rosters", "course_student_edges"],
-                kinds={"duckdb"},
-                metadata=table_metadata("enrollment_change_sets"),
-                description="One row per published change set: what it was compared with, counts, drop share and "
+                ["course_rosters", "course_student_edges"],
+                "One row per published change set: what it was compared with, counts, drop share and "
                 "the mass-drop guard's outcome. A held change set has no row, so the next day compares with the last "
                 "published one.",
             ),
