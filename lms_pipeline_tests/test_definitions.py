@@ -44,3 +44,15 @@ def test_daily_schedule_runs_every_connection_and_the_guard_is_blocking() -> Non
     assert spec.blocking and spec.asset_key == dg.AssetKey("enrollment_changes")
     job = defs.resolve_job_def(ROSTER_JOB)
     assert isinstance(job.partitions_def, dg.MultiPartitionsDefinition)
+
+
+def test_a_change_set_depends_on_the_previous_day_of_its_connection_so_backfills_run_in_order() -> None:
+    assets_def = defs.resolve_assets_def("enrollment_changes")
+    key = dg.AssetKey("enrollment_changes")
+    mapping, partitions = assets_def.get_partition_mapping(key), assets_def.partitions_def
+    day3 = partitions.subset_with_partition_keys(["district-canvas|2026-09-03"])
+    first = partitions.subset_with_partition_keys(["district-canvas|2026-09-01"])
+    upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(day3, partitions, partitions)
+    assert list(upstream.partitions_subset.get_partition_keys()) == ["district-canvas|2026-09-02"]
+    none = mapping.get_upstream_mapped_partitions_result_for_partitions(first, partitions, partitions)
+    assert list(none.partitions_subset.get_partition_keys()) == []

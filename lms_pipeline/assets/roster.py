@@ -45,6 +45,19 @@ def table_spec(name: str, deps: list[str], description: str) -> dg.AssetSpec:
     return dg.AssetSpec(name, deps=deps, kinds={"duckdb"}, metadata=table_metadata(name), description=description)
 
 
+# Day D's change set compares with day D-1's, so a backfill must build them in date order per connection:
+# a self-dependency on the previous day makes Dagster sequence them (the first day has no upstream).
+PREVIOUS_DAY_CHANGES = dg.AssetDep(
+    "enrollment_changes",
+    partition_mapping=dg.MultiPartitionMapping(
+        {
+            "date": dg.DimensionPartitionMapping("date", dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)),
+            "connection": dg.DimensionPartitionMapping("connection", dg.IdentityPartitionMapping()),
+        }
+    ),
+)
+
+
 class RawFetchConfig(dg.Config):
     allow_past_date_from_live: bool = False
     """A live LMS only knows today's rosters: storing them under an older date falsifies history. Set this to
@@ -240,7 +253,7 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         specs=[
             table_spec(
                 "enrollment_changes",
-                ["course_rosters", "course_student_edges"],
+                ["course_rosters", "course_student_edges", PREVIOUS_DAY_CHANGES],
                 "Day-over-day added / dropped edges against the previous published snapshot, with a "
                 "reason. A course not exposed on either day yields nothing; a connection's first day is a baseline "
                 "(no rows; is_baseline in enrollment_change_sets).",
