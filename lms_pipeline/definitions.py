@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -15,9 +13,6 @@ from lms_pipeline.assets.roster import build_roster_assets
 from lms_pipeline.config import Settings, config_path, load_settings
 from lms_pipeline.partitions import day_by_connection
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
-
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 ROSTER_JOB = "daily_roster_job"
 
