@@ -2,23 +2,40 @@
 
 Behaviour follows provider-apis.md §1 and its simulator checklist: bare JSON arrays, ``limit`` clamped to 100,
 the end signalled by a short page, bearer auth (401), 429 with or without Retry-After, ``fields``,
-``updated_gte`` (optionally ignored, like integrations that do not support it), ``sort``/``order``.
+``updated_gte`` (optionally ignored, like Udemy/Teachable), ``sort``/``order``, 501 for an object the integration
+lacks. Requests are checked in this order: path, connection (404), rate limit (429), method (405), token (401),
+as-of date and query (400), injected fault, object support (501).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from http import HTTPStatus
 from urllib.parse import parse_qs
+from wsgiref.types import StartResponse, WSGIEnvironment
 
-from lms_pipeline.simulator.world import World
+from lms_pipeline.simulator.world import DateOutOfRangeError, World
 
-DATE_HEADER = "HTTP_X_SIMULATED_DATE"
+DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
 MAX_LIMIT = 100
+ENDPOINTS = ("course", "class", "student")
 SORT_KEYS = ("name", "updated_at", "created_at")
+ORDERS = ("asc", "desc")
+
+Params = dict[str, list[str]]
+
+
+class _HttpError(Exception):
+    """Ends a request with a JSON error ``{"message": ...}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
 
 
 @dataclass
@@ -30,20 +47,33 @@ class _Fault:
     offset: int | None
     times: int
 
+    def matches(self, connection_id: str, endpoint: str, offset: int) -> bool:
+        return (
+            self.times > 0
+            and self.connection_id == connection_id
+            and self.endpoint in (None, endpoint)
+            and self.offset in (None, offset)
+        )
 
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        self.status, self.message, self.headers = status, message, headers or {}
 
+@dataclass(frozen=True)
+class _Query:
+    """A list request's validated query parameters."""
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            429: "Too Many Requests", 500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
-            503: "Service Unavailable", 504: "Gateway Timeout"}  # fmt: skip
+    limit: int
+    offset: int
+    updated_gte: str | None  # None also when the integration ignores it
+    sort: str
+    descending: bool
+    fields: frozenset[str]
 
 
 class SimulatorApp:
-    def __init__(self, worlds: Iterable[World], tokens: Mapping[str, str],
-                 clock: Callable[[], date] | None = None) -> None:  # fmt: skip
+    """Serves each world's truth at ``/lms/{connection_id}/{course|class|student}`` as of a simulated date."""
+
+    def __init__(
+        self, worlds: Iterable[World], tokens: Mapping[str, str], clock: Callable[[], date] | None = None
+    ) -> None:
         self.worlds = {w.spec.connection_id: w for w in worlds}
         self._tokens = dict(tokens)
         self.clock = clock or (lambda: datetime.now(UTC).date())
@@ -52,9 +82,19 @@ class SimulatorApp:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    # ---- test controls -----------------------------------------------------------------------------------
-    def inject_fault(self, connection_id: str, *, status: int = 500, body: bytes | str | None = None,
-                     endpoint: str | None = None, offset: int | None = None, times: int = 1) -> None:  # fmt: skip
+    # ---- test controls ---------------------------------------------------------------------------------------
+    def inject_fault(
+        self,
+        connection_id: str,
+        *,
+        status: int = 500,
+        body: bytes | str | None = None,
+        endpoint: str | None = None,
+        offset: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` matching requests (None matches any) with ``status`` and ``body`` verbatim,
+        or a JSON error when ``body`` is None; with status 200 a body makes a malformed page."""
         with self._lock:
             self._faults.append(_Fault(connection_id, status, body, endpoint, offset, times))
 
@@ -66,114 +106,139 @@ class SimulatorApp:
         with self._lock:
             self.request_log.clear()
 
-    # ---- WSGI --------------------------------------------------------------------------------------------
-    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
-        entry: dict = {"connection_id": None, "endpoint": None, "params": {}, "as_of": None, "status": None}
+    # ---- WSGI ------------------------------------------------------------------------------------------------
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        entry: dict = {"connection_id": None, "endpoint": None, "as_of": None, "status": None,
+                       "params": {k: v[0] if len(v) == 1 else v for k, v in params.items()}}  # fmt: skip
         try:
-            status, body, headers = self._handle(environ, entry)
+            status, body, headers = self._handle(environ, params, entry)
         except _HttpError as err:
             status, body, headers = err.status, json.dumps({"message": err.message}).encode(), err.headers
         entry["status"] = status
         with self._lock:
             self.request_log.append(entry)
-        start_response(f"{status} {_REASONS.get(status, 'Error')}",
-                       [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                        *headers.items()])  # fmt: skip
+        start_response(
+            f"{status} {_reason(status)}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items()],
+        )
         return [body]
 
-    def _handle(self, environ: dict, entry: dict) -> tuple[int, bytes, dict[str, str]]:
+    def _handle(self, environ: WSGIEnvironment, params: Params, entry: dict) -> tuple[int, bytes, dict[str, str]]:
         parts = environ.get("PATH_INFO", "").strip("/").split("/")
         if len(parts) != 3 or parts[0] != "lms":
-            raise _HttpError(404, "Not found")
+            raise _HttpError(404, "Not found: expected /lms/{connection_id}/{object}")
         _, connection_id, endpoint = parts
-        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-        entry.update(connection_id=connection_id, endpoint=endpoint,
-                     params={k: v[0] if len(v) == 1 else v for k, v in params.items()})  # fmt: skip
+        entry.update(connection_id=connection_id, endpoint=endpoint)
         world = self.worlds.get(connection_id)
         if world is None:
-            raise _HttpError(404, f"connection {connection_id} not found")
-        if environ.get("REQUEST_METHOD", "GET") != "GET":
-            raise _HttpError(405, "Method not allowed")
-        if environ.get("HTTP_AUTHORIZATION", "") != f"Bearer {self._tokens.get(connection_id)}":
+            raise _HttpError(404, f"Connection {connection_id} not found")
+        self._throttle(world)
+        if environ.get("REQUEST_METHOD") != "GET":
+            raise _HttpError(405, "Method not allowed", {"Allow": "GET"})
+        if environ.get("HTTP_AUTHORIZATION") != f"Bearer {self._tokens.get(connection_id)}":
             raise _HttpError(401, "Unauthorized")
-        with self._lock:
-            self._counts[connection_id] = count = self._counts.get(connection_id, 0) + 1
-        every = world.spec.rate_limit_every
-        if every and count % every == 0:
-            retry = world.spec.retry_after_seconds
-            raise _HttpError(429, "Too many requests to Unified.to",
-                             {"Retry-After": str(int(retry))} if retry is not None else {})  # fmt: skip
-        limit = min(max(_int(params, "limit", 100), 1), MAX_LIMIT)
-        offset = _int(params, "offset", 0)
-        if offset < 0:
-            raise _HttpError(400, "offset must be >= 0")
-        fault = self._take_fault(connection_id, endpoint, offset)
+        entry["as_of"] = as_of = _as_of(environ.get(DATE_HEADER)) or self.clock()
+        if endpoint not in ENDPOINTS:
+            raise _HttpError(404, f"Object {endpoint} not found")
+        query = _query(params, with_updated_gte=world.spec.supports_updated_gte)
+        fault = self._take_fault(connection_id, endpoint, query.offset)
         if fault is not None:
-            if fault.body is not None:
-                body = fault.body.encode() if isinstance(fault.body, str) else fault.body
-                return fault.status, body, {}
-            raise _HttpError(fault.status, "Simulated upstream error")
-        as_of = _as_of(environ.get(DATE_HEADER)) or self.clock()
-        entry["as_of"] = as_of
-        items = self._list(world, endpoint, as_of, params)
-        page = items[offset : offset + limit]
-        fields = {f for value in params.get("fields", []) for f in value.split(",") if f}
-        if fields:
-            page = [{k: v for k, v in item.items() if k in fields or k == "id"} for item in page]
-        return 200, json.dumps(page).encode(), {}
+            if fault.body is None:
+                raise _HttpError(fault.status, "Simulated upstream error")
+            return fault.status, fault.body.encode() if isinstance(fault.body, str) else fault.body, {}
+        try:
+            items = self._records(world, endpoint, as_of, params)
+        except DateOutOfRangeError as err:
+            raise _HttpError(400, str(err)) from None
+        return 200, json.dumps(_page(items, query)).encode(), {}
+
+    def _throttle(self, world: World) -> None:
+        """Every Nth request to a connection answers 429, whatever else is wrong with it."""
+        spec = world.spec
+        with self._lock:
+            self._counts[spec.connection_id] = count = self._counts.get(spec.connection_id, 0) + 1
+        if spec.rate_limit_every and count % spec.rate_limit_every == 0:
+            retry = spec.retry_after_seconds
+            headers = {} if retry is None else {"Retry-After": str(math.ceil(retry))}
+            raise _HttpError(429, "Too many requests to Unified.to", headers)
 
     def _take_fault(self, connection_id: str, endpoint: str, offset: int) -> _Fault | None:
         with self._lock:
-            for fault in self._faults:
-                if (fault.connection_id == connection_id and fault.times > 0
-                        and fault.endpoint in (None, endpoint) and fault.offset in (None, offset)):  # fmt: skip
-                    fault.times -= 1
-                    return fault
-        return None
+            fault = next((f for f in self._faults if f.matches(connection_id, endpoint, offset)), None)
+            if fault is not None:
+                fault.times -= 1
+            return fault
 
-    def _list(self, world: World, endpoint: str, as_of: date, params: dict[str, list[str]]) -> list[dict]:
+    @staticmethod
+    def _records(world: World, endpoint: str, as_of: date, params: Params) -> list[dict]:
+        """The endpoint's records as of the date, narrowed by its parent filters."""
         if endpoint == "course":
-            items = world.courses(as_of)
-        elif endpoint == "class":
+            return world.courses(as_of)
+        if endpoint == "class":
             if world.spec.classes == "none":
                 raise _HttpError(501, "class is not supported by this integration")
-            items = world.classes(as_of)
-            if "course_id" in params:
-                items = [i for i in items if i["course_id"] == params["course_id"][0]]
-        elif endpoint == "student":
-            items = self._students(world, as_of, params)
-        else:
-            raise _HttpError(404, f"unknown object {endpoint}")
-        if "updated_gte" in params and world.spec.supports_updated_gte:
-            since = _timestamp(params["updated_gte"][0])
-            items = [i for i in items if i.get("updated_at") and i["updated_at"] >= since]
-        sort = params.get("sort", ["updated_at"])[0]
-        if sort not in SORT_KEYS:
-            raise _HttpError(400, f"sort must be one of {', '.join(SORT_KEYS)}")
-        order = params.get("order", ["asc"])[0]
-        if order not in ("asc", "desc"):
-            raise _HttpError(400, "order must be asc or desc")
-        items = sorted(items, key=lambda i: (i.get(sort) is not None, i.get(sort) or "", i["id"]))
-        return items[::-1] if order == "desc" else items
-
-    def _students(self, world: World, as_of: date, params: dict[str, list[str]]) -> list[dict]:
-        students = world.students(as_of)
-        if "course_id" in params:
-            members = {s for c, s in world.true_course_edges(as_of) if c == params["course_id"][0]}
-            students = [s for s in students if s["id"] in members]
-        if "class_id" in params:
-            members = {s for k, _, s in world.true_class_edges(as_of) if k == params["class_id"][0]}
-            students = [s for s in students if s["id"] in members]
-        return students
+            course_id = _first(params, "course_id")
+            return [c for c in world.classes(as_of) if course_id is None or c["course_id"] == course_id]
+        members = None
+        if (course_id := _first(params, "course_id")) is not None:
+            members = {s for c, s in world.true_course_edges(as_of) if c == course_id}
+        if (class_id := _first(params, "class_id")) is not None:
+            in_class = {s for k, _, s in world.true_class_edges(as_of) if k == class_id}
+            members = in_class if members is None else members & in_class
+        return [s for s in world.students(as_of) if members is None or s["id"] in members]
 
 
-def _int(params: dict[str, list[str]], name: str, default: int) -> int:
-    if name not in params:
+def _page(items: list[dict], query: _Query) -> list[dict]:
+    if query.updated_gte is not None:
+        items = [i for i in items if i.get("updated_at") is not None and i["updated_at"] >= query.updated_gte]
+    items = _sorted(items, query.sort, query.descending)[query.offset : query.offset + query.limit]
+    if query.fields:
+        items = [{k: v for k, v in i.items() if k in query.fields or k == "id"} for i in items]
+    return items
+
+
+def _sorted(items: list[dict], key: str, descending: bool) -> list[dict]:
+    """Records missing the key first, then by key; ties by id ascending in either order (a stable paging order)."""
+    missing = sorted((i for i in items if i.get(key) is None), key=lambda i: i["id"])
+    present = sorted((i for i in items if i.get(key) is not None), key=lambda i: i["id"])
+    present.sort(key=lambda i: i[key], reverse=descending)  # stable, also when reversed
+    return missing + present
+
+
+def _query(params: Params, *, with_updated_gte: bool) -> _Query:
+    """Validate the list parameters; an integration without updated_gte ignores it entirely (not even a 400)."""
+    sort, order = _first(params, "sort") or "updated_at", _first(params, "order") or "asc"
+    if sort not in SORT_KEYS:
+        raise _HttpError(400, f"sort must be one of {', '.join(SORT_KEYS)}")
+    if order not in ORDERS:
+        raise _HttpError(400, f"order must be one of {', '.join(ORDERS)}")
+    offset = _int(params, "offset", 0)
+    if offset < 0:
+        raise _HttpError(400, "offset must be >= 0")
+    updated_gte = _first(params, "updated_gte") if with_updated_gte else None
+    return _Query(
+        limit=min(max(_int(params, "limit", MAX_LIMIT), 1), MAX_LIMIT),
+        offset=offset,
+        updated_gte=None if updated_gte is None else _timestamp(updated_gte),
+        sort=sort,
+        descending=order == "desc",
+        fields=frozenset(f.strip() for value in params.get("fields", []) for f in value.split(",") if f.strip()),
+    )
+
+
+def _first(params: Params, name: str) -> str | None:
+    return params[name][0] if name in params else None
+
+
+def _int(params: Params, name: str, default: int) -> int:
+    value = _first(params, name)
+    if value is None:
         return default
     try:
-        return int(params[name][0])
+        return int(value)
     except ValueError:
-        raise _HttpError(400, f"{name} must be an integer") from None
+        raise _HttpError(400, f"{name} must be an integer, got {value!r}") from None
 
 
 def _as_of(value: str | None) -> date | None:
@@ -182,14 +247,22 @@ def _as_of(value: str | None) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise _HttpError(400, "X-Simulated-Date must be YYYY-MM-DD") from None
+        raise _HttpError(400, f"X-Simulated-Date must be YYYY-MM-DD, got {value!r}") from None
 
 
 def _timestamp(value: str) -> str:
-    """updated_gte as a comparable 'YYYY-MM-DDTHH:MM:SSZ' string (a bare date means midnight UTC)."""
+    """updated_gte as a comparable 'YYYY-MM-DDTHH:MM:SSZ' string; a bare date or a missing zone means UTC."""
     try:
-        if len(value) == 10:
-            return date.fromisoformat(value).strftime("%Y-%m-%dT00:00:00Z")
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        moment = datetime.fromisoformat(value)
     except ValueError:
-        raise _HttpError(400, "updated_gte must be YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ") from None
+        raise _HttpError(400, f"updated_gte must be YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, got {value!r}") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

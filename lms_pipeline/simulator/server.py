@@ -1,4 +1,4 @@
-"""Serve a WSGI app on loopback, in a background thread (tests, demo) or in the foreground (CLI)."""
+"""Serve a WSGI app on one host (127.0.0.1 by default): in a background thread (tests, demo) or the foreground (CLI)."""
 
 from __future__ import annotations
 
@@ -7,35 +7,41 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import WSGIApplication
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """One daemon thread per request; closing does not wait for a stuck client."""
+
     daemon_threads = True
+    block_on_close = False
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib signature)
-        """Silence the per-request stderr line."""
+    def log_message(self, format: str, *args: object) -> None:
+        """Silence the per-request stderr line: tests and the demo make thousands of requests."""
 
 
-def _server(app, host: str, port: int) -> WSGIServer:
+def _server(app: WSGIApplication, host: str, port: int) -> WSGIServer:
     return make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
 
 
 @contextmanager
-def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Yield the base URL of ``app`` served on ``host`` (an ephemeral port by default); stop on exit."""
+def serve_in_thread(app: WSGIApplication, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Yield the base URL of ``app`` served on ``host`` (an ephemeral port by default); stop and close on exit."""
     server = _server(app, host, port)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    base_url = f"http://{host}:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=base_url, daemon=True)
     thread.start()
     try:
-        yield f"http://{host}:{server.server_port}"
+        yield base_url
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
 
 
-def serve_forever(app, host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve_forever(app: WSGIApplication, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve in the foreground until interrupted (the simulator CLI)."""
     with _server(app, host, port) as server:
         server.serve_forever()

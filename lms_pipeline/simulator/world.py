@@ -1,19 +1,43 @@
 """A deterministic LMS world that evolves day by day, and its ground truth.
 
-Day 0 is built from the seed; each later day is replayed from the previous one with an RNG seeded by
-(seed, connection, day), so any day's answer is the same whatever order days are asked in. The truth API returns
+Day 0 is built from the seed; each later day is replayed from the one before with an RNG seeded by
+(seed, connection, day), so a day's answer is the same whatever order days are asked in. The truth API returns
 exactly what the HTTP API exposes: tests compare the pipeline's tables with it.
+
+Presentation options (roster exposure, roster fields, classes, missing timestamps) draw from the RNG whatever their
+value, so two specs differing only in them share the same underlying enrolments.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import threading
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
+from functools import cache, cached_property
+from typing import Literal, NamedTuple
+
+RosterFields = Literal["student_ids", "students", "both"]
+
+MAX_DAYS = 3660  # about ten years after start_date: bounds the replay an as-of date can ask for
+CHECKPOINT_EVERY = 10  # every 10th day stays cached, so any day replays at most 9 days
+RECENT_DAYS = 32  # plus the most recently asked days (a pipeline walks days in order)
+
+# fmt: off
+SUBJECTS = ("Biology", "Chemistry", "Physics", "Algebra", "Geometry", "Statistics", "History", "Geography",
+            "Literature", "Spanish", "French", "Art", "Music", "Economics", "Computing", "Psychology")
+FIRST_NAMES = ("Ana", "Ben", "Chloe", "Dev", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jun", "Kofi", "Lea", "Mateo",
+               "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tariq", "Uma", "Vera", "Wen", "Yusuf")
+LAST_NAMES = ("Li", "Okafor", "Smith", "Garcia", "Nguyen", "Kowalski", "Haddad", "Silva", "Berg", "Tanaka", "Ray",
+              "Moreau", "Novak", "Osei", "Patel", "Quispe", "Rossi", "Schmidt", "Torres", "Ivanova", "Yilmaz")
+# fmt: on
+
+
+class DateOutOfRangeError(ValueError):
+    """An as-of date beyond the world's horizon (``MAX_DAYS`` after start_date)."""
 
 
 @dataclass(frozen=True)
@@ -42,233 +66,308 @@ class WorldSpec:
     retry_after_seconds: float | None = None
 
 
-@dataclass
-class _Course:
+class _Class(NamedTuple):
+    id: str
+    timestamps: bool
+
+
+class _Course(NamedTuple):
+    """One course's state on one day; unchanged courses are shared between days (a tuple: cheap to replace)."""
+
+    id: str
     number: int
-    created: datetime
-    updated: datetime
+    name: str
+    instructor: int
+    created_at: str
+    updated_at: str
+    timestamps: bool
+    fields: RosterFields
+    classes: tuple[_Class, ...]
     is_active: bool
     exposed: bool
-    fields: str
-    timestamps: bool
-    n_classes: int
-    students: set[str] = field(default_factory=set)
-    dropped: set[str] = field(default_factory=set)
+    students: frozenset[int]
+    dropped: frozenset[int]  # ever-enrolled students now out: the pool re-enrolments come from
 
-    @property
-    def id(self) -> str:
-        return f"crs-{self.number:05d}"
+    def class_members(self) -> list[tuple[_Class, list[int]]]:
+        """Sections partition the roster by a fixed rule, so a student stays in one section while enrolled."""
+        members: list[list[int]] = [[] for _ in self.classes]
+        for student in sorted(self.students):
+            members[(student + self.number) % len(self.classes)].append(student)
+        return list(zip(self.classes, members, strict=True))
 
 
-@dataclass
-class _State:
-    courses: dict[str, _Course]
+@dataclass(frozen=True)
+class _Day:
+    courses: tuple[_Course, ...]  # listed courses, in creation order
     next_course: int
+    next_class: int
 
 
-def _poisson(rng: random.Random, mean: float) -> int:
-    """Knuth's method: fine for the small means used here, and bounded."""
-    if mean <= 0:
-        return 0
-    limit, k, p = math.exp(-mean), 0, 1.0
-    while k < 1000:
-        p *= rng.random()
-        if p <= limit:
-            return k
-        k += 1
-    return k
+@cache
+def student_id(number: int) -> str:
+    return f"stu-{number:05d}"
+
+
+def student_name(number: int) -> tuple[str, str]:
+    return FIRST_NAMES[number % len(FIRST_NAMES)], LAST_NAMES[(number // len(FIRST_NAMES)) % len(LAST_NAMES)]
+
+
+def instructor_name(number: int) -> str:
+    return f"{FIRST_NAMES[-number % len(FIRST_NAMES)][0]}. {LAST_NAMES[number % len(LAST_NAMES)]}"
+
+
+@cache
+def _full_name(number: int) -> str:
+    return " ".join(student_name(number))
 
 
 def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def student_id(n: int) -> str:
-    return f"stu-{n:05d}"
+def _moment(rng: random.Random, day: date) -> str:
+    """A random second of the UTC day: when something happened that day."""
+    hour, rest = divmod(rng.randrange(86_400), 3600)
+    return f"{day.isoformat()}T{hour:02d}:{rest // 60:02d}:{rest % 60:02d}Z"
 
 
-def student_name(sid: str) -> tuple[str, str]:
-    n = int(sid.split("-")[1])
-    firsts = ["Ana", "Ben", "Chloe", "Dev", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jun", "Kofi", "Lea"]
-    lasts = ["Li", "Okafor", "Smith", "Garcia", "Nguyen", "Kowalski", "Haddad", "Silva", "Berg", "Tanaka"]
-    return firsts[n % len(firsts)], lasts[(n // len(firsts)) % len(lasts)]
+def _poisson(rng: random.Random, mean: float) -> int:
+    """Knuth's method: exact for the small means used here, and bounded."""
+    limit, k, p = math.exp(-mean), 0, rng.random()
+    while p > limit and k < 1000:
+        p *= rng.random()
+        k += 1
+    return k
+
+
+def _pick(rng: random.Random, items: Sequence[int], prob: float) -> list[int]:
+    """Each item independently with probability ``prob``, drawing about one number per pick (geometric skips)."""
+    if prob <= 0:
+        return []
+    if prob >= 1:
+        return list(items)
+    picked, i, log_q = [], -1, math.log1p(-prob)
+    while True:
+        i += 1 + int(math.log(1.0 - rng.random()) / log_q)
+        if i >= len(items):
+            return picked
+        picked.append(items[i])
+
+
+def _flip_rates(share: float, prob: float) -> tuple[float, float]:
+    """Per-day probabilities exposed -> not exposed and back.
+
+    The average course flips with probability ``prob`` while the not-exposed share stays at ``share``
+    (balance: (1 - share) * to_dark == share * to_light).
+    """
+    if share <= 0:
+        return 0.0, 1.0
+    if share >= 1:
+        return 1.0, 0.0
+    return min(1.0, prob / (2 * (1 - share))), min(1.0, prob / (2 * share))
 
 
 class World:
+    """The evolving world of one connection; thread-safe, days computed lazily and cached."""
+
     def __init__(self, spec: WorldSpec) -> None:
         self.spec = spec
-        self._days: list[_State] = []
+        self._to_dark, self._to_light = _flip_rates(spec.not_exposed_share, spec.exposure_flip_prob)
         self._lock = threading.Lock()
+        self._checkpoints: dict[int, _Day] = {}
+        self._recent: OrderedDict[int, _Day] = OrderedDict()
 
     # ---- evolution -------------------------------------------------------------------------------------------
     def _rng(self, day: date) -> random.Random:
         return random.Random(f"{self.spec.seed}:{self.spec.connection_id}:{day.isoformat()}")
 
-    def _moment(self, rng: random.Random, day: date) -> datetime:
-        return datetime(day.year, day.month, day.day) + timedelta(seconds=rng.randrange(86_400))
-
-    def _new_course(self, rng: random.Random, number: int, day: date) -> _Course:
+    def _new_course(self, rng: random.Random, day: date, number: int, first_class: int) -> _Course:
         s = self.spec
-        if s.roster_exposure == "all":
-            exposed = True
-        elif s.roster_exposure == "none":
-            exposed = False
-        else:
-            exposed = rng.random() >= s.not_exposed_share
-        fields = rng.choice(["student_ids", "students", "both"]) if s.roster_fields == "mixed" else s.roster_fields
-        moment = self._moment(rng, day)
-        size = rng.randint(max(0, s.mean_roster_size // 2), max(0, s.mean_roster_size * 3 // 2))
-        pool = range(1, s.n_students + 1)
-        students = {student_id(n) for n in rng.sample(pool, min(size, s.n_students))}
-        return _Course(number, moment, moment, True, exposed, fields, rng.random() >= s.missing_timestamps_share,
-                       rng.randint(1, 3), students)  # fmt: skip
+        moment = _moment(rng, day)
+        size = min(s.n_students, rng.randint(s.mean_roster_size // 2, s.mean_roster_size * 3 // 2))
+        n_classes = rng.randint(1, 3)
+        exposed = rng.random() >= s.not_exposed_share
+        fields = rng.choice(("student_ids", "students", "both"))
+        return _Course(
+            id=f"crs-{number:05d}",
+            number=number,
+            name=f"{rng.choice(SUBJECTS)} {rng.randint(1, 4)}{rng.randrange(100):02d}",
+            instructor=rng.randint(1, max(1, s.n_courses // 3)),
+            created_at=moment,
+            updated_at=moment,
+            timestamps=rng.random() >= s.missing_timestamps_share,
+            fields=fields if s.roster_fields == "mixed" else s.roster_fields,
+            classes=tuple(
+                _Class(f"cls-{first_class + k:05d}", rng.random() >= s.missing_timestamps_share)
+                for k in range(n_classes)
+            ),
+            is_active=True,
+            exposed={"all": True, "none": False, "mixed": exposed}[s.roster_exposure],
+            students=frozenset(n + 1 for n in rng.sample(range(s.n_students), size)),
+            dropped=frozenset(),
+        )
 
-    def _day0(self) -> _State:
-        rng = self._rng(self.spec.start_date)
-        courses = {}
-        for n in range(1, self.spec.n_courses + 1):
-            course = self._new_course(rng, n, self.spec.start_date)
-            courses[course.id] = course
-        return _State(courses, self.spec.n_courses + 1)
+    def _add_courses(self, rng: random.Random, day: date, courses: list[_Course], count: int, state: _Day) -> _Day:
+        next_course, next_class = state.next_course, state.next_class
+        for _ in range(count):
+            course = self._new_course(rng, day, next_course, next_class)
+            courses.append(course)
+            next_course, next_class = next_course + 1, next_class + len(course.classes)
+        return _Day(tuple(courses), next_course, next_class)
 
-    def _advance(self, prev: _State, day: date) -> _State:
-        s, rng = self.spec, self._rng(day)
-        state = copy.deepcopy(prev)
-        for cid in list(state.courses):
-            course = state.courses[cid]
-            if rng.random() < s.remove_prob:
-                del state.courses[cid]
-                continue
-            changed = False
-            if course.is_active and rng.random() < s.deactivate_prob:
-                course.is_active, changed = False, True
-                if rng.random() < s.clear_roster_on_deactivate:
-                    course.dropped |= course.students
-                    course.students = set()
-            if course.is_active:
-                for sid in sorted(course.students):
-                    if rng.random() < s.drop_prob:
-                        course.students.discard(sid)
-                        course.dropped.add(sid)
-                        changed = True
-                for sid in sorted(course.dropped):
-                    if rng.random() < s.reenrol_prob:
-                        course.dropped.discard(sid)
-                        course.students.add(sid)
-                        changed = True
-                for _ in range(_poisson(rng, s.adds_per_course)):
-                    sid = student_id(rng.randint(1, s.n_students))
-                    if sid not in course.students:
-                        course.students.add(sid)
-                        course.dropped.discard(sid)
-                        changed = True
-            if s.roster_exposure == "mixed":
-                # Flip rates chosen so about not_exposed_share of courses are dark on any day.
-                p = s.exposure_flip_prob * (s.not_exposed_share if course.exposed else 1 - s.not_exposed_share)
-                if rng.random() < p:
-                    course.exposed = not course.exposed
-            if changed:
-                course.updated = self._moment(rng, day)
-        for _ in range(_poisson(rng, s.new_courses_per_day)):
-            course = self._new_course(rng, state.next_course, day)
-            state.courses[course.id] = course
-            state.next_course += 1
-        return state
+    def _day0(self) -> _Day:
+        return self._add_courses(self._rng(self.spec.start_date), self.spec.start_date, [], self.spec.n_courses,
+                                 _Day((), 1, 1))  # fmt: skip
 
-    def _state(self, day: date) -> _State:
+    def _churn(self, course: _Course, rng: random.Random) -> tuple[frozenset[int], frozenset[int]]:
+        """One day of an active course's enrolments: drops, re-enrolments of dropped students, new students."""
+        s = self.spec
+        gone = _pick(rng, sorted(course.students), s.drop_prob)
+        back = _pick(rng, sorted(course.dropped), s.reenrol_prob)
+        new = [rng.randint(1, s.n_students) for _ in range(_poisson(rng, s.adds_per_course))]
+        students = course.students.difference(gone).union(back, new)
+        return students, course.dropped.union(gone).difference(students)
+
+    def _evolve(self, course: _Course, rng: random.Random, day: date) -> _Course:
+        s = self.spec
+        is_active, students, dropped = course.is_active, course.students, course.dropped
+        if is_active and rng.random() < s.deactivate_prob:
+            is_active = False
+            if rng.random() < s.clear_roster_on_deactivate:
+                students, dropped = frozenset(), dropped | students
+        elif is_active:
+            students, dropped = self._churn(course, rng)
+        flip = rng.random() < (self._to_dark if course.exposed else self._to_light)
+        exposed = course.exposed != (flip and s.roster_exposure == "mixed")
+        changed = is_active != course.is_active or students != course.students
+        if not changed and exposed == course.exposed:
+            return course
+        # Exposure is a provider-side fact, not a change to the course: it leaves updated_at alone.
+        updated_at = _moment(rng, day) if changed else course.updated_at
+        return course._replace(is_active=is_active, students=students, dropped=dropped, exposed=exposed,
+                               updated_at=updated_at)  # fmt: skip
+
+    def _advance(self, prev: _Day, day: date) -> _Day:
+        rng = self._rng(day)
+        kept = [self._evolve(c, rng, day) for c in prev.courses if rng.random() >= self.spec.remove_prob]
+        return self._add_courses(rng, day, kept, _poisson(rng, self.spec.new_courses_per_day), prev)
+
+    def _index(self, day: date) -> int:
         index = max(0, (day - self.spec.start_date).days)
+        if index > MAX_DAYS:
+            raise DateOutOfRangeError(f"{day} is more than {MAX_DAYS} days after start_date {self.spec.start_date}")
+        return index
+
+    def _day(self, day: date) -> _Day:
+        index = self._index(day)
         with self._lock:
-            if not self._days:
-                self._days.append(self._day0())
-            while len(self._days) <= index:
-                d = self.spec.start_date + timedelta(days=len(self._days))
-                self._days.append(self._advance(self._days[-1], d))
-            return self._days[index]
+            if not self._checkpoints:
+                self._checkpoints[0] = self._day0()
+            if index in self._recent:
+                self._recent.move_to_end(index)
+                return self._recent[index]
+            base = max(i for i in (*self._checkpoints, *self._recent) if i <= index)
+            state = self._checkpoints.get(base) or self._recent[base]
+            for i in range(base + 1, index + 1):
+                state = self._advance(state, self.spec.start_date + timedelta(days=i))
+                if i % CHECKPOINT_EVERY == 0:
+                    self._checkpoints[i] = state
+            self._recent[index] = state
+            if len(self._recent) > RECENT_DAYS:
+                self._recent.popitem(last=False)
+            return state
 
     # ---- what the API exposes --------------------------------------------------------------------------------
-    def _roster_keys(self, course: _Course, students: set[str]) -> dict:
+    @staticmethod
+    def _roster_keys(course: _Course, members: list[int]) -> dict:
+        """The roster as the provider shows it: no keys at all when it does not expose rosters."""
         if not course.exposed:
             return {}
-        ids = sorted(students)
-        out: dict = {}
+        keys: dict = {}
         if course.fields in ("student_ids", "both"):
-            out["student_ids"] = ids
+            keys["student_ids"] = [student_id(n) for n in members]
         if course.fields in ("students", "both"):
-            out["students"] = [{"id": sid, "name": " ".join(student_name(sid))} for sid in ids]
-        return out
+            keys["students"] = [{"id": student_id(n), "name": _full_name(n)} for n in members]
+        return keys
 
-    def _timestamps(self, course: _Course) -> dict:
-        if not course.timestamps:
-            return {}
-        return {"created_at": _stamp(course.created), "updated_at": _stamp(course.updated)}
+    @staticmethod
+    def _timestamps(course: _Course, present: bool) -> dict:
+        return {"created_at": course.created_at, "updated_at": course.updated_at} if present else {}
 
     def courses(self, day: date) -> list[dict]:
-        out = []
-        for course in self._state(day).courses.values():
-            out.append({
-                "id": course.id,
-                "name": f"Course {course.number}",
-                "description": f"Simulated course {course.number} of {self.spec.connection_id}",
-                "is_active": course.is_active,
-                **self._timestamps(course),
-                "instructors": [{"id": f"ins-{course.number % 17:03d}", "name": "T. Ray"}],
-                **self._roster_keys(course, course.students),
-            })  # fmt: skip
-        return out
-
-    def _class_split(self, course: _Course) -> list[tuple[str, set[str]]]:
-        parts = [(f"cls-{course.number:05d}-{k}", set()) for k in range(1, course.n_classes + 1)]
-        for sid in course.students:
-            parts[int(sid.split("-")[1]) % course.n_classes][1].add(sid)
-        return parts
+        """The course objects listed on ``day``, in creation order."""
+        return [
+            {
+                "id": c.id,
+                "name": c.name,
+                "description": f"{c.name} at {self.spec.connection_id}",
+                "is_active": c.is_active,
+                **self._timestamps(c, c.timestamps),
+                "instructors": [{"id": f"ins-{c.instructor:05d}", "name": instructor_name(c.instructor)}],
+                **self._roster_keys(c, sorted(c.students)),
+            }
+            for c in self._day(day).courses
+        ]
 
     def classes(self, day: date) -> list[dict]:
+        """The sections listed on ``day`` ([] when the integration has none: the API answers 501).
+
+        A section's timestamps are its course's: any change to the course (its roster included) touches them.
+        """
         if self.spec.classes == "none":
             return []
-        out = []
-        for course in self._state(day).courses.values():
-            for class_id, members in self._class_split(course):
-                item = {"id": class_id, "name": f"Section {class_id[-1]}", "course_id": course.id,
-                        **self._timestamps(course)}  # fmt: skip
-                if self.spec.classes == "rosters":
-                    item.update(self._roster_keys(course, members))
-                out.append(item)
-        return out
+        with_rosters = self.spec.classes == "rosters"
+        return [
+            {
+                "id": cls.id,
+                "name": f"{c.name} - Section {chr(ord('A') + k)}",
+                "course_id": c.id,
+                **self._timestamps(c, cls.timestamps),
+                **(self._roster_keys(c, members) if with_rosters else {}),
+            }
+            for c in self._day(day).courses
+            for k, (cls, members) in enumerate(c.class_members())
+        ]
+
+    @cached_property
+    def _student_pool(self) -> tuple[tuple[str, str, str, str, str], ...]:
+        """(id, first, last, email, updated_at) per student: formatted once, as the pool never changes."""
+        start = datetime.combine(self.spec.start_date, datetime.min.time())
+        pool = []
+        for n in range(1, self.spec.n_students + 1):
+            first, last = student_name(n)
+            updated = _stamp(start - timedelta(days=n * 37 % 365, seconds=n * 7919 % 86_400))
+            pool.append((student_id(n), first, last, f"{first}.{last}.{n}@school.example".lower(), updated))
+        return tuple(pool)
 
     def students(self, day: date) -> list[dict]:
-        out = []
-        for n in range(1, self.spec.n_students + 1):
-            sid = student_id(n)
-            first, last = student_name(sid)
-            out.append(
-                {
-                    "id": sid,
-                    "name": f"{first} {last}",
-                    "first_name": first,
-                    "last_name": last,
-                    "emails": [{"email": f"{sid}@school.example", "type": "WORK"}],
-                    "updated_at": _stamp(datetime.combine(self.spec.start_date, datetime.min.time())),
-                }
-            )
-        return out
+        """The student pool (the same every day); updated_at spread over the year before start_date."""
+        return [
+            {"id": sid, "name": f"{first} {last}", "first_name": first, "last_name": last,
+             "emails": [{"email": email, "type": "WORK"}], "updated_at": updated}
+            for sid, first, last, email, updated in self._student_pool
+        ]  # fmt: skip
 
     def true_course_edges(self, day: date) -> set[tuple[str, str]]:
-        return {(c.id, s) for c in self._state(day).courses.values() if c.exposed for s in c.students}
+        """(course_id, student_id) of every listed course whose roster is exposed."""
+        return {(c.id, student_id(n)) for c in self._day(day).courses if c.exposed for n in c.students}
 
     def true_class_edges(self, day: date) -> set[tuple[str, str, str]]:
+        """(class_id, course_id, student_id) of every exposed section roster (only with classes="rosters")."""
         if self.spec.classes != "rosters":
             return set()
         return {
-            (class_id, c.id, s)
-            for c in self._state(day).courses.values() if c.exposed
-            for class_id, members in self._class_split(c) for s in members
+            (cls.id, c.id, student_id(n))
+            for c in self._day(day).courses if c.exposed
+            for cls, members in c.class_members() for n in members
         }  # fmt: skip
 
     def roster_status(self, day: date) -> dict[str, str]:
+        """course_id -> exposed | empty (keys present, no student) | not_exposed (no roster keys)."""
         return {
-            c.id: ("not_exposed" if not c.exposed else "exposed" if c.students else "empty")
-            for c in self._state(day).courses.values()
+            c.id: "not_exposed" if not c.exposed else "exposed" if c.students else "empty"
+            for c in self._day(day).courses
         }
 
     def is_active(self, day: date) -> dict[str, bool]:
-        return {c.id: c.is_active for c in self._state(day).courses.values()}
+        return {c.id: c.is_active for c in self._day(day).courses}
