@@ -17,7 +17,7 @@ import tenacity
 
 from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsFetchError, LmsPayloadError
 from lms_pipeline.clients.http import RetrySettings
-from lms_pipeline.clients.unified import UnifiedLmsClient, read_roster_ids
+from lms_pipeline.clients.unified import UnifiedLmsClient
 
 TOKEN = "tok-very-secret-123"
 CONNECTION = "canvas-east"
@@ -293,38 +293,3 @@ def test_errors_keep_their_fields_through_pickling() -> None:
     copy = pickle.loads(pickle.dumps(err.value))
     assert type(copy) is LmsFetchError and str(copy) == str(err.value)
     assert (copy.connection_id, copy.endpoint, copy.offset, copy.status) == (CONNECTION, "class", 0, 503)
-
-
-# ---- roster rule ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("course", "roster"),
-    [
-        ({"id": "a"}, None),  # roster not exposed: unknown, not empty
-        ({"id": "a", "student_ids": None, "students": None}, None),
-        ({"id": "a", "students": []}, []),
-        ({"id": "a", "student_ids": []}, []),
-        ({"id": "a", "student_ids": ["s2"], "students": None}, ["s2"]),
-        ({"id": "a", "student_ids": ["s2", "s1"], "students": [{"id": "s3", "name": "C"}, {"id": "s1"}]},
-         ["s1", "s2", "s3"]),
-        ({"id": "a", "student_ids": ["s1", "s1"], "students": [{"id": "s1"}, {"id": "s1"}]}, ["s1"]),
-    ],
-)  # fmt: skip
-def test_roster_ids_are_the_union_of_both_forms_and_absent_means_unknown(course: dict, roster: list | None) -> None:
-    assert read_roster_ids(course) == roster
-
-
-@pytest.mark.parametrize(
-    ("course", "needle"),
-    [
-        ({"id": "a", "student_ids": "s1"}, "student_ids is not a list of strings"),
-        ({"id": "a", "student_ids": [1]}, "student_ids is not a list of strings"),
-        ({"id": "a", "students": {"id": "s1"}}, "students is not a list of objects with string ids"),
-        ({"id": "a", "students": [{"name": "x"}]}, "students is not a list of objects with string ids"),
-        ({"id": "a", "students": ["s1"]}, "students is not a list of objects with string ids"),
-    ],
-)
-def test_roster_ids_of_the_wrong_type_are_refused(course: dict, needle: str) -> None:
-    with pytest.raises(ValueError, match=needle):
-        read_roster_ids(course)

@@ -158,22 +158,3 @@ def _query(params: Mapping[str, object]) -> dict[str, QueryValue]:
         else:
             raise TypeError(f"{name}: cannot send a {type(value).__name__} as a query parameter")
     return out
-
-
-def read_roster_ids(course: Mapping) -> list[str] | None:
-    """A course's (or class's) roster: the union of ``student_ids`` (deprecated) and ``students[].id``.
-
-    None means the provider did not expose a roster (neither key, or both null): unknown, never "empty", so it
-    must not read as everyone dropping. Documents the rule the SQL normalizer applies (transforms/rosters.py).
-    """
-    ids, refs = course.get("student_ids"), course.get("students")
-    if ids is None and refs is None:
-        return None
-    if ids is not None and (not isinstance(ids, list) or not all(isinstance(s, str) for s in ids)):
-        raise ValueError(f"course {course.get('id')!r}: student_ids is not a list of strings: {ids!r:.80}")
-    if refs is not None and (
-        not isinstance(refs, list) or not all(isinstance(r, Mapping) and isinstance(r.get("id"), str) for r in refs)
-    ):
-        raise ValueError(f"course {course.get('id')!r}: students is not a list of objects with string ids: "
-                         f"{refs!r:.80}")  # fmt: skip
-    return sorted(set(ids or ()) | {r["id"] for r in refs or ()})
