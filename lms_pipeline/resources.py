@@ -6,12 +6,14 @@ Resources only wire configuration to the plain-Python clients and warehouse, whi
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -67,13 +69,20 @@ class _EmbeddedSimulator:
 atexit.register(_EmbeddedSimulator._stack.close)
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_settings(path: str, mtime_ns: int) -> Settings:
+    """Parse the connections file once per version of it (assets and clients all ask for it)."""
+    return load_settings(path)
+
+
 class LmsApiResource(dg.ConfigurableResource):
     """Opens an LMS client for one connection; reads the connections file named by ``config_path``."""
 
     config_path: str
 
     def settings(self) -> Settings:
-        return load_settings(self.config_path)
+        path = Path(self.config_path)
+        return _cached_settings(str(path), path.stat().st_mtime_ns if path.exists() else 0)
 
     @contextmanager
     def client(self, connection_id: str, snapshot_date: date) -> Iterator[UnifiedLmsClient]:

@@ -48,6 +48,7 @@ class Pipeline:
     app: SimulatorApp
     worlds: dict[str, World]
     tokens: dict[str, str]
+    instance: dg.DagsterInstance
     options: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -102,8 +103,6 @@ class Pipeline:
         with duckdb.connect(str(self.db), read_only=True) as conn:
             return set(conn.execute(sql, params or []).fetchall())
 
-    instance: dg.DagsterInstance = None  # set by the fixture
-
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
     """The failing step's error text, as an operator reads it in the UI."""
@@ -130,9 +129,7 @@ def make_pipeline(
         monkeypatch.setenv(f"TEST_TOKEN_{i}", tokens[cid])
     app = SimulatorApp(worlds.values(), tokens)
     with serve_in_thread(app, host="127.0.0.1", port=0) as base_url, dg.instance_for_test() as instance:
-        pipe = Pipeline(tmp, base_url, app, worlds, tokens, options or {})
-        pipe.instance = instance
-        yield pipe
+        yield Pipeline(tmp, base_url, app, worlds, tokens, instance, options or {})
 
 
 @pytest.fixture
