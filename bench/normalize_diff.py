@@ -51,6 +51,7 @@ def generate(courses: int, roster: int, page_size: int = 100, seed: int = 7) -> 
                 "connection_id": "bench",
                 "snapshot_date": pd.Timestamp(day),
                 "endpoint": "course",
+                "page_index": list(range(len(pages))),
                 "page_offset": [i * page_size for i in range(len(pages))],
                 "payload": [json.dumps(p) for p in pages],
             }

@@ -53,6 +53,23 @@ class UnifiedOptions(_Strict):
         "simulator, off for a base_url. Off means the connection is live: it only knows today's rosters.",
     )
     retry: RetryOptions = RetryOptions()
+    supports_updated_gte: bool = Field(
+        True,
+        description="the integration honours updated_gte (README capability table). False: every day is a full "
+        "scan, read in repeated passes until two agree.",
+    )
+    full_scan_every_days: int = Field(
+        7, ge=1, le=366, description="a full scan (catches removed courses, repairs drift) at least this often"
+    )
+    incremental_overlap_minutes: int = Field(
+        60, ge=0, le=7 * 24 * 60, description="an incremental poll re-reads this much before the last high-water mark"
+    )
+    scan: Literal["consistent", "single_pass"] = Field(
+        "consistent",
+        description="consistent: keyset paging on updated_at (or repeated passes) so records moving while paged "
+        "are neither skipped nor stale. single_pass: one plain offset pass, unsafe under churn; for diagnosis only.",
+    )
+    max_scan_passes: int = Field(4, ge=2, le=10, description="bound on repeated passes of a consistent scan")
 
 
 class SimulatorWorld(_Strict):
@@ -79,6 +96,9 @@ class SimulatorWorld(_Strict):
     supports_updated_gte: bool = True
     rate_limit_every: int = Field(0, ge=0)
     retry_after_seconds: float | None = Field(None, ge=0, le=60)
+    supports_sort: bool = True
+    churn_share: float = Field(0.0, ge=0, le=1)
+    churn_per_request: int = Field(1, ge=1, le=10_000)
 
 
 class ConnectionConfig(_Strict):

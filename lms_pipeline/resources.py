@@ -50,11 +50,11 @@ class _EmbeddedSimulator:
     """
 
     _lock = threading.Lock()
-    _servers: dict[tuple, tuple[str, dict[str, str]]] = {}
+    _servers: dict[tuple, tuple[str, dict[str, str], SimulatorApp]] = {}
     _stack = ExitStack()
 
     @classmethod
-    def endpoint(cls, settings: Settings) -> tuple[str, dict[str, str]]:
+    def _serve(cls, settings: Settings) -> tuple[str, dict[str, str], SimulatorApp]:
         embedded = [c for c in settings.connections if c.embedded]
         key = tuple((c.id, repr(world_spec(settings, c)), c.token_env) for c in embedded)
         with cls._lock:
@@ -62,8 +62,19 @@ class _EmbeddedSimulator:
                 tokens = {c.id: connection_token(c) or secrets.token_urlsafe(24) for c in embedded}
                 app = SimulatorApp([World(world_spec(settings, c)) for c in embedded], tokens)
                 base_url = cls._stack.enter_context(serve_in_thread(app, host="127.0.0.1", port=0))
-                cls._servers[key] = (base_url, tokens)
+                cls._servers[key] = (base_url, tokens, app)
             return cls._servers[key]
+
+    @classmethod
+    def endpoint(cls, settings: Settings) -> tuple[str, dict[str, str]]:
+        base_url, tokens, _ = cls._serve(settings)
+        return base_url, tokens
+
+
+def embedded_worlds(settings: Settings) -> dict[str, World]:
+    """The worlds this process's embedded simulator serves: their truth includes the mid-scan churn it applied,
+    which a fresh World would not know."""
+    return _EmbeddedSimulator._serve(settings)[2].worlds
 
 
 atexit.register(_EmbeddedSimulator._stack.close)

@@ -64,6 +64,10 @@ class CourseRoster(_Partitioned):
     updated_at: Series[pd.DatetimeTZDtype] = pa.Field(
         nullable=True, dtype_kwargs=UTC, description="LMS updated_at (null when the provider omits it)"
     )
+    fetched_on: Series[pd.Timestamp] = pa.Field(
+        description="snapshot date of the scan that last read this course: earlier than snapshot_date when an "
+        "incremental poll did not return it and it was carried forward"
+    )
 
     @pa.dataframe_check(description="student_count is null exactly when the roster is not exposed")
     def count_null_iff_not_exposed(cls, df: pd.DataFrame) -> Series[bool]:
@@ -126,8 +130,47 @@ class EnrollmentChangeSet(_Partitioned):
         unique = ["connection_id", "snapshot_date"]
 
 
+class SyncLog(_Partitioned):
+    mode: Series[str] = pa.Field(isin=["full", "incremental"], description="full scan or updated_gte poll")
+    mode_reason: Series[str] = pa.Field(description="why this mode was chosen, in words")
+    technique: Series[str] = pa.Field(
+        description="how the listing was paged: keyset_updated_at, repeat_until_stable or single_pass (per endpoint "
+        "when they differ, e.g. 'course=keyset_updated_at; class=repeat_until_stable')"
+    )
+    passes: Series[int] = pa.Field(ge=1, description="most full passes one endpoint needed (repeat_until_stable)")
+    catch_up_rounds: Series[int] = pa.Field(
+        ge=0, description="re-polls from each keyset endpoint's high-water mark until nothing newer came"
+    )
+    catch_up_converged: Series[bool] = pa.Field(
+        description="false: the listing still changed after the last round (endpoints are as of their last read)"
+    )
+    updated_gte: Series[pd.DatetimeTZDtype] = pa.Field(
+        nullable=True, dtype_kwargs=UTC, description="updated_gte of an incremental poll (null for a full scan)"
+    )
+    high_water: Series[pd.DatetimeTZDtype] = pa.Field(
+        nullable=True, dtype_kwargs=UTC, description="newest updated_at the snapshot has seen: the next poll's start"
+    )
+    base_snapshot_date: Series[pd.Timestamp] = pa.Field(
+        nullable=True, description="snapshot an incremental poll's changes were applied to (null for a full scan)"
+    )
+    last_full_scan_date: Series[pd.Timestamp] = pa.Field(description="the full scan this snapshot descends from")
+    courses_listed: Series[int] = pa.Field(ge=0, description="course records returned (duplicates included)")
+    classes_listed: Series[int] = pa.Field(ge=0, description="class records returned (duplicates included)")
+    requests: Series[int] = pa.Field(ge=0, description="HTTP requests sent, retries included")
+    pages: Series[int] = pa.Field(ge=0, description="pages read, including discarded passes")
+    retries: Series[int] = pa.Field(ge=0, description="requests retried")
+    throttled: Series[int] = pa.Field(ge=0, description="429 answers")
+    server_errors: Series[int] = pa.Field(ge=0, description="retryable 5xx answers")
+    duration_seconds: Series[float] = pa.Field(ge=0, description="wall time of the fetch")
+    run_id: Series[str] = pa.Field(nullable=True, description="Dagster run that fetched")
+
+    class Config:
+        unique = ["connection_id", "snapshot_date"]
+
+
 MODELS: dict[str, type[pa.DataFrameModel]] = {
     "raw_course_pages": RawCoursePage,
+    "sync_log": SyncLog,
     "course_rosters": CourseRoster,
     "course_student_edges": CourseStudentEdge,
     "class_student_edges": ClassStudentEdge,

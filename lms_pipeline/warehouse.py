@@ -40,6 +40,29 @@ TABLES: dict[str, str] = {
         payload JSON NOT NULL,
         run_id VARCHAR
     """,
+    "sync_log": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        mode VARCHAR NOT NULL,
+        mode_reason VARCHAR NOT NULL,
+        technique VARCHAR NOT NULL,
+        passes INTEGER NOT NULL,
+        catch_up_rounds INTEGER NOT NULL,
+        catch_up_converged BOOLEAN NOT NULL,
+        updated_gte TIMESTAMPTZ,
+        high_water TIMESTAMPTZ,
+        base_snapshot_date DATE,
+        last_full_scan_date DATE NOT NULL,
+        courses_listed INTEGER NOT NULL,
+        classes_listed INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        pages INTEGER NOT NULL,
+        retries INTEGER NOT NULL,
+        throttled INTEGER NOT NULL,
+        server_errors INTEGER NOT NULL,
+        duration_seconds DOUBLE NOT NULL,
+        run_id VARCHAR
+    """,
     "course_rosters": """
         connection_id VARCHAR NOT NULL,
         snapshot_date DATE NOT NULL,
@@ -50,7 +73,8 @@ TABLES: dict[str, str] = {
         roster_source VARCHAR,
         student_count INTEGER,
         created_at TIMESTAMPTZ,
-        updated_at TIMESTAMPTZ
+        updated_at TIMESTAMPTZ,
+        fetched_on DATE
     """,
     "course_student_edges": """
         connection_id VARCHAR NOT NULL,
@@ -197,9 +221,24 @@ def _catalog(conn: duckdb.DuckDBPyConnection) -> str:
 
 
 def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create missing tables; add columns a newer version defines to tables an older one created.
+
+    Added columns are nullable whatever the DDL says: rows written before they existed have no value.
+    """
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    existing: dict[str, set[str]] = {}
+    for name, column in conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?", [SCHEMA]
+    ).fetchall():
+        existing.setdefault(name, set()).add(column)
     for name, columns in TABLES.items():
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{name} ({columns})")
+        if name not in existing:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{name} ({columns})")
+            continue
+        for line in columns.split(","):
+            column, kind = line.split()[:2]
+            if column not in existing[name]:
+                conn.execute(f"ALTER TABLE {SCHEMA}.{name} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 def _check_partition(frame: pd.DataFrame, name: str, connection_id: str, snapshot_date: date) -> None:

@@ -66,7 +66,9 @@ class Pipeline:
                 "provider": "unified",
                 "base_url": self.base_url,
                 "token_env": f"TEST_TOKEN_{i}",
-                "options": {"simulated_clock": True, "page_size": 10,
+                # Full scans daily unless a test says otherwise: these worlds remove courses and flip roster
+                # exposure, which incremental polls cannot see (test_pipeline_incremental covers those).
+                "options": {"simulated_clock": True, "page_size": 10, "full_scan_every_days": 1,
                             "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05},
                             **self.options.get(cid, {})},
             }

@@ -441,3 +441,21 @@ def test_serve_in_thread_stops_serving_and_frees_its_thread_on_exit() -> None:
     assert base_url not in {t.name for t in threading.enumerate()}
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{base_url}/lms/short/course", timeout=2)
+
+
+def test_churn_updates_land_between_requests_and_never_change_later_days() -> None:
+    spec = WorldSpec("churny", seed=3, start_date=date(2026, 9, 1), n_courses=100, churn_share=0.05,
+                     churn_per_request=2, missing_timestamps_share=0.0)  # fmt: skip
+    day, next_day = date(2026, 9, 4), date(2026, 9, 5)
+    busy, idle = World(spec), World(spec)
+    before = {c["id"]: c for c in busy.courses(day)}
+    planned = -(-len(before) * 5 // 100)  # churn_share of the day's courses, rounded up
+    assert busy.fire(day) == 2 and busy.churn_fired(day) == (2, planned)
+    changed = [c for c in busy.courses(day) if c != before[c["id"]]]
+    assert len(changed) == 2, "each fired update changes exactly one course"
+    day_stamps = [c["updated_at"] for c in before.values()]
+    assert all(c["updated_at"] > max(day_stamps) for c in changed), "an update is stamped 'now', after the day"
+    assert busy.true_course_edges(day) != idle.true_course_edges(day)
+    busy.fire(day, 10)
+    assert busy.churn_fired(day) == (planned, planned), "a day's updates are bounded"
+    assert busy.courses(next_day) == idle.courses(next_day), "the next day starts from the day with every update"

@@ -16,6 +16,7 @@ def pages(*payloads: list[dict], endpoint: str = "course") -> pd.DataFrame:
             "connection_id": "c1",
             "snapshot_date": pd.Timestamp("2026-09-01"),
             "endpoint": endpoint,
+            "page_index": list(range(len(payloads))),
             "page_offset": [i * 100 for i in range(len(payloads))],
             "payload": [json.dumps(p) for p in payloads],
         }

@@ -7,6 +7,7 @@ rebuilt from ``raw_course_pages`` alone.
 
 import json
 import time
+import warnings
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -14,29 +15,40 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from lms_pipeline.clients.errors import LmsClientError, LmsFetchError
-from lms_pipeline.clients.unified import Page
-from lms_pipeline.config import ConnectionConfig
+from lms_pipeline.clients.scans import Scan, catch_up, consistent_scan, single_pass
+from lms_pipeline.clients.unified import Page, UnifiedLmsClient
+from lms_pipeline.config import ConnectionConfig, UnifiedOptions
 from lms_pipeline.partitions import split_key
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
 from lms_pipeline.schemas import MODELS, SchemaViolation, validate
+from lms_pipeline.sync_plan import BaseSync, SyncPlan, plan_sync
 from lms_pipeline.transforms.changes import ChangeSummary, diff_snapshots
-from lms_pipeline.transforms.rosters import MalformedPayloadError, normalize_pages
-from lms_pipeline.warehouse import table
+from lms_pipeline.transforms.rosters import (
+    MalformedPayloadError,
+    RosterFrames,
+    apply_incremental,
+    listed_ids,
+    normalize_pages,
+)
+from lms_pipeline.warehouse import Warehouse, table
 
 GROUP = "roster"
 
 # Fields asked for explicitly: an absent roster must mean "provider did not expose it", not "not requested"
-# (provider-apis.md §1.9). Sorting by created_at keeps a record in place when it is updated mid-scan.
+# (provider-apis.md §1.9). Paging order is the scan technique's business (lms_pipeline.clients.scans).
 COURSE_FIELDS = ["id", "name", "is_active", "created_at", "updated_at", "student_ids", "students"]
 CLASS_FIELDS = ["id", "name", "course_id", "created_at", "updated_at", "student_ids", "students"]
-SCAN_PARAMS = {"sort": "created_at", "order": "asc"}
+FIELDS = {"course": {"fields": COURSE_FIELDS}, "class": {"fields": CLASS_FIELDS}}
+SINGLE_PASS_PARAMS = {"sort": "created_at", "order": "asc"}
 # A Unified.to integration without an object answers 501 (see the README's capability table).
 NOT_SUPPORTED_STATUS = 501
 
 
 def table_metadata(name: str) -> dict:
     """Static metadata: the UI's Columns tab reads only ``dagster/column_schema``."""
-    schema = pandera_schema_to_dagster_type(MODELS[name]).metadata["schema"].schema
+    with warnings.catch_warnings():  # beta API, pinned version: the warning tells operators nothing
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        schema = pandera_schema_to_dagster_type(MODELS[name]).metadata["schema"].schema
     return {"dagster/column_schema": schema, "dagster/table_name": table(name)}
 
 
@@ -56,6 +68,11 @@ PREVIOUS_DAY_CHANGES = dg.AssetDep(
         }
     ),
 )
+
+
+# An incremental day's snapshot is the base day's plus the polled changes: in a backfill the base must be built
+# first. The base is usually the day before; the sync_log row names it.
+PREVIOUS_DAY_ROSTERS = dg.AssetDep("course_rosters", partition_mapping=PREVIOUS_DAY_CHANGES.partition_mapping)
 
 
 class RawFetchConfig(dg.Config):
@@ -136,40 +153,75 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         lms: LmsApiResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        """Every course and class page of one connection's full scan, exactly as fetched (plus request parameters
-        without secrets and fetch time). The replayable source: every roster table rebuilds from it. A scan that
-        fails on any page stores nothing, so a partial listing can never turn into false drops."""
+        """Every course and class page of one connection's sync, exactly as fetched (plus request parameters
+        without secrets and fetch time), and a sync_log row saying how it was read. A full scan lists everything;
+        an incremental poll lists courses updated since the last high-water mark. Either is read so that records
+        changing while paged are neither skipped nor stale. A sync that fails on any page stores nothing, so a
+        partial listing can never turn into false drops. The replayable source: every roster table rebuilds from
+        these pages."""
         connection_id, day = split_key(context)
         conn = lms.settings().connection(connection_id)
+        options = conn.options
         refuse_live_backfill(conn, day, datetime.now(UTC).date(), config.allow_past_date_from_live)
+        store = warehouse.warehouse()
+        plan = plan_sync(
+            day,
+            load_base(store, connection_id, day),
+            supports_updated_gte=options.supports_updated_gte,
+            full_scan_every_days=options.full_scan_every_days,
+            overlap_minutes=options.incremental_overlap_minutes,
+        )
+        context.log.info(f"{connection_id}|{day}: {plan.mode} sync: {plan.reason}")
         started = time.monotonic()
-        classes_supported = conn.options.fetch_classes
+        classes_supported = options.fetch_classes
+        scans: list[Scan] = []
         with lms.client(connection_id, day) as client:
             try:
-                pages = list(client.iter_pages("course", {**SCAN_PARAMS, "fields": COURSE_FIELDS}))
+                scans.append(_scan(client, "course", plan, options))
                 if classes_supported:
                     try:
-                        pages += client.iter_pages("class", {**SCAN_PARAMS, "fields": CLASS_FIELDS})
+                        scans.append(_scan(client, "class", plan, options))
                     except LmsFetchError as exc:
                         if exc.status != NOT_SUPPORTED_STATUS:
                             raise
                         classes_supported = False
+                rounds, converged = (0, True)
+                if options.scan == "consistent":
+                    rounds, converged = catch_up(client, scans, FIELDS)
             except LmsClientError as exc:
-                raise _fail(exc, "fetch failed; nothing was stored for this partition") from None
+                raise _fail(exc, f"{plan.mode} sync failed; nothing was stored for this partition") from None
             stats = client.stats.as_dict()
+        duration = round(time.monotonic() - started, 3)
+        pages = [page for scan in scans for page in scan.pages]
         frame = validate("raw_course_pages", pages_frame(pages, connection_id, day, context.run_id))
-        warehouse.warehouse().replace_partition({"raw_course_pages": frame}, connection_id, day)
-        course_pages = frame[frame["endpoint"] == "course"]
+        sync = validate(
+            "sync_log",
+            sync_row(connection_id, day, plan, scans, stats, duration, context.run_id).assign(
+                catch_up_rounds=rounds, catch_up_converged=converged
+            ),
+        )
+        store.replace_partition({"raw_course_pages": frame, "sync_log": sync}, connection_id, day)
+        row = sync.iloc[0]
+        fell_back = [f"{s.endpoint}: {s.fell_back}" for s in scans if s.fell_back]
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(frame),
-                "mode": "full",
-                "course_pages": len(course_pages),
-                "courses_listed": int(course_pages["item_count"].sum()),
-                "class_pages": len(frame) - len(course_pages),
+                "mode": plan.mode,
+                "mode_reason": plan.reason,
+                "technique": row["technique"],
+                **({"keyset_fallback": "; ".join(fell_back)} if fell_back else {}),
+                "passes": int(row["passes"]),
+                "catch_up_rounds": rounds,
+                "catch_up_converged": converged,
+                "updated_gte": _stamp_text(row["updated_gte"]),
+                "high_water": _stamp_text(row["high_water"]),
+                "base_snapshot_date": str(plan.base_snapshot_date) if plan.base_snapshot_date else "none",
+                "last_full_scan_date": str(plan.full_scan_date(day)),
+                "courses_listed": int(row["courses_listed"]),
+                "classes_listed": int(row["classes_listed"]),
                 "classes_supported": classes_supported,
                 **{f"http_{k}": v for k, v in stats.items()},
-                "duration_seconds": round(time.monotonic() - started, 3),
+                "duration_seconds": duration,
             }
         )
 
@@ -179,9 +231,10 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         specs=[
             table_spec(
                 "course_rosters",
-                ["raw_course_pages"],
+                ["raw_course_pages", PREVIOUS_DAY_ROSTERS],
                 "One row per course per day: roster_status exposed / empty / not_exposed (the provider "
-                "gave no roster: unknown, never empty), is_active, student_count, updated_at.",
+                "gave no roster: unknown, never empty), is_active, student_count, updated_at, and fetched_on: the "
+                "day of the scan that last read the course (earlier when an incremental poll carried it forward).",
             ),
             table_spec(
                 "course_student_edges",
@@ -198,7 +251,8 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         ],
     )
     def roster_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-        """Normalize one partition's stored pages into rosters and edges, written in one transaction."""
+        """Normalize one partition's stored pages into rosters and edges, written in one transaction. After an
+        incremental poll, the polled courses replace theirs in the base snapshot; the rest are carried forward."""
         connection_id, day = split_key(context)
         store = warehouse.warehouse()
         pages = store.read_partition("raw_course_pages", connection_id, day)
@@ -207,9 +261,16 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 description=f"no raw_course_pages stored for {connection_id}|{day}: materialize raw_course_pages first",
                 allow_retries=False,
             )
+        sync = store.read_partition("sync_log", connection_id, day)
+        mode = sync["mode"].iloc[0] if len(sync) else "full"  # pages stored before sync_log existed: full scans
+        base_day = pd.Timestamp(sync["base_snapshot_date"].iloc[0]).date() if mode == "incremental" else None
         try:
-            frames = normalize_pages(pages)._asdict()
-            frames = {name: validate(name, frame) for name, frame in frames.items()}
+            polled = normalize_pages(pages)
+            if base_day is not None:
+                polled = apply_incremental(
+                    read_snapshot(store, connection_id, base_day), polled, listed_ids(pages, "class"), pd.Timestamp(day)
+                )
+            frames = {name: validate(name, frame) for name, frame in polled._asdict().items()}
         except (MalformedPayloadError, SchemaViolation) as exc:
             raise _fail(exc, "normalization refused; nothing was written") from None
         store.replace_partition(frames, connection_id, day)
@@ -220,10 +281,15 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         )
         status = rosters["roster_status"].value_counts()
         known = int(status.get("exposed", 0) + status.get("empty", 0))
+        carried = int((rosters["fetched_on"] < pd.Timestamp(day)).sum())
         yield dg.MaterializeResult(
             asset_key="course_rosters",
             metadata={
                 "dagster/row_count": len(rosters),
+                "sync_mode": mode,
+                "base_snapshot_date": str(base_day) if base_day else "none (built from this day's pages alone)",
+                "courses_refreshed": len(rosters) - carried,
+                "courses_carried_forward": carried,
                 "courses_exposed": int(status.get("exposed", 0)),
                 "courses_empty": int(status.get("empty", 0)),
                 "courses_not_exposed": int(status.get("not_exposed", 0)),
@@ -365,6 +431,94 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         )
 
     return [raw_course_pages, roster_snapshot, enrollment_change_set]
+
+
+def _scan(client: UnifiedLmsClient, endpoint: str, plan: SyncPlan, options: UnifiedOptions) -> Scan:
+    params = FIELDS[endpoint]
+    if options.scan == "single_pass":
+        return single_pass(client, endpoint, {**params, **SINGLE_PASS_PARAMS, "updated_gte": plan.since})
+    return consistent_scan(client, endpoint, params, since=plan.since, keyset=options.supports_updated_gte,
+                           max_passes=options.max_scan_passes)  # fmt: skip
+
+
+def load_base(store: Warehouse, connection_id: str, day: date) -> BaseSync | None:
+    """The latest earlier day with a sync and a built snapshot: what an incremental poll builds on."""
+    found = store.query(
+        f"""
+        WITH base AS (
+            SELECT s.snapshot_date, s.high_water, s.last_full_scan_date FROM {table("sync_log")} s
+            WHERE s.connection_id = $1 AND s.snapshot_date < $2 AND EXISTS (
+                SELECT 1 FROM {table("course_rosters")} r
+                WHERE r.connection_id = s.connection_id AND r.snapshot_date = s.snapshot_date)
+            ORDER BY s.snapshot_date DESC LIMIT 1
+        )
+        SELECT base.*, (SELECT count(*) FROM {table("course_rosters")} r WHERE r.connection_id = $1
+                        AND r.snapshot_date = base.snapshot_date AND r.updated_at IS NULL) AS stampless
+        FROM base
+        """,
+        [connection_id, day],
+    )
+    if found.empty:
+        return None
+    row = found.iloc[0]
+    return BaseSync(
+        snapshot_date=pd.Timestamp(row["snapshot_date"]).date(),
+        high_water=None if pd.isna(row["high_water"]) else pd.Timestamp(row["high_water"]).to_pydatetime(),
+        last_full_scan_date=pd.Timestamp(row["last_full_scan_date"]).date(),
+        courses_without_updated_at=int(row["stampless"]),
+    )
+
+
+def sync_row(
+    connection_id: str, day: date, plan: SyncPlan, scans: list[Scan], stats: dict, duration: float, run_id: str
+) -> pd.DataFrame:
+    techniques = {s.technique for s in scans}
+    technique = techniques.pop() if len(techniques) == 1 else "; ".join(f"{s.endpoint}={s.technique}" for s in scans)
+    marks = [s.high_water for s in scans if s.high_water is not None]
+    if plan.base_high_water is not None:
+        marks.append(plan.base_high_water)  # a poll that saw nothing new keeps the mark (it never moves back)
+    listed = {s.endpoint: sum(len(p.items) for p in s.pages) for s in scans}
+    return pd.DataFrame(
+        [
+            {
+                "connection_id": connection_id,
+                "snapshot_date": pd.Timestamp(day),
+                "mode": plan.mode,
+                "mode_reason": plan.reason,
+                "technique": technique,
+                "passes": max(s.passes for s in scans),
+                "updated_gte": pd.Timestamp(plan.since) if plan.since else pd.NaT,
+                "high_water": pd.Timestamp(max(marks)) if marks else pd.NaT,
+                "base_snapshot_date": pd.Timestamp(plan.base_snapshot_date) if plan.base_snapshot_date else pd.NaT,
+                "last_full_scan_date": pd.Timestamp(plan.full_scan_date(day)),
+                "courses_listed": listed.get("course", 0),
+                "classes_listed": listed.get("class", 0),
+                "requests": stats["requests"],
+                "pages": stats["pages"],
+                "retries": stats["retries"],
+                "throttled": stats["throttled"],
+                "server_errors": stats["server_errors"],
+                "duration_seconds": duration,
+                "run_id": run_id,
+            }
+        ]
+    )
+
+
+def read_snapshot(store: Warehouse, connection_id: str, day: date) -> RosterFrames:
+    """A stored snapshot (the base of an incremental day)."""
+    frames = RosterFrames(*(store.read_partition(name, connection_id, day) for name in RosterFrames._fields))
+    if frames.course_rosters.empty:
+        raise dg.Failure(
+            description=f"the base snapshot {connection_id}|{day} of this incremental day is not built: "
+            "materialize its roster_snapshot first",
+            allow_retries=False,
+        )
+    return frames
+
+
+def _stamp_text(value: object) -> str:
+    return "none" if pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _guard(summary: ChangeSummary, threshold: float, accepted: bool) -> str | None:

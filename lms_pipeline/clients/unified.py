@@ -98,26 +98,38 @@ class UnifiedLmsClient:
         ``params`` are extra query parameters: a list or tuple is sent comma-separated (``fields``), a tz-aware
         datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (``updated_gte``), None is left out. Paging is the client's own.
         """
-        path = f"/lms/{quote(self.connection_id, safe='')}/{quote(endpoint, safe='')}"
         extra = _query(params or {})
         offset = 0
         for _ in range(self.max_pages):
-            target = RequestTarget(self.connection_id, endpoint, path, offset)
-            sent = {"limit": self.page_size, "offset": offset, **extra}
-            response, attempts = get_with_retries(self._http, target, sent, self.retry, self.stats,
-                                                  sleep=self._sleep, secret=self._token)  # fmt: skip
-            fetched_at = datetime.now(UTC)
-            items = self._items(response, target)
-            self.stats.pages += 1
-            self.stats.items += len(items)
-            logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
-            yield Page(endpoint, offset, sent, fetched_at, response.status_code, items, attempts)
-            if len(items) < self.page_size:
+            page = self._get(endpoint, extra, offset)
+            yield page
+            if len(page.items) < self.page_size:
                 return
-            offset += len(items)
-        raise RequestTarget(self.connection_id, endpoint, path, offset).error(
+            offset += len(page.items)
+        raise self._target(endpoint, offset).error(
             LmsClientError, f"not sent: {self.max_pages} full pages read (max_pages) and the listing still had data"
         )
+
+    def get_page(self, endpoint: str, params: Mapping[str, object] | None, offset: int) -> Page:
+        """One page of ``endpoint`` at ``offset`` (``limit`` is the client's page size); for callers that page
+        by other rules than plain offsets (``lms_pipeline.clients.scans``)."""
+        return self._get(endpoint, _query(params or {}), offset)
+
+    def _target(self, endpoint: str, offset: int) -> RequestTarget:
+        path = f"/lms/{quote(self.connection_id, safe='')}/{quote(endpoint, safe='')}"
+        return RequestTarget(self.connection_id, endpoint, path, offset)
+
+    def _get(self, endpoint: str, extra: dict[str, QueryValue], offset: int) -> Page:
+        target = self._target(endpoint, offset)
+        sent = {"limit": self.page_size, "offset": offset, **extra}
+        response, attempts = get_with_retries(self._http, target, sent, self.retry, self.stats,
+                                              sleep=self._sleep, secret=self._token)  # fmt: skip
+        fetched_at = datetime.now(UTC)
+        items = self._items(response, target)
+        self.stats.pages += 1
+        self.stats.items += len(items)
+        logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
+        return Page(endpoint, offset, sent, fetched_at, response.status_code, items, attempts)
 
     def _items(self, response: httpx.Response, target: RequestTarget) -> list[dict]:
         """The page's items, refusing anything but the promised bare JSON array of objects."""

@@ -5,6 +5,9 @@ the end signalled by a short page, bearer auth (401), 429 with or without Retry-
 ``updated_gte`` (optionally ignored, like Udemy/Teachable), ``sort``/``order``, 501 for an object the integration
 lacks. Requests are checked in this order: path, connection (404), rate limit (429), method (405), token (401),
 as-of date and query (400), injected fault, object support (501).
+
+Churn mode (``WorldSpec.churn_share``): before every course or class list request of an as-of date but its first,
+the world applies its next mid-scan updates, so records move in ``updated_at`` order while a client pages.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class SimulatorApp:
         self.request_log: list[dict] = []
         self._faults: list[_Fault] = []
         self._counts: dict[str, int] = {}
+        self._list_requests: dict[tuple[str, date], int] = {}
         self._lock = threading.Lock()
 
     # ---- test controls ---------------------------------------------------------------------------------------
@@ -141,13 +145,14 @@ class SimulatorApp:
         entry["as_of"] = as_of = _as_of(environ.get(DATE_HEADER)) or self.clock()
         if endpoint not in ENDPOINTS:
             raise _HttpError(404, f"Object {endpoint} not found")
-        query = _query(params, with_updated_gte=world.spec.supports_updated_gte)
+        query = _query(params, with_updated_gte=world.spec.supports_updated_gte, with_sort=world.spec.supports_sort)
         fault = self._take_fault(connection_id, endpoint, query.offset)
         if fault is not None:
             if fault.body is None:
                 raise _HttpError(fault.status, "Simulated upstream error")
             return fault.status, fault.body.encode() if isinstance(fault.body, str) else fault.body, {}
         try:
+            self._churn(world, endpoint, as_of)
             items = self._records(world, endpoint, as_of, params)
         except DateOutOfRangeError as err:
             raise _HttpError(400, str(err)) from None
@@ -162,6 +167,15 @@ class SimulatorApp:
             retry = spec.retry_after_seconds
             headers = {} if retry is None else {"Retry-After": str(math.ceil(retry))}
             raise _HttpError(429, "Too many requests to Unified.to", headers)
+
+    def _churn(self, world: World, endpoint: str, as_of: date) -> None:
+        if endpoint not in ("course", "class") or not world.spec.churn_share:
+            return
+        key = (world.spec.connection_id, as_of)
+        with self._lock:
+            self._list_requests[key] = seen = self._list_requests.get(key, 0) + 1
+        if seen > 1:
+            world.fire(as_of)
 
     def _take_fault(self, connection_id: str, endpoint: str, offset: int) -> _Fault | None:
         with self._lock:
@@ -206,9 +220,12 @@ def _sorted(items: list[dict], key: str, descending: bool) -> list[dict]:
     return missing + present
 
 
-def _query(params: Params, *, with_updated_gte: bool) -> _Query:
-    """Validate the list parameters; an integration without updated_gte ignores it entirely (not even a 400)."""
+def _query(params: Params, *, with_updated_gte: bool, with_sort: bool = True) -> _Query:
+    """Validate the list parameters; an integration without updated_gte (or sort) ignores it entirely (not even
+    a 400), like Udemy Business or Teachable (provider-apis.md §1.6)."""
     sort, order = _first(params, "sort") or "updated_at", _first(params, "order") or "asc"
+    if not with_sort:
+        sort, order = "updated_at", "asc"
     if sort not in SORT_KEYS:
         raise _HttpError(400, f"sort must be one of {', '.join(SORT_KEYS)}")
     if order not in ORDERS:

@@ -6,6 +6,12 @@ exactly what the HTTP API exposes: tests compare the pipeline's tables with it.
 
 Presentation options (roster exposure, roster fields, classes, missing timestamps) draw from the RNG whatever their
 value, so two specs differing only in them share the same underlying enrolments.
+
+Timeline of a day D: the day's own changes happen between 00:00 and 23:00 UTC; the scan of D runs at 23:30. In churn
+mode the world also changes *while it is scanned*: a fixed list of updates for D (``churn_share`` of the courses, each
+stamped 23:30:00 + i seconds, so "now" is always the newest time) is applied ``churn_per_request`` at a time, before
+each list request after the first (``World.fire``). Updates not fired by the end of a scan happened after it; D+1
+starts from D with all its updates applied, so every day's state is the same whatever requests were made.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import math
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache, cached_property
@@ -23,6 +29,7 @@ from typing import Literal, NamedTuple
 RosterFields = Literal["student_ids", "students", "both"]
 
 MAX_DAYS = 3660  # about ten years after start_date: bounds the replay an as-of date can ask for
+DAY_SECONDS = 23 * 3600  # a day's own changes happen before 23:00; its scan (and mid-scan churn) at 23:30
 CHECKPOINT_EVERY = 10  # every 10th day stays cached, so any day replays at most 9 days
 RECENT_DAYS = 32  # plus the most recently asked days (a pipeline walks days in order)
 
@@ -64,6 +71,9 @@ class WorldSpec:
     supports_updated_gte: bool = True
     rate_limit_every: int = 0
     retry_after_seconds: float | None = None
+    supports_sort: bool = True  # False: sort/order ignored, lists always in the default updated_at order
+    churn_share: float = 0.0  # share of courses updated during each day's scan (mid-scan churn)
+    churn_per_request: int = 1  # updates applied before each list request after the first
 
 
 class _Class(NamedTuple):
@@ -103,6 +113,30 @@ class _Day:
     next_class: int
 
 
+class _Update(NamedTuple):
+    """One mid-scan change: the course at ``index`` becomes ``course``."""
+
+    index: int
+    course: _Course
+
+
+@dataclass(frozen=True)
+class _DayPlan:
+    start: _Day  # the state when the day's scan begins
+    updates: tuple[_Update, ...]  # mid-scan churn, in firing order
+    end: _Day  # start with every update applied: the next day evolves from it
+
+    def state(self, fired: int) -> _Day:
+        if fired <= 0 or not self.updates:
+            return self.start
+        if fired >= len(self.updates):
+            return self.end
+        courses = list(self.start.courses)
+        for update in self.updates[:fired]:
+            courses[update.index] = update.course
+        return _Day(tuple(courses), self.start.next_course, self.start.next_class)
+
+
 @cache
 def student_id(number: int) -> str:
     return f"stu-{number:05d}"
@@ -126,8 +160,8 @@ def _stamp(moment: datetime) -> str:
 
 
 def _moment(rng: random.Random, day: date) -> str:
-    """A random second of the UTC day: when something happened that day."""
-    hour, rest = divmod(rng.randrange(86_400), 3600)
+    """A random second of the UTC day before 23:00: when something happened that day."""
+    hour, rest = divmod(rng.randrange(DAY_SECONDS), 3600)
     return f"{day.isoformat()}T{hour:02d}:{rest // 60:02d}:{rest % 60:02d}Z"
 
 
@@ -174,8 +208,10 @@ class World:
         self.spec = spec
         self._to_dark, self._to_light = _flip_rates(spec.not_exposed_share, spec.exposure_flip_prob)
         self._lock = threading.Lock()
-        self._checkpoints: dict[int, _Day] = {}
-        self._recent: OrderedDict[int, _Day] = OrderedDict()
+        self._checkpoints: dict[int, _DayPlan] = {}
+        self._recent: OrderedDict[int, _DayPlan] = OrderedDict()
+        self._fired: dict[date, int] = {}
+        self._listings: OrderedDict[tuple, list[dict]] = OrderedDict()  # a client pages one listing many times
 
     # ---- evolution -------------------------------------------------------------------------------------------
     def _rng(self, day: date) -> random.Random:
@@ -252,30 +288,84 @@ class World:
         kept = [self._evolve(c, rng, day) for c in prev.courses if rng.random() >= self.spec.remove_prob]
         return self._add_courses(rng, day, kept, _poisson(rng, self.spec.new_courses_per_day), prev)
 
+    def _plan(self, start: _Day, day: date) -> _DayPlan:
+        """The day's mid-scan updates: distinct timestamped courses each drop one student and gain another."""
+        s = self.spec
+        candidates = [i for i, c in enumerate(start.courses) if c.timestamps and c.is_active]
+        count = min(len(candidates), math.ceil(s.churn_share * len(start.courses))) if s.churn_share > 0 else 0
+        if not count:
+            return _DayPlan(start, (), start)
+        rng = random.Random(f"{s.seed}:{s.connection_id}:{day.isoformat()}:churn")
+        scan_start = datetime.combine(day, datetime.min.time()) + timedelta(seconds=DAY_SECONDS + 1800)
+        picked = rng.sample(candidates, count)  # random order: the order the updates fire in
+        updates = []
+        for k, index in enumerate(picked):
+            course = start.courses[index]
+            gone = set(rng.sample(sorted(course.students), 1)) if course.students else set()
+            students = course.students.difference(gone) | {rng.randint(1, s.n_students)}
+            updated_at = _stamp(scan_start + timedelta(seconds=k))  # later updates carry later stamps
+            changed = course._replace(students=students, dropped=(course.dropped | gone) - students,
+                                      updated_at=updated_at)  # fmt: skip
+            updates.append(_Update(index, changed))
+        courses = list(start.courses)
+        for update in updates:
+            courses[update.index] = update.course
+        return _DayPlan(start, tuple(updates), _Day(tuple(courses), start.next_course, start.next_class))
+
     def _index(self, day: date) -> int:
         index = max(0, (day - self.spec.start_date).days)
         if index > MAX_DAYS:
             raise DateOutOfRangeError(f"{day} is more than {MAX_DAYS} days after start_date {self.spec.start_date}")
         return index
 
-    def _day(self, day: date) -> _Day:
+    def _day_plan(self, day: date) -> _DayPlan:
         index = self._index(day)
         with self._lock:
             if not self._checkpoints:
-                self._checkpoints[0] = self._day0()
+                self._checkpoints[0] = self._plan(self._day0(), self.spec.start_date)
             if index in self._recent:
                 self._recent.move_to_end(index)
                 return self._recent[index]
             base = max(i for i in (*self._checkpoints, *self._recent) if i <= index)
-            state = self._checkpoints.get(base) or self._recent[base]
+            plan = self._checkpoints.get(base) or self._recent[base]
             for i in range(base + 1, index + 1):
-                state = self._advance(state, self.spec.start_date + timedelta(days=i))
+                moment = self.spec.start_date + timedelta(days=i)
+                plan = self._plan(self._advance(plan.end, moment), moment)
                 if i % CHECKPOINT_EVERY == 0:
-                    self._checkpoints[i] = state
-            self._recent[index] = state
+                    self._checkpoints[i] = plan
+            self._recent[index] = plan
             if len(self._recent) > RECENT_DAYS:
                 self._recent.popitem(last=False)
-            return state
+            return plan
+
+    def _day(self, day: date) -> _Day:
+        return self._now(day)[1]
+
+    def _now(self, day: date) -> tuple[int, _Day]:
+        """(updates fired, state) as of now: the day's start plus the mid-scan updates fired so far."""
+        plan = self._day_plan(day)
+        with self._lock:
+            fired = min(self._fired.get(max(day, self.spec.start_date), 0), len(plan.updates))
+        return fired, plan.state(fired)
+
+    # ---- mid-scan churn ----------------------------------------------------------------------------------------
+    def fire(self, day: date, requests: int = 1) -> int:
+        """Apply the next mid-scan updates of ``day`` (``churn_per_request`` per request); returns how many fired.
+
+        The HTTP app calls it before each list request after a day's first, so the data changes while it is paged.
+        """
+        total = len(self._day_plan(day).updates)
+        key = max(day, self.spec.start_date)
+        with self._lock:
+            before = self._fired.get(key, 0)
+            self._fired[key] = min(total, before + requests * self.spec.churn_per_request)
+            return self._fired[key] - before
+
+    def churn_fired(self, day: date) -> tuple[int, int]:
+        """(updates fired so far, updates planned) for ``day``."""
+        with self._lock:
+            fired = self._fired.get(max(day, self.spec.start_date), 0)
+        return fired, len(self._day_plan(day).updates)
 
     # ---- what the API exposes --------------------------------------------------------------------------------
     @staticmethod
@@ -294,8 +384,26 @@ class World:
     def _timestamps(course: _Course, present: bool) -> dict:
         return {"created_at": course.created_at, "updated_at": course.updated_at} if present else {}
 
+    def _listing(self, kind: str, day: date, build: Callable[[_Day], list[dict]]) -> list[dict]:
+        """A listing as of now, cached by (kind, day, updates fired): callers must not mutate it."""
+        fired, state = self._now(day)
+        key = (kind, day, fired)
+        with self._lock:
+            if key in self._listings:
+                self._listings.move_to_end(key)
+                return self._listings[key]
+        items = build(state)
+        with self._lock:
+            self._listings[key] = items
+            while len(self._listings) > 8:
+                self._listings.popitem(last=False)
+        return items
+
     def courses(self, day: date) -> list[dict]:
         """The course objects listed on ``day``, in creation order."""
+        return self._listing("course", day, self._course_items)
+
+    def _course_items(self, state: _Day) -> list[dict]:
         return [
             {
                 "id": c.id,
@@ -306,7 +414,7 @@ class World:
                 "instructors": [{"id": f"ins-{c.instructor:05d}", "name": instructor_name(c.instructor)}],
                 **self._roster_keys(c, sorted(c.students)),
             }
-            for c in self._day(day).courses
+            for c in state.courses
         ]
 
     def classes(self, day: date) -> list[dict]:

@@ -20,7 +20,7 @@ COURSE_STRUCTURE = (
 
 ROSTER_COLUMNS = [
     "connection_id", "snapshot_date", "course_id", "course_name", "is_active", "roster_status",
-    "roster_source", "student_count", "created_at", "updated_at",
+    "roster_source", "student_count", "created_at", "updated_at", "fetched_on",
 ]  # fmt: skip
 COURSE_EDGE_COLUMNS = ["connection_id", "snapshot_date", "course_id", "student_id"]
 CLASS_EDGE_COLUMNS = ["connection_id", "snapshot_date", "class_id", "course_id", "student_id"]
@@ -41,16 +41,17 @@ class RosterFrames(NamedTuple):
 # whose shape breaks the contract, or whose parsed items hold NULL ids, is diagnosed item by item (_PROBLEMS_SQL).
 _ITEMS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE items AS
-SELECT connection_id, CAST(snapshot_date AS DATE) AS snapshot_date, endpoint, page_offset,
+SELECT connection_id, CAST(snapshot_date AS DATE) AS snapshot_date, endpoint, page_index, page_offset,
        unnest(from_json(payload, '[{COURSE_STRUCTURE}]')) AS o
 FROM pages
 """
 
 _SUSPECT_PAGES_SQL = """
 WITH shapes AS (
-    SELECT connection_id, snapshot_date, endpoint, page_offset, json_structure(payload) AS shape FROM pages
+    SELECT connection_id, snapshot_date, endpoint, page_index, page_offset, json_structure(payload) AS shape
+    FROM pages
 )
-SELECT connection_id, snapshot_date, endpoint, page_offset FROM shapes
+SELECT connection_id, snapshot_date, endpoint, page_index, page_offset FROM shapes
 WHERE NOT (
     shape::VARCHAR = '["NULL"]'
     OR (json_type(shape, '$[0]') = 'OBJECT'
@@ -60,27 +61,27 @@ WHERE NOT (
                      OR (shape->'$[0].students[0].id')::VARCHAR = '"VARCHAR"', true))
 )
 UNION
-SELECT DISTINCT connection_id, snapshot_date, endpoint, page_offset FROM items
+SELECT DISTINCT connection_id, snapshot_date, endpoint, page_index, page_offset FROM items
 WHERE o.id IS NULL
    OR list_bool_or(list_transform(o.student_ids, lambda x: x IS NULL))
    OR list_bool_or(list_transform(o.students, lambda x: x.id IS NULL))
 UNION
-SELECT connection_id, snapshot_date, endpoint, page_offset FROM items
-GROUP BY connection_id, snapshot_date, endpoint, page_offset, o.id HAVING count(*) > 1
+SELECT connection_id, snapshot_date, endpoint, page_index, page_offset FROM items
+GROUP BY connection_id, snapshot_date, endpoint, page_index, page_offset, o.id HAVING count(*) > 1
 """
 
 _PROBLEMS_SQL = """
 WITH raw AS (
-    SELECT p.connection_id, p.endpoint, p.page_offset, unnest(CAST(p.payload AS JSON[])) AS item
+    SELECT p.connection_id, p.endpoint, p.page_index, p.page_offset, unnest(CAST(p.payload AS JSON[])) AS item
     FROM pages p SEMI JOIN suspect_pages s
       ON p.connection_id = s.connection_id AND p.snapshot_date = s.snapshot_date
-     AND p.endpoint = s.endpoint AND p.page_offset = s.page_offset
+     AND p.endpoint = s.endpoint AND p.page_index = s.page_index
 ), typed AS (
-    SELECT connection_id, endpoint, page_offset, item->>'id' AS item_id,
+    SELECT connection_id, endpoint, page_index, page_offset, item->>'id' AS item_id,
            json_type(item, '$.id') AS id_type, json_type(item, '$.student_ids') AS ids_type,
            json_type(item, '$.students') AS refs_type, json_type(item, '$.student_ids[*]') AS id_elem_types,
            json_type(item, '$.students[*].id') AS ref_id_types, json_array_length(item, '$.students') AS refs_len,
-           count(*) OVER (PARTITION BY connection_id, endpoint, page_offset, item->>'id') AS copies
+           count(*) OVER (PARTITION BY connection_id, endpoint, page_index, item->>'id') AS copies
     FROM raw
 )
 SELECT connection_id, endpoint, page_offset, coalesce(item_id, '?') AS item_id,
@@ -101,7 +102,7 @@ FROM typed
 _ROSTERS_SQL = """
 CREATE OR REPLACE TEMP TABLE rosters AS
 WITH shaped AS (
-    SELECT connection_id, snapshot_date, endpoint, page_offset,
+    SELECT connection_id, snapshot_date, endpoint, page_index,
         o.id AS item_id, o.name AS item_name, o.is_active, o.course_id AS parent_course_id,
         TRY_CAST(o.created_at AS TIMESTAMPTZ) AS created_at,
         TRY_CAST(o.updated_at AS TIMESTAMPTZ) AS updated_at,
@@ -111,12 +112,13 @@ WITH shaped AS (
                                   coalesce(list_transform(o.students, lambda s: s.id), []))) AS roster
     FROM items
 ),
--- The same id may come on two pages (offset paging over changing data): keep the newest version of each item.
+-- The same id comes on two pages when it changed while the listing was paged (a keyset scan reads it again at the
+-- end): keep the newest version of each item, and of equal versions the one read last.
 latest AS (
     SELECT * FROM shaped
     QUALIFY row_number() OVER (
         PARTITION BY connection_id, snapshot_date, endpoint, item_id
-        ORDER BY updated_at DESC NULLS LAST, page_offset DESC) = 1
+        ORDER BY updated_at DESC NULLS LAST, page_index DESC) = 1
 )
 SELECT connection_id, snapshot_date, endpoint, item_id, item_name, is_active, parent_course_id,
     created_at, updated_at,
@@ -132,12 +134,14 @@ FROM latest
 def normalize_pages(pages: pd.DataFrame) -> RosterFrames:
     """Normalize stored pages (``raw_course_pages`` rows) of one or more partitions.
 
-    ``pages`` needs connection_id, snapshot_date, endpoint ('course' | 'class'), page_offset and payload (a JSON
-    array as text). Set-based: no Python loop touches an item or an edge.
+    ``pages`` needs connection_id, snapshot_date, endpoint ('course' | 'class'), page_index (order of reading),
+    page_offset and payload (a JSON array as text). Set-based: no Python loop touches an item or an edge.
     """
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
-        conn.register("pages", pages[["connection_id", "snapshot_date", "endpoint", "page_offset", "payload"]])
+        conn.register(
+            "pages", pages[["connection_id", "snapshot_date", "endpoint", "page_index", "page_offset", "payload"]]
+        )
         conn.execute(_ITEMS_SQL)
         _raise_on_problems(conn)
         conn.execute(_ROSTERS_SQL)
@@ -145,7 +149,7 @@ def normalize_pages(pages: pd.DataFrame) -> RosterFrames:
             """
             SELECT connection_id, snapshot_date, item_id AS course_id, item_name AS course_name, is_active,
                    roster_status, roster_source, CAST(len(roster) AS INTEGER) AS student_count,
-                   created_at, updated_at
+                   created_at, updated_at, snapshot_date AS fetched_on
             FROM rosters WHERE endpoint = 'course'
             ORDER BY connection_id, snapshot_date, course_id
             """
@@ -182,3 +186,42 @@ def _raise_on_problems(conn: duckdb.DuckDBPyConnection, shown: int = 5) -> None:
     ]
     more = f"\n  ... and {total - shown} more" if total > shown else ""
     raise MalformedPayloadError(f"{total} malformed item(s) in stored pages:\n  " + "\n  ".join(lines) + more)
+
+
+def listed_ids(pages: pd.DataFrame, endpoint: str) -> pd.Series:
+    """Distinct ids of the ``endpoint`` items on the stored pages (whether or not they expose a roster)."""
+    with duckdb.connect() as conn:
+        conn.register("pages", pages[["endpoint", "payload"]])
+        return conn.execute(
+            """SELECT DISTINCT unnest(from_json(payload, '[{"id": "VARCHAR"}]')).id AS id
+               FROM pages WHERE endpoint = ?""",
+            [endpoint],
+        ).df()["id"]
+
+
+def apply_incremental(
+    base: RosterFrames, polled: RosterFrames, polled_class_ids: pd.Series, snapshot_date: pd.Timestamp
+) -> RosterFrames:
+    """The day's snapshot from an incremental poll: the base snapshot with every polled course (and class)
+    replaced by its polled version. A course the poll did not return is carried forward unchanged (its
+    ``fetched_on`` stays the day it was last read), never read as deleted: only a full scan can see deletions.
+    """
+    polled_courses = polled.course_rosters["course_id"]
+
+    def carried(frame: pd.DataFrame, key: str, replaced: pd.Series) -> pd.DataFrame:
+        kept = frame.loc[~frame[key].isin(replaced)].copy()
+        kept["snapshot_date"] = snapshot_date
+        return kept
+
+    def merged(old: pd.DataFrame, new: pd.DataFrame, key: str, replaced: pd.Series, columns: list[str]) -> pd.DataFrame:
+        parts = [p for p in (carried(old, key, replaced)[columns], new[columns]) if len(p)]
+        frame = pd.concat(parts, ignore_index=True) if parts else new[columns].iloc[0:0]
+        return frame.sort_values(columns[2:4], ignore_index=True)
+
+    return RosterFrames(
+        merged(base.course_rosters, polled.course_rosters, "course_id", polled_courses, ROSTER_COLUMNS),
+        merged(base.course_student_edges, polled.course_student_edges, "course_id", polled_courses,
+               COURSE_EDGE_COLUMNS),
+        merged(base.class_student_edges, polled.class_student_edges, "class_id", polled_class_ids,
+               CLASS_EDGE_COLUMNS),
+    )  # fmt: skip

@@ -1,0 +1,172 @@
+"""Consistent scans of a listing that changes while it is paged, against the simulator over HTTP on 127.0.0.1.
+
+The churn world updates courses between page requests and ignores ``sort`` (lists stay in updated_at order), the
+case where plain offset paging skips records (provider-apis.md §1.9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+
+from lms_pipeline.clients.http import RetrySettings
+from lms_pipeline.clients.scans import (
+    KEYSET,
+    STABLE,
+    ScanError,
+    catch_up,
+    consistent_scan,
+    keyset_scan,
+    parse_stamp,
+    single_pass,
+    stable_scan,
+)
+from lms_pipeline.clients.unified import UnifiedLmsClient
+from lms_pipeline.simulator import SimulatorApp, World, WorldSpec, serve_in_thread
+
+DAY = date(2026, 9, 3)
+FIELDS = {"fields": ["id", "updated_at", "student_ids"]}
+
+
+def churn_spec(cid: str, **kw: object) -> WorldSpec:
+    base = dict(seed=7, start_date=date(2026, 9, 1), n_courses=200, missing_timestamps_share=0.0,
+                supports_sort=False, churn_share=0.05, churn_per_request=2)  # fmt: skip
+    return WorldSpec(cid, **{**base, **kw})
+
+
+SPECS = [
+    churn_spec("churn"),
+    churn_spec("churn-no-gte", supports_updated_gte=False),
+    churn_spec("stampless", missing_timestamps_share=0.2, churn_share=0.0),
+    churn_spec("forever", churn_share=1.0, churn_per_request=1),  # every course, one per request: never settles
+]
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, dict[str, World]]]:
+    """A fresh simulator per test: churn state (updates fired) must not leak between tests."""
+    worlds = {s.connection_id: World(s) for s in SPECS}
+    app = SimulatorApp(worlds.values(), {cid: "t0ken" for cid in worlds})
+    with serve_in_thread(app, host="127.0.0.1", port=0) as base_url:
+        yield base_url, worlds
+
+
+def client(base_url: str, cid: str, day: date = DAY) -> UnifiedLmsClient:
+    return UnifiedLmsClient(cid, base_url, "t0ken", page_size=10, headers={"X-Simulated-Date": day.isoformat()},
+                            retry=RetrySettings(base_delay=0.0))  # fmt: skip
+
+
+def latest(pages: list) -> dict[str, frozenset[str]]:
+    """id -> roster of each record's newest version (what the normalizer keeps)."""
+    best: dict[str, tuple] = {}
+    for index, page in enumerate(pages):
+        for item in page.items:
+            key = (parse_stamp(item.get("updated_at")), index)
+            if item["id"] not in best or key >= best[item["id"]][0]:
+                best[item["id"]] = (key, frozenset(item.get("student_ids") or []))
+    return {cid: roster for cid, (_, roster) in best.items()}
+
+
+def truth(world: World, day: date = DAY) -> dict[str, frozenset[str]]:
+    rosters: dict[str, set[str]] = {c: set() for c in world.roster_status(day)}
+    for course, student in world.true_course_edges(day):
+        rosters[course].add(student)
+    return {c: frozenset(s) for c, s in rosters.items()}
+
+
+def test_keyset_scan_under_churn_returns_the_listing_as_of_its_last_request(served) -> None:
+    base_url, worlds = served
+    with client(base_url, "churn") as c:
+        scan = keyset_scan(c, "course", FIELDS)
+    fired, planned = worlds["churn"].churn_fired(DAY)
+    assert fired == planned >= 10, "the world must have changed while it was paged"
+    assert latest(scan.pages) == truth(worlds["churn"])
+    assert scan.high_water == max(parse_stamp(i["updated_at"]) for p in scan.pages for i in p.items)
+
+
+def test_single_offset_pass_under_the_same_churn_skips_or_keeps_stale_records(served) -> None:
+    base_url, worlds = served
+    with client(base_url, "churn") as c:
+        scan = single_pass(c, "course", FIELDS)
+    assert latest(scan.pages) != truth(worlds["churn"])
+
+
+def test_an_incremental_keyset_poll_returns_exactly_the_records_updated_since(served) -> None:
+    base_url, worlds = served
+    world, since = worlds["churn"], parse_stamp(f"{DAY}T12:00:00Z")
+    with client(base_url, "churn") as c:
+        scan = keyset_scan(c, "course", FIELDS, since)
+    polled = latest(scan.pages)
+    updated = {c["id"] for c in world.courses(DAY) if parse_stamp(c["updated_at"]) >= since}
+    assert set(polled) == updated and len(updated) >= 10
+    assert polled == {cid: roster for cid, roster in truth(world).items() if cid in updated}
+
+
+def test_catch_up_brings_an_endpoint_read_early_up_to_the_last_request(served) -> None:
+    base_url, worlds = served
+    world = worlds["churn"]
+    since = parse_stamp(f"{DAY}T22:00:00Z")  # an incremental poll late in the day
+    with client(base_url, "churn") as c:
+        course = keyset_scan(c, "course", FIELDS, since)
+        assert world.churn_fired(DAY)[0] == 0, "the poll's first request changes nothing"
+        # every later request (another endpoint's scan, or the catch-up itself) lands more updates
+        rounds, converged = catch_up(c, [course], {"course": FIELDS}, max_rounds=10)
+    fired, planned = world.churn_fired(DAY)
+    assert fired == planned >= 10 and converged and rounds >= 2
+    updated = {c["id"] for c in world.courses(DAY) if parse_stamp(c["updated_at"]) >= since}
+    assert latest(course.pages) == {cid: roster for cid, roster in truth(world).items() if cid in updated}
+
+
+def test_a_listing_that_never_settles_stops_after_the_bounded_rounds(served) -> None:
+    base_url, worlds = served
+    with client(base_url, "forever") as c:
+        course = keyset_scan(c, "course", FIELDS)
+        rounds, converged = catch_up(c, [course], {"course": FIELDS}, max_rounds=2)
+    assert (rounds, converged) == (2, False)
+
+
+def test_provider_ignoring_updated_gte_is_detected_not_looped_over(served) -> None:
+    base_url, _ = served
+    with client(base_url, "churn-no-gte") as c, pytest.raises(ScanError, match="supports_updated_gte: false"):
+        keyset_scan(c, "course", FIELDS)
+
+
+def test_without_updated_gte_repeated_passes_reach_the_true_listing(served) -> None:
+    base_url, worlds = served
+    with client(base_url, "churn-no-gte") as c:
+        scan = consistent_scan(c, "course", FIELDS, since=None, keyset=False, max_passes=6)
+    assert scan.technique == STABLE and scan.passes >= 2
+    assert latest(scan.pages) == truth(worlds["churn-no-gte"])
+
+
+def test_repeated_passes_give_up_with_a_clear_error_when_the_listing_keeps_changing(served) -> None:
+    base_url, _ = served
+    with client(base_url, "forever") as c, pytest.raises(ScanError, match="still changed between passes after 2"):
+        stable_scan(c, "course", FIELDS, max_passes=2)
+
+
+def test_records_without_updated_at_fall_back_to_repeated_passes(served) -> None:
+    base_url, worlds = served
+    with client(base_url, "stampless") as c:
+        scan = consistent_scan(c, "course", FIELDS, since=None, keyset=True, max_passes=4)
+        assert scan.technique == STABLE and "no usable updated_at" in (scan.fell_back or "")
+        assert latest(scan.pages) == truth(worlds["stampless"])
+
+
+def test_keyset_scan_reads_a_run_of_equal_timestamps_longer_than_a_page(served) -> None:
+    """Bulk updates share one updated_at: the scan must advance offset within the run, not loop or skip."""
+    base_url, worlds = served
+    world = worlds["stampless"]
+    same = [c for c in world.courses(DAY) if c.get("updated_at")][:35]
+    stamp = same[0]["updated_at"]
+    for course in same:  # the listing is cached per (day, updates fired): edit it as a bulk update would
+        course["updated_at"] = stamp
+    with client(base_url, "stampless") as c:
+        scan = keyset_scan(c, "course", FIELDS, parse_stamp(stamp))
+    seen = [i["id"] for p in scan.pages for i in p.items]
+    expected = {c["id"] for c in world.courses(DAY) if c.get("updated_at") and c["updated_at"] >= stamp}
+    assert set(seen) == expected, "every record of the run, none skipped"
+    assert len(scan.pages) <= len(expected) // 10 + 3, "paged on through the run, not stuck re-reading it"
+    assert scan.technique == KEYSET
