@@ -12,7 +12,7 @@ import dagster as dg
 from lms_pipeline.definitions import ROSTER_JOB, defs
 
 REPO = Path(__file__).resolve().parent.parent
-TABLES = ["raw_course_pages", "course_rosters", "course_student_edges", "class_student_edges",
+TABLES = ["raw_course_pages", "sync_log", "course_rosters", "course_student_edges", "class_student_edges",
           "enrollment_changes", "enrollment_change_sets"]  # fmt: skip
 
 

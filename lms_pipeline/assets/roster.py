@@ -139,26 +139,39 @@ def _fail(exc: Exception, what: str) -> dg.Failure:
 def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The roster assets over one partitions definition (built from the connections file)."""
 
-    @dg.asset(
+    @dg.multi_asset(
         name="raw_course_pages",
         partitions_def=partitions_def,
         group_name=GROUP,
-        kinds={"duckdb", "python"},
         pool="lms_api",
-        metadata=table_metadata("raw_course_pages"),
+        specs=[
+            dg.AssetSpec(
+                "raw_course_pages",
+                kinds={"duckdb", "python"},
+                metadata=table_metadata("raw_course_pages"),
+                description="Every course and class page of one connection's sync, exactly as fetched (request "
+                "parameters without secrets, fetch time, attempts). A full scan lists everything; an incremental "
+                "poll lists what was updated since the last high-water mark; either is read so that records changing "
+                "while paged are neither skipped nor stale. A sync that fails on any page stores nothing, so a "
+                "partial listing can never turn into false drops. The replayable source of every roster table.",
+            ),
+            dg.AssetSpec(
+                "sync_log",
+                kinds={"duckdb"},
+                metadata=table_metadata("sync_log"),
+                description="One row per sync: full scan or incremental poll and why, how the listing was paged, "
+                "the high-water mark the next poll starts from, and sync health (requests, pages, retries, 429s, "
+                "5xx, duration). Written with the pages, in the same transaction.",
+            ),
+        ],
     )
     def raw_course_pages(
         context: dg.AssetExecutionContext,
         config: RawFetchConfig,
         lms: LmsApiResource,
         warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
-        """Every course and class page of one connection's sync, exactly as fetched (plus request parameters
-        without secrets and fetch time), and a sync_log row saying how it was read. A full scan lists everything;
-        an incremental poll lists courses updated since the last high-water mark. Either is read so that records
-        changing while paged are neither skipped nor stale. A sync that fails on any page stores nothing, so a
-        partial listing can never turn into false drops. The replayable source: every roster table rebuilds from
-        these pages."""
+    ):
+        """Fetch one connection's day (full scan or incremental poll) and store its pages and its sync_log row."""
         connection_id, day = split_key(context)
         conn = lms.settings().connection(connection_id)
         options = conn.options
@@ -203,27 +216,26 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         store.replace_partition({"raw_course_pages": frame, "sync_log": sync}, connection_id, day)
         row = sync.iloc[0]
         fell_back = [f"{s.endpoint}: {s.fell_back}" for s in scans if s.fell_back]
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": len(frame),
-                "mode": plan.mode,
-                "mode_reason": plan.reason,
-                "technique": row["technique"],
-                **({"keyset_fallback": "; ".join(fell_back)} if fell_back else {}),
-                "passes": int(row["passes"]),
-                "catch_up_rounds": rounds,
-                "catch_up_converged": converged,
-                "updated_gte": _stamp_text(row["updated_gte"]),
-                "high_water": _stamp_text(row["high_water"]),
-                "base_snapshot_date": str(plan.base_snapshot_date) if plan.base_snapshot_date else "none",
-                "last_full_scan_date": str(plan.full_scan_date(day)),
-                "courses_listed": int(row["courses_listed"]),
-                "classes_listed": int(row["classes_listed"]),
-                "classes_supported": classes_supported,
-                **{f"http_{k}": v for k, v in stats.items()},
-                "duration_seconds": duration,
-            }
-        )
+        health = {
+            "mode": plan.mode,
+            "mode_reason": plan.reason,
+            "technique": row["technique"],
+            **({"keyset_fallback": "; ".join(fell_back)} if fell_back else {}),
+            "passes": int(row["passes"]),
+            "catch_up_rounds": rounds,
+            "catch_up_converged": converged,
+            "updated_gte": _stamp_text(row["updated_gte"]),
+            "high_water": _stamp_text(row["high_water"]),
+            "base_snapshot_date": str(plan.base_snapshot_date) if plan.base_snapshot_date else "none",
+            "last_full_scan_date": str(plan.full_scan_date(day)),
+            "courses_listed": int(row["courses_listed"]),
+            "classes_listed": int(row["classes_listed"]),
+            "classes_supported": classes_supported,
+            **{f"http_{k}": v for k, v in stats.items()},
+            "duration_seconds": duration,
+        }
+        yield dg.MaterializeResult(asset_key="raw_course_pages", metadata={"dagster/row_count": len(frame), **health})
+        yield dg.MaterializeResult(asset_key="sync_log", metadata={"dagster/row_count": 1, **health})
 
     @dg.multi_asset(
         partitions_def=partitions_def,
@@ -231,7 +243,7 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         specs=[
             table_spec(
                 "course_rosters",
-                ["raw_course_pages", PREVIOUS_DAY_ROSTERS],
+                ["raw_course_pages", "sync_log", PREVIOUS_DAY_ROSTERS],
                 "One row per course per day: roster_status exposed / empty / not_exposed (the provider "
                 "gave no roster: unknown, never empty), is_active, student_count, updated_at, and fetched_on: the "
                 "day of the scan that last read the course (earlier when an incremental poll carried it forward).",
