@@ -70,6 +70,15 @@ class UnifiedOptions(_Strict):
         "are neither skipped nor stale. single_pass: one plain offset pass, unsafe under churn; for diagnosis only.",
     )
     max_scan_passes: int = Field(4, ge=2, le=10, description="bound on repeated passes of a consistent scan")
+    fetch_progress: bool = Field(
+        True, description="also read course contents and learner activities (skipped if the integration lacks them)"
+    )
+    progress_page_size: int = Field(
+        100, ge=1, le=100, description="limit per page of content/activity scans (activities are many per course)"
+    )
+    progress_concurrency: int = Field(
+        2, ge=1, le=16, description="courses whose contents/activities are read at once (one client each)"
+    )
 
 
 class SimulatorWorld(_Strict):
@@ -99,6 +108,9 @@ class SimulatorWorld(_Strict):
     supports_sort: bool = True
     churn_share: float = Field(0.0, ge=0, le=1)
     churn_per_request: int = Field(1, ge=1, le=10_000)
+    progress: bool = True
+    contents_per_course: int = Field(5, ge=2, le=100)
+    guest_share: float = Field(0.2, ge=0, le=1)
 
 
 class ConnectionConfig(_Strict):

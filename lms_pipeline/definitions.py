@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from lms_pipeline.assets.progress import build_progress_assets
 from lms_pipeline.assets.roster import build_roster_assets
 from lms_pipeline.config import Settings, config_path, load_settings
 from lms_pipeline.partitions import day_by_connection
@@ -21,12 +22,13 @@ def build_defs(settings: Settings | None = None, config_file: str | None = None)
     config_file = config_file or str(config_path())
     settings = settings or load_settings(config_file)
     partitions = day_by_connection(settings)
-    assets = build_roster_assets(partitions)
+    assets = [*build_roster_assets(partitions), *build_progress_assets(partitions)]
     job = dg.define_asset_job(
         ROSTER_JOB,
-        selection=dg.AssetSelection.groups("roster"),
+        selection=dg.AssetSelection.groups("roster", "progress"),
         partitions_def=partitions,
-        description="Fetch, normalize and diff one connection's rosters for one day.",
+        description="Fetch, normalize and diff one connection's rosters for one day, then its contents and "
+        "learner progress.",
     )
     return dg.Definitions(
         assets=assets,

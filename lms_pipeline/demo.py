@@ -82,6 +82,19 @@ def main() -> int:
             SELECT snapshot_date, connection_id, mode, technique, passes, requests, courses_listed
             FROM lms.sync_log ORDER BY snapshot_date, connection_id""",
         )
+        _print(
+            conn,
+            f"Learner progress on {days[-1]} (activity is labelled against the roster, never added to it)",
+            """
+            SELECT s.connection_id, count(*) AS courses, sum(s.active_contents) AS contents,
+                   (SELECT count(*) FROM lms.student_progress p WHERE p.connection_id = s.connection_id
+                    AND p.snapshot_date = s.snapshot_date) AS activities,
+                   round(avg(s.average_progress), 1) AS avg_progress, round(avg(s.completed_share), 3) AS completed,
+                   sum(s.activities_not_on_roster) AS not_on_roster
+            FROM lms.course_progress_summary s
+            WHERE s.snapshot_date = (SELECT max(snapshot_date) FROM lms.course_progress_summary)
+            GROUP BY s.connection_id, s.snapshot_date ORDER BY 1""",
+        )
         _print(conn, "Example query: latest drops in district-canvas", EXAMPLE_QUERY)
         mismatches = _verify(conn, settings, days)
     print(
@@ -104,7 +117,8 @@ def _print(conn: duckdb.DuckDBPyConnection, title: str, sql: str) -> None:
 
 
 def _verify(conn: duckdb.DuckDBPyConnection, settings, days) -> list[str]:
-    """Compare each stored snapshot with the simulator's truth; return the partitions that differ.
+    """Compare each stored snapshot (edges and learner progress) with the simulator's truth; return the
+    partitions that differ.
 
     Every course the LMS lists must have exactly its true roster. A stored course the LMS no longer lists is
     allowed only on an incremental day, carried forward from a scan after the last full scan: incremental polls
@@ -129,7 +143,15 @@ def _verify(conn: duckdb.DuckDBPyConnection, settings, days) -> list[str]:
                               AND r.fetched_on >= s.last_full_scan_date)""",
                 [c.id, day, list(listed)],
             ).fetchone()[0]
-            if {e for e in stored if e[0] in listed} != world.true_course_edges(day) or extra:
+            progress = conn.execute(
+                "SELECT course_id, student_id, content_id, is_completed, progress_percentage, enrollment_state "
+                "FROM lms.student_progress WHERE connection_id = ? AND snapshot_date = ?",
+                [c.id, day],
+            ).fetchall()
+            progress_ok = {(a, b, k): (done, int(p), st) for a, b, k, done, p, st in progress} == world.true_progress(
+                day
+            )
+            if {e for e in stored if e[0] in listed} != world.true_course_edges(day) or extra or not progress_ok:
                 bad.append(partition_key(c.id, day))
     return bad
 

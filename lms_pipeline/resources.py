@@ -96,7 +96,9 @@ class LmsApiResource(dg.ConfigurableResource):
         return _cached_settings(str(path), path.stat().st_mtime_ns if path.exists() else 0)
 
     @contextmanager
-    def client(self, connection_id: str, snapshot_date: date) -> Iterator[UnifiedLmsClient]:
+    def client(
+        self, connection_id: str, snapshot_date: date, page_size: int | None = None
+    ) -> Iterator[UnifiedLmsClient]:
         settings = self.settings()
         conn = settings.connection(connection_id)
         if conn.embedded:
@@ -114,7 +116,7 @@ class LmsApiResource(dg.ConfigurableResource):
             conn.id,
             base_url,
             token,
-            page_size=conn.options.page_size,
+            page_size=page_size or conn.options.page_size,
             headers=headers,
             retry=RetrySettings(
                 max_attempts=retry.max_attempts,

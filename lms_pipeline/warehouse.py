@@ -63,6 +63,57 @@ TABLES: dict[str, str] = {
         duration_seconds DOUBLE NOT NULL,
         run_id VARCHAR
     """,
+    "raw_progress_pages": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        endpoint VARCHAR NOT NULL,
+        course_id VARCHAR NOT NULL,
+        page_index INTEGER NOT NULL,
+        page_offset INTEGER NOT NULL,
+        request_params JSON NOT NULL,
+        fetched_at TIMESTAMPTZ NOT NULL,
+        status_code INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        item_count INTEGER NOT NULL,
+        payload JSON NOT NULL,
+        run_id VARCHAR
+    """,
+    "course_contents": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        course_id VARCHAR NOT NULL,
+        content_id VARCHAR NOT NULL,
+        name VARCHAR,
+        is_active BOOLEAN,
+        duration_minutes INTEGER,
+        updated_at TIMESTAMPTZ
+    """,
+    "student_progress": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        course_id VARCHAR NOT NULL,
+        student_id VARCHAR NOT NULL,
+        content_id VARCHAR NOT NULL,
+        is_completed BOOLEAN,
+        progress_percentage DOUBLE,
+        started_at TIMESTAMPTZ,
+        completed_at TIMESTAMPTZ,
+        updated_at TIMESTAMPTZ,
+        enrollment_state VARCHAR NOT NULL
+    """,
+    "course_progress_summary": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        course_id VARCHAR NOT NULL,
+        roster_status VARCHAR NOT NULL,
+        enrolled_students INTEGER,
+        learners_with_activity INTEGER NOT NULL,
+        enrolled_with_activity INTEGER,
+        active_contents INTEGER NOT NULL,
+        completed_share DOUBLE,
+        average_progress DOUBLE,
+        activities_not_on_roster INTEGER NOT NULL
+    """,
     "course_rosters": """
         connection_id VARCHAR NOT NULL,
         snapshot_date DATE NOT NULL,

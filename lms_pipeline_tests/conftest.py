@@ -140,9 +140,9 @@ def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeli
         yield pipe
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def seven_days(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    """Seven days of the three fixture connections, materialized once per test module."""
+    """Seven days of the three fixture connections, materialized once per session (tests only read it)."""
     with (
         pytest.MonkeyPatch.context() as monkeypatch,
         make_pipeline(tmp_path_factory.mktemp("seven_days"), monkeypatch) as pipe,

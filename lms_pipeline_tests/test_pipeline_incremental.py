@@ -20,7 +20,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 CHURN = WorldSpec("conn-churn", seed=5, start_date=START, n_courses=300, mean_roster_size=20,
                   missing_timestamps_share=0.0, remove_prob=0.0, drop_prob=0.002, adds_per_course=0.05,
                   new_courses_per_day=2, supports_sort=False, churn_share=0.02, churn_per_request=3,
-                  classes="rosters")  # fmt: skip
+                  classes="rosters", progress=False)  # fmt: skip
 CHURN_OPTIONS = {"page_size": 20, "full_scan_every_days": 7}
 
 
@@ -82,7 +82,7 @@ def test_under_the_same_churn_plain_offset_paging_publishes_wrong_snapshots(tmp_
 
 def test_a_deleted_course_is_carried_forward_until_the_next_full_scan_drops_it(tmp_path, monkeypatch) -> None:
     spec = WorldSpec("conn-rm", seed=8, start_date=START, n_courses=80, missing_timestamps_share=0.0,
-                     remove_prob=0.03, deactivate_prob=0.0)  # fmt: skip
+                     remove_prob=0.03, deactivate_prob=0.0, progress=False)  # fmt: skip
     with make_pipeline(tmp_path, monkeypatch, [spec], {"conn-rm": {"full_scan_every_days": 4}}) as pipe:
         world = pipe.worlds["conn-rm"]
         days = [START + timedelta(days=i) for i in range(5)]  # full, 3 incremental, full
@@ -131,7 +131,7 @@ def test_on_the_demo_world_incremental_days_cost_at_most_a_fifth_of_a_full_scan(
 def test_a_provider_ignoring_updated_gte_fails_the_run_naming_the_option(tmp_path, monkeypatch) -> None:
     """Keyset paging notices a filter that is not applied (instead of looping over the listing forever)."""
     spec = WorldSpec("conn-nogte", seed=9, start_date=START, n_courses=30, missing_timestamps_share=0.0,
-                     supports_updated_gte=False)  # fmt: skip
+                     supports_updated_gte=False, progress=False)  # fmt: skip
     with make_pipeline(tmp_path, monkeypatch, [spec], {"conn-nogte": {"full_scan_every_days": 7}}) as pipe:
         world, days = pipe.worlds["conn-nogte"], [START, START + timedelta(days=1)]
         result = pipe.run("conn-nogte", days[0], QUIET)
@@ -148,7 +148,7 @@ def test_a_provider_ignoring_updated_gte_fails_the_run_naming_the_option(tmp_pat
 @pytest.mark.parametrize("endpoint", ["course", "class"])
 def test_sync_health_is_recorded_as_run_metadata(tmp_path, monkeypatch, endpoint: str) -> None:
     spec = WorldSpec("conn-meta", seed=4, start_date=START, n_courses=40, missing_timestamps_share=0.0,
-                     classes="rosters", rate_limit_every=4)  # fmt: skip
+                     classes="rosters", rate_limit_every=4, progress=False)  # fmt: skip
     with make_pipeline(tmp_path, monkeypatch, [spec], {"conn-meta": {"full_scan_every_days": 7}}) as pipe:
         run(pipe, "conn-meta", START)
         pipe.app.inject_fault("conn-meta", status=503, endpoint=endpoint, times=2)

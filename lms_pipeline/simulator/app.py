@@ -26,7 +26,7 @@ from lms_pipeline.simulator.world import DateOutOfRangeError, World
 
 DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
 MAX_LIMIT = 100
-ENDPOINTS = ("course", "class", "student")
+ENDPOINTS = ("course", "class", "student", "content", "activity")
 SORT_KEYS = ("name", "updated_at", "created_at")
 ORDERS = ("asc", "desc")
 
@@ -72,7 +72,8 @@ class _Query:
 
 
 class SimulatorApp:
-    """Serves each world's truth at ``/lms/{connection_id}/{course|class|student}`` as of a simulated date."""
+    """Serves each world's truth at ``/lms/{connection_id}/{course|class|student|content|activity}`` as of a
+    simulated date."""
 
     def __init__(
         self, worlds: Iterable[World], tokens: Mapping[str, str], clock: Callable[[], date] | None = None
@@ -194,6 +195,18 @@ class SimulatorApp:
                 raise _HttpError(501, "class is not supported by this integration")
             course_id = _first(params, "course_id")
             return [c for c in world.classes(as_of) if course_id is None or c["course_id"] == course_id]
+        if endpoint in ("content", "activity"):
+            if not world.spec.progress:
+                raise _HttpError(501, f"{endpoint} is not supported by this integration")
+            course_id = _first(params, "course_id")
+            if endpoint == "content":
+                return [c for c in world.contents(as_of) if course_id is None or course_id in c["course_ids"]]
+            student, content = _first(params, "student_id"), _first(params, "content_id")
+            rows = world.activities(as_of) if course_id is None else world.activities_of(as_of, course_id)
+            return [
+                a for a in rows
+                if (student is None or a["student_id"] == student) and (content is None or a["content_id"] == content)
+            ]  # fmt: skip
         members = None
         if (course_id := _first(params, "course_id")) is not None:
             members = {s for c, s in world.true_course_edges(as_of) if c == course_id}

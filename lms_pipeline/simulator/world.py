@@ -20,13 +20,15 @@ import math
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache, cached_property
-from typing import Literal, NamedTuple
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, TypeVar
 
 RosterFields = Literal["student_ids", "students", "both"]
+T = TypeVar("T")
 
 MAX_DAYS = 3660  # about ten years after start_date: bounds the replay an as-of date can ask for
 DAY_SECONDS = 23 * 3600  # a day's own changes happen before 23:00; its scan (and mid-scan churn) at 23:30
@@ -72,6 +74,9 @@ class WorldSpec:
     rate_limit_every: int = 0
     retry_after_seconds: float | None = None
     supports_sort: bool = True  # False: sort/order ignored, lists always in the default updated_at order
+    progress: bool = True  # the integration has contents and activities (False: those endpoints answer 501)
+    contents_per_course: int = 5  # at most, when a course is created; more are added now and then
+    guest_share: float = 0.2  # share of courses with a learner who never was on the roster (activity only)
     churn_share: float = 0.0  # share of courses updated during each day's scan (mid-scan churn)
     churn_per_request: int = 1  # updates applied before each list request after the first
 
@@ -79,6 +84,24 @@ class WorldSpec:
 class _Class(NamedTuple):
     id: str
     timestamps: bool
+
+
+class _Content(NamedTuple):
+    id: str
+    name: str
+    is_active: bool
+    duration_minutes: int
+    created_at: str
+    updated_at: str
+
+
+class _Activity(NamedTuple):
+    """One learner's progress on one content; kept unchanged once the learner leaves the course."""
+
+    progress: int
+    started_at: str
+    completed_at: str | None
+    updated_at: str
 
 
 class _Course(NamedTuple):
@@ -97,6 +120,9 @@ class _Course(NamedTuple):
     exposed: bool
     students: frozenset[int]
     dropped: frozenset[int]  # ever-enrolled students now out: the pool re-enrolments come from
+    contents: tuple[_Content, ...] = ()
+    guests: tuple[str, ...] = ()  # learner ids with activity that never were on the roster
+    activity: Mapping[tuple[str, str], _Activity] = MappingProxyType({})  # (learner id, content id) -> progress
 
     def class_members(self) -> list[tuple[_Class, list[int]]]:
         """Sections partition the roster by a fixed rule, so a student stays in one section while enrolled."""
@@ -174,7 +200,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
     return k
 
 
-def _pick(rng: random.Random, items: Sequence[int], prob: float) -> list[int]:
+def _pick(rng: random.Random, items: Sequence[T], prob: float) -> list[T]:
     """Each item independently with probability ``prob``, drawing about one number per pick (geometric skips)."""
     if prob <= 0:
         return []
@@ -211,7 +237,7 @@ class World:
         self._checkpoints: dict[int, _DayPlan] = {}
         self._recent: OrderedDict[int, _DayPlan] = OrderedDict()
         self._fired: dict[date, int] = {}
-        self._listings: OrderedDict[tuple, list[dict]] = OrderedDict()  # a client pages one listing many times
+        self._listings: OrderedDict[tuple, Any] = OrderedDict()  # a client pages one listing many times
 
     # ---- evolution -------------------------------------------------------------------------------------------
     def _rng(self, day: date) -> random.Random:
@@ -286,7 +312,54 @@ class World:
     def _advance(self, prev: _Day, day: date) -> _Day:
         rng = self._rng(day)
         kept = [self._evolve(c, rng, day) for c in prev.courses if rng.random() >= self.spec.remove_prob]
-        return self._add_courses(rng, day, kept, _poisson(rng, self.spec.new_courses_per_day), prev)
+        return self._progress(self._add_courses(rng, day, kept, _poisson(rng, self.spec.new_courses_per_day), prev),
+                              day)  # fmt: skip
+
+    def _progress(self, state: _Day, day: date) -> _Day:
+        """A day of learning in every active course: contents appear, learners start and advance activities.
+
+        A separate RNG, so the rosters are the same with or without progress. Learners are the enrolled students
+        and the course's guests; a student who left keeps their activities, frozen.
+        """
+        s = self.spec
+        if not s.progress:
+            return state
+        rng = random.Random(f"{s.seed}:{s.connection_id}:{day.isoformat()}:progress")
+        courses = []
+        for c in state.courses:
+            if not c.is_active:
+                courses.append(c)
+                continue
+            contents, guests = list(c.contents), c.guests
+            if not contents:  # a course gets its contents (and maybe a guest) the day it is created
+                contents = [self._content(rng, c, k, day) for k in range(rng.randint(2, max(2, s.contents_per_course)))]
+                guests = (f"gst-{c.number:05d}",) if rng.random() < s.guest_share else ()
+            elif rng.random() < 0.05:
+                contents.append(self._content(rng, c, len(contents), day))
+            elif rng.random() < 0.02:
+                k = rng.randrange(len(contents))
+                contents[k] = contents[k]._replace(is_active=False, updated_at=_moment(rng, day))
+            activity = dict(c.activity)
+            open_contents = [k.id for k in contents if k.is_active]
+            pairs = [(learner, k) for learner in [student_id(n) for n in sorted(c.students)] + list(guests)
+                     for k in open_contents]  # fmt: skip
+            for key in _pick(rng, [p for p in pairs if p not in activity], 0.3):  # learners starting a content
+                moment = _moment(rng, day)
+                activity[key] = _Activity(rng.randint(5, 40), moment, None, moment)
+            going = [p for p in pairs if p in c.activity and c.activity[p].completed_at is None]
+            for key in _pick(rng, going, 0.4):  # learners advancing (on a later day than they started)
+                act, moment = activity[key], _moment(rng, day)
+                progress = min(100, act.progress + rng.randint(10, 40))
+                activity[key] = _Activity(progress, act.started_at, moment if progress == 100 else None, moment)
+            courses.append(c._replace(contents=tuple(contents), guests=guests, activity=MappingProxyType(activity)))
+        return _Day(tuple(courses), state.next_course, state.next_class)
+
+    @staticmethod
+    def _content(rng: random.Random, course: _Course, k: int, day: date) -> _Content:
+        moment = _moment(rng, day)
+        kind = rng.choice(("Reading", "Quiz", "Video", "Assignment", "Lab"))
+        return _Content(f"cnt-{course.number:05d}-{k:02d}", f"{kind} {k + 1}", True, rng.choice((10, 20, 30, 45, 60)),
+                        moment, moment)  # fmt: skip
 
     def _plan(self, start: _Day, day: date) -> _DayPlan:
         """The day's mid-scan updates: distinct timestamped courses each drop one student and gain another."""
@@ -322,7 +395,8 @@ class World:
         index = self._index(day)
         with self._lock:
             if not self._checkpoints:
-                self._checkpoints[0] = self._plan(self._day0(), self.spec.start_date)
+                self._checkpoints[0] = self._plan(self._progress(self._day0(), self.spec.start_date),
+                                                  self.spec.start_date)  # fmt: skip
             if index in self._recent:
                 self._recent.move_to_end(index)
                 return self._recent[index]
@@ -384,7 +458,7 @@ class World:
     def _timestamps(course: _Course, present: bool) -> dict:
         return {"created_at": course.created_at, "updated_at": course.updated_at} if present else {}
 
-    def _listing(self, kind: str, day: date, build: Callable[[_Day], list[dict]]) -> list[dict]:
+    def _listing(self, kind: str, day: date, build: Callable[[_Day], Any]) -> Any:
         """A listing as of now, cached by (kind, day, updates fired): callers must not mutate it."""
         fired, state = self._now(day)
         key = (kind, day, fired)
@@ -455,6 +529,59 @@ class World:
              "emails": [{"email": email, "type": "WORK"}], "updated_at": updated}
             for sid, first, last, email, updated in self._student_pool
         ]  # fmt: skip
+
+    def contents(self, day: date) -> list[dict]:
+        """Contents of the listed courses (``course_ids`` as in Unified.to's LmsContent), in course order."""
+        return self._listing("content", day, self._content_items) if self.spec.progress else []
+
+    @staticmethod
+    def _content_items(state: _Day) -> list[dict]:
+        return [
+            {"id": k.id, "name": k.name, "course_ids": [c.id], "is_active": k.is_active,
+             "duration_minutes": k.duration_minutes, "created_at": k.created_at, "updated_at": k.updated_at}
+            for c in state.courses for k in c.contents
+        ]  # fmt: skip
+
+    def activities(self, day: date) -> list[dict]:
+        """Every learner's progress record in the listed courses; ``completed_at`` only once completed."""
+        return self._listing("activity", day, self._activity_items) if self.spec.progress else []
+
+    def activities_of(self, day: date, course_id: str) -> list[dict]:
+        """The activities of one course (the API's ``course_id`` filter), from an index built once per listing."""
+        if not self.spec.progress:
+            return []
+
+        def index(state: _Day) -> dict[str, list[dict]]:
+            grouped: dict[str, list[dict]] = {}
+            for item in self._activity_items(state):
+                grouped.setdefault(item["course_id"], []).append(item)
+            return grouped
+
+        return self._listing("activity_by_course", day, index).get(course_id, [])  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _activity_items(state: _Day) -> list[dict]:
+        return [
+            {"id": f"act-{content}-{learner}", "course_id": c.id, "content_id": content, "student_id": learner,
+             "is_completed": a.completed_at is not None, "progress_percentage": a.progress,
+             "started_at": a.started_at, **({"completed_at": a.completed_at} if a.completed_at else {}),
+             "updated_at": a.updated_at}
+            for c in state.courses for (learner, content), a in sorted(c.activity.items())
+        ]  # fmt: skip
+
+    def true_progress(self, day: date) -> dict[tuple[str, str, str], tuple[bool, int, str]]:
+        """(course, learner, content) -> (is_completed, progress, enrollment_state) for every activity listed.
+
+        enrollment_state: roster_not_exposed when the course's roster is not exposed that day, else enrolled or
+        not_enrolled by the true roster: activity never implies membership.
+        """
+        out = {}
+        for c in self._day(day).courses:
+            members = {student_id(n) for n in c.students}
+            for (learner, content), a in c.activity.items():
+                state = "roster_not_exposed" if not c.exposed else "enrolled" if learner in members else "not_enrolled"
+                out[(c.id, learner, content)] = (a.completed_at is not None, a.progress, state)
+        return out
 
     def true_course_edges(self, day: date) -> set[tuple[str, str]]:
         """(course_id, student_id) of every listed course whose roster is exposed."""
