@@ -95,9 +95,16 @@ def parse_grades(grades: pd.DataFrame) -> pd.DataFrame:
 def scheme_frame(schemes: dict[str, GradingScheme]) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {"scheme": key, "letter": letter, "lower_bound": bound, "rank": rank, "precision": s.precision,
-             "rounding": s.rounding}
-            for key, s in schemes.items() for rank, (letter, bound) in enumerate(s.cutoffs)
+            {
+                "scheme": key,
+                "letter": letter,
+                "lower_bound": bound,
+                "rank": rank,
+                "precision": s.precision,
+                "rounding": s.rounding,
+            }
+            for key, s in schemes.items()
+            for rank, (letter, bound) in enumerate(s.cutoffs)
         ],  # fmt: skip
         columns=["scheme", "letter", "lower_bound", "rank", "precision", "rounding"],
     ).astype({"scheme": str, "letter": str, "lower_bound": float, "rank": int, "precision": int, "rounding": str})
