@@ -85,3 +85,23 @@ def test_out_of_range_percents_and_courses_without_a_scheme() -> None:
 def test_a_scheme_with_bad_cutoffs_is_refused_by_name(cutoffs: list, problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
         GradingScheme(name="bad", cutoffs=cutoffs)
+
+
+def test_lms_grades_come_from_stored_activity_pages_keeping_every_raw_value() -> None:
+    import json
+
+    from lms_pipeline.transforms.grades import extract_lms_grades
+
+    def activity(student: str, grade: object = None, **kw: object) -> dict:
+        item = {"course_id": "c1", "content_id": "k1", "student_id": student, "updated_at": "2026-09-02T10:00:00Z"}
+        return item | ({} if grade is None else {"assigned_grade": grade}) | kw
+
+    items = [activity("s1", "87"), activity("s2", ""), activity("s3"), activity("s4", "EX"), activity("s5", "pass"),
+             activity("s1", "91", updated_at="2026-09-02T11:00:00Z")]  # fmt: skip
+    pages = pd.DataFrame({"connection_id": "conn", "snapshot_date": pd.Timestamp("2026-09-02"), "endpoint": "activity",
+                          "course_id": "c1", "page_index": [0, 1],
+                          "payload": [json.dumps(items[:5]), json.dumps(items[5:])]})  # fmt: skip
+    out = extract_lms_grades(pages).set_index("student_id")
+    assert list(out.index) == ["s1", "s2", "s4", "s5"], "no grade field, no grade row (s3)"
+    assert out.loc["s1", "raw_grade"] == "91" and out.loc["s1", "percent"] == 91, "the newest version wins"
+    assert out["grade_status"].to_dict() == {"s1": "graded", "s2": "ungraded", "s4": "excused", "s5": "unparseable"}

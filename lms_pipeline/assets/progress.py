@@ -22,8 +22,9 @@ from lms_pipeline.transforms.rosters import MalformedPayloadError
 
 GROUP = "progress"
 CONTENT_FIELDS = ["id", "name", "course_ids", "is_active", "duration_minutes", "updated_at"]
+# assigned_grade too: the grade reconciliation reads the same stored activity pages (one fetch, one raw store).
 ACTIVITY_FIELDS = ["id", "course_id", "student_id", "content_id", "is_completed", "progress_percentage",
-                   "started_at", "completed_at", "updated_at"]  # fmt: skip
+                   "started_at", "completed_at", "assigned_grade", "updated_at"]  # fmt: skip
 # created_at order: a record updated while its course is paged keeps its place (where the integration sorts).
 PARAMS = {
     "content": {"fields": CONTENT_FIELDS, "sort": "created_at", "order": "asc"},
