@@ -256,8 +256,10 @@ class Warehouse:
         """Rebuild the analysts' copy and swap it in atomically; readers of the old copy keep their snapshot."""
         target = published_path(self.path)
         staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        staging.unlink(missing_ok=True)
         with self.session() as conn:
+            # Under the writer lock no other publish is under way: any staging file left is from a killed process.
+            for stale in target.parent.glob(f".{target.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
             conn.execute(f"ATTACH '{staging}' AS publish_target")
             try:
                 conn.execute(f"COPY FROM DATABASE {_catalog(conn)} TO publish_target")

@@ -83,3 +83,15 @@ def test_published_copy_is_readable_while_the_live_file_takes_writes(tmp_path) -
         wh.publish()  # swapped in under the open reader
     with duckdb.connect(str(copy), read_only=True) as analyst:
         assert analyst.execute("SELECT count(*) FROM lms.course_student_edges").fetchone()[0] == 2
+
+
+def test_a_publish_cleans_up_staging_files_left_by_killed_publishers(tmp_path) -> None:
+    store = Warehouse(tmp_path / "w.duckdb")
+    store.replace_partition({"course_student_edges": edges(D1, "s1", "s2", "s3")}, "c1", D1)
+    left = tmp_path / f".{published_path(store.path).name}.999999.tmp"
+    left.write_bytes(b"half a database")
+    store.publish()
+    assert not left.exists()
+    assert [p.name for p in tmp_path.glob(".*.tmp")] == []
+    with duckdb.connect(str(published_path(store.path)), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM lms.course_student_edges").fetchone()[0] == 3
