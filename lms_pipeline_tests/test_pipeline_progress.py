@@ -116,3 +116,23 @@ def test_an_integration_without_progress_answers_501_and_the_run_still_succeeds(
         assert pipe.rows("SELECT count(*) FROM lms.student_progress") == {(0,)}
         summary = pipe.query("SELECT learners_with_activity, active_contents FROM lms.course_progress_summary")
         assert len(summary) == 15 and (summary == 0).all().all()
+
+
+def test_on_the_demo_world_every_day_of_progress_equals_the_truth(tmp_path, monkeypatch) -> None:
+    """The connections `make demo` reads progress from, with their configured options (short retry waits), for the
+    first 4 of the demo's days; `make demo` itself checks all 8 against the truth and fails otherwise."""
+    from lms_pipeline.config import load_settings
+    from lms_pipeline.resources import world_spec
+
+    settings = load_settings()
+    conns = [c for c in settings.connections if c.world.progress]
+    assert {c.id for c in conns} == {"moodle-highschool", "legacy-blackboard", "corp-learnupon"}
+    specs = [world_spec(settings, c) for c in conns]
+    options = {c.id: c.options.model_dump(exclude={"simulated_clock", "retry"}) for c in conns}
+    with make_pipeline(tmp_path, monkeypatch, specs, options) as pipe:
+        pipe.run_days(4)
+        for c in conns:
+            for day in DAYS[:4]:
+                assert stored_progress(pipe, c.id, day) == pipe.worlds[c.id].true_progress(day), f"{c.id} {day}"
+        states = pipe.rows("SELECT DISTINCT connection_id, enrollment_state FROM lms.student_progress")
+    assert ("corp-learnupon", "roster_not_exposed") in states and ("moodle-highschool", "not_enrolled") in states
