@@ -1,13 +1,15 @@
 """A real Dagster run killed with SIGKILL while it writes leaves every partition whole, and the next run repairs it.
 
-A power cut or an OOM kill gives no chance to roll back: what protects the warehouse is that each asset replaces
-its partition in one DuckDB transaction. Here the run is the ``dagster asset materialize`` CLI (in-process executor,
-so the run process is the writer), and it is killed at moments chosen from what it does on disk, not by sleeping:
+An OOM kill or ``kill -9`` gives a run no chance to roll back: what protects the warehouse is that each asset
+replaces its partition in one DuckDB transaction. Here the run is the ``dagster asset materialize`` CLI for the roster
+group (the progress assets would read 6,000 courses one by one), with the in-process executor so that the run process
+itself is the writer (and a run costs one Python start, not one per step). It is killed at moments chosen from what
+it does on disk, not by sleeping:
 
 - the warehouse file lock is held after the sync plan was logged and no WAL exists: the raw pages are being
   inserted, not yet committed;
-- the WAL exists: a commit (raw pages, then rosters and edges) is being written; or it has stopped growing: the
-  commit is written and the checkpoint that follows it runs;
+- the WAL exists: a commit (raw pages, then rosters and edges) is being written, or, once the WAL has stopped
+  growing for a moment, finished and being checkpointed into the database file;
 - the staging file of the analysts' copy exists: the published copy is being rebuilt.
 
 At each moment the whole process group is frozen (SIGSTOP), the moment is checked again, then the group is killed
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -73,9 +76,9 @@ class Disk:
     def _staging(self) -> list[Path]:
         return list(self.root.glob(f".{self.published_name}.*.tmp"))
 
-    def wal_written(self) -> bool:
-        """The WAL has stopped growing for 5 ms while the lock is held: the commit has been written and the checkpoint
-        that folds it into the database file (on close) is under way."""
+    def wal_paused(self) -> bool:
+        """The WAL exists and has not grown for 5 ms while the lock is held: later in the commit than
+        ``committing`` usually hits, or already in the checkpoint that folds it into the database file on close."""
         size = self._wal_bytes() if self.locked() else 0
         now = time.monotonic()
         if not size or self._wal_size is None or self._wal_size[0] != size:
@@ -105,19 +108,39 @@ class Disk:
 @dataclass(frozen=True)
 class KillPoint:
     name: str
-    after: str  # text in the run's log that precedes the moment (so an earlier lock episode is not mistaken for it)
+    after: str  # run log text that precedes the moment, so an earlier lock episode is not mistaken for it
     moment: Callable[[Disk], bool]
+    until: str | None = None  # run log text that follows it: once logged, the moment has passed
 
 
 # raw_course_pages logs its sync plan ("<partition>: full sync: ...") before fetching; its next lock is the write.
 SYNC_PLANNED = f"{CONNECTION}|{DAY_2}: "
+ROSTER_STEP = 'Started execution of step "roster_snapshot"'
+CHANGE_STEP = 'Started execution of step "enrollment_change_set"'
 KILL_POINTS = [
-    KillPoint("raw pages inserted, not committed", SYNC_PLANNED, Disk.writing_uncommitted),
-    KillPoint("raw pages committing", SYNC_PLANNED, Disk.committing),
-    KillPoint("raw pages in the WAL, checkpoint running", SYNC_PLANNED, Disk.wal_written),
-    KillPoint("rosters and edges committing", 'Started execution of step "roster_snapshot"', Disk.committing),
-    KillPoint("analyst copy being published", 'Started execution of step "enrollment_change_set"', Disk.publishing),
+    KillPoint("raw pages inserted, not committed", SYNC_PLANNED, Disk.writing_uncommitted, ROSTER_STEP),
+    KillPoint("raw pages committing", SYNC_PLANNED, Disk.committing, ROSTER_STEP),
+    KillPoint("raw pages committing, WAL paused", SYNC_PLANNED, Disk.wal_paused, ROSTER_STEP),
+    KillPoint("rosters and edges committing", ROSTER_STEP, Disk.committing, CHANGE_STEP),
+    KillPoint("analyst copy being published", CHANGE_STEP, Disk.publishing),
 ]
+
+
+class LogWatch:
+    """Which of some texts the run's log holds so far, reading only what was appended since the last look."""
+
+    def __init__(self, log: BinaryIO, texts: list[str]) -> None:
+        self.log, self.tail = log, b""
+        self.pending = {text.encode() for text in texts}
+        self.seen: set[str] = set()
+
+    def update(self) -> set[str]:
+        window = self.tail + self.log.read()
+        found = {text for text in self.pending if text in window}
+        self.pending -= found
+        self.seen |= {text.decode() for text in found}
+        self.tail = window[-max((len(t) for t in self.pending), default=0) :] if self.pending else b""
+        return self.seen
 
 
 def snapshot(db: Path, day: date) -> dict[str, tuple[int, str]]:
@@ -135,22 +158,19 @@ def materialize(day: date) -> list[str]:
 
 def kill_at(groups: ProcessGroups, run: Started, point: KillPoint, disk: Disk, timeout: float = 180) -> bool:
     """Kill the run's process group at ``point``; True if it was frozen inside the moment, False if the run ended
-    (or the moment passed) first. Either way the run is dead afterwards."""
+    or the moment passed first. Either way the run is dead afterwards."""
     hit = False
     deadline = time.monotonic() + timeout
-    seen_after = False
-    with run.log.open("rb") as log:
-        text = b""
+    with run.log.open("rb") as handle:
+        log = LogWatch(handle, [point.after] + ([point.until] if point.until else []))
         for _ in range(int(timeout / POLL_SECONDS)):
-            if not seen_after:
-                text += log.read()
-                seen_after = point.after.encode() in text
-                text = text[-len(point.after) :]  # a match may straddle two reads
-            if seen_after and point.moment(disk):
-                groups.signal_group(run, signal.SIGSTOP)
-                hit = point.moment(disk)  # still inside the moment once frozen?
+            seen = log.update()
+            if point.until in seen or run.proc.poll() is not None or time.monotonic() > deadline:
                 break
-            if run.proc.poll() is not None or time.monotonic() > deadline:
+            if point.after in seen and point.moment(disk):
+                groups.signal_group(run, signal.SIGSTOP)
+                # Still inside the moment once frozen, and still in the step it belongs to?
+                hit = point.moment(disk) and point.until not in log.update()
                 break
             time.sleep(POLL_SECONDS)
     groups.kill(run)
@@ -248,3 +268,5 @@ def test_sigkill_of_a_real_run_while_it_writes_leaves_partitions_whole_and_the_n
             "SELECT count(*) FROM lms.course_student_edges WHERE connection_id = ? AND snapshot_date = ?",
             [CONNECTION, DAY_2],
         ) == [(len(truth_2),)]
+        leftovers = list(sandbox.root.glob(f".{sandbox.published.name}.*"))
+        assert not leftovers, f"the killed publish's staging files were never cleaned up: {leftovers}"
