@@ -30,8 +30,9 @@ class _Partitioned(pa.DataFrameModel):
         strict = True
 
 
-class RawCoursePage(_Partitioned):
-    endpoint: Series[str] = pa.Field(isin=["course", "class"], description="API object listed: course or class")
+class _RawPage(_Partitioned):
+    """The columns every stored page has: what was asked, when it came, and the body as fetched."""
+
     page_index: Series[int] = pa.Field(ge=0, description="0-based position of the page in its scan")
     page_offset: Series[int] = pa.Field(ge=0, description="offset query parameter of the request")
     request_params: Series[str] = pa.Field(description="query parameters sent, as JSON; never a secret")
@@ -41,6 +42,10 @@ class RawCoursePage(_Partitioned):
     item_count: Series[int] = pa.Field(ge=0, description="items in the page; a short page ends the scan")
     payload: Series[str] = pa.Field(description="the response body as fetched: a JSON array of objects")
     run_id: Series[str] = pa.Field(nullable=True, description="Dagster run that fetched the page")
+
+
+class RawCoursePage(_RawPage):
+    endpoint: Series[str] = pa.Field(isin=["course", "class"], description="API object listed: course or class")
 
     class Config:
         unique = ["connection_id", "snapshot_date", "endpoint", "page_index"]
@@ -169,18 +174,9 @@ class SyncLog(_Partitioned):
         unique = ["connection_id", "snapshot_date"]
 
 
-class RawProgressPage(_Partitioned):
+class RawProgressPage(_RawPage):
     endpoint: Series[str] = pa.Field(isin=["content", "activity"], description="API object listed")
     course_id: Series[str] = pa.Field(description="the course_id filter of the request (one scan per course)")
-    page_index: Series[int] = pa.Field(ge=0, description="0-based position of the page in its course's scan")
-    page_offset: Series[int] = pa.Field(ge=0, description="offset query parameter of the request")
-    request_params: Series[str] = pa.Field(description="query parameters sent, as JSON; never a secret")
-    fetched_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC, description="when the response arrived")
-    status_code: Series[int] = pa.Field(eq=200, description="HTTP status of the stored response")
-    attempts: Series[int] = pa.Field(ge=1, description="attempts the page took (retries + 1)")
-    item_count: Series[int] = pa.Field(ge=0, description="items in the page; a short page ends the scan")
-    payload: Series[str] = pa.Field(description="the response body as fetched: a JSON array of objects")
-    run_id: Series[str] = pa.Field(nullable=True, description="Dagster run that fetched the page")
 
     class Config:
         unique = ["connection_id", "snapshot_date", "endpoint", "course_id", "page_index"]

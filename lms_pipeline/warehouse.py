@@ -24,12 +24,8 @@ from filelock import FileLock, Timeout
 
 SCHEMA = "lms"
 
-# The analysts' contract: table -> DDL. Partitioned tables all carry (connection_id, snapshot_date DATE).
-TABLES: dict[str, str] = {
-    "raw_course_pages": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        endpoint VARCHAR NOT NULL,
+# Columns of every stored page (raw_course_pages, raw_progress_pages).
+PAGE_COLUMNS = """
         page_index INTEGER NOT NULL,
         page_offset INTEGER NOT NULL,
         request_params JSON NOT NULL,
@@ -39,7 +35,15 @@ TABLES: dict[str, str] = {
         item_count INTEGER NOT NULL,
         payload JSON NOT NULL,
         run_id VARCHAR
-    """,
+    """
+
+# The analysts' contract: table -> DDL. Partitioned tables all carry (connection_id, snapshot_date DATE).
+TABLES: dict[str, str] = {
+    "raw_course_pages": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        endpoint VARCHAR NOT NULL,"""
+    + PAGE_COLUMNS,
     "sync_log": """
         connection_id VARCHAR NOT NULL,
         snapshot_date DATE NOT NULL,
@@ -67,17 +71,8 @@ TABLES: dict[str, str] = {
         connection_id VARCHAR NOT NULL,
         snapshot_date DATE NOT NULL,
         endpoint VARCHAR NOT NULL,
-        course_id VARCHAR NOT NULL,
-        page_index INTEGER NOT NULL,
-        page_offset INTEGER NOT NULL,
-        request_params JSON NOT NULL,
-        fetched_at TIMESTAMPTZ NOT NULL,
-        status_code INTEGER NOT NULL,
-        attempts INTEGER NOT NULL,
-        item_count INTEGER NOT NULL,
-        payload JSON NOT NULL,
-        run_id VARCHAR
-    """,
+        course_id VARCHAR NOT NULL,"""
+    + PAGE_COLUMNS,
     "course_contents": """
         connection_id VARCHAR NOT NULL,
         snapshot_date DATE NOT NULL,
