@@ -142,9 +142,7 @@ def stable_scan(client: UnifiedLmsClient, endpoint: str, params: Mapping[str, ob
         )
         unique = len({record_id for record_id, _ in records}) == len(records)
         if unique and records == previous:
-            stamps = [parse_stamp(item.get("updated_at")) for page in pages for item in page.items]
-            high = max((s for s in stamps if s is not None), default=None)
-            return Scan(endpoint, STABLE, pages, passes=number, high_water=high)
+            return Scan(endpoint, STABLE, pages, passes=number, high_water=_high_water(pages))
         previous = records
     raise _error(
         client,
@@ -157,8 +155,13 @@ def stable_scan(client: UnifiedLmsClient, endpoint: str, params: Mapping[str, ob
 def single_pass(client: UnifiedLmsClient, endpoint: str, params: Mapping[str, object]) -> Scan:
     """One plain offset pass: exact only when nothing changes while it pages (``options.scan: single_pass``)."""
     pages = list(client.iter_pages(endpoint, params))
-    stamps = [parse_stamp(item.get("updated_at")) for page in pages for item in page.items]
-    return Scan(endpoint, SINGLE, pages, high_water=max((s for s in stamps if s is not None), default=None))
+    return Scan(endpoint, SINGLE, pages, high_water=_high_water(pages))
+
+
+def _high_water(pages: list[Page]) -> datetime | None:
+    """Newest usable updated_at on the pages (None when no record has one)."""
+    stamps = (parse_stamp(item.get("updated_at")) for page in pages for item in page.items)
+    return max((s for s in stamps if s is not None), default=None)
 
 
 def consistent_scan(
