@@ -140,6 +140,21 @@ class _Day:
     next_class: int
 
 
+class CourseView(NamedTuple):
+    """A course's enrolment facts on one day, whatever dialect presents them (``World.roster_view``)."""
+
+    id: str
+    number: int
+    name: str
+    is_active: bool
+    exposed: bool  # False: the provider does not expose this course's roster today
+    created_at: str | None  # None when the provider omits the course's timestamps
+    updated_at: str | None
+    enrolled: tuple[str, ...]  # student ids, sorted
+    dropped: tuple[str, ...]  # ever-enrolled students now out, sorted
+    sections: tuple[tuple[str, tuple[str, ...]], ...]  # (class id, its enrolled student ids)
+
+
 class _Update(NamedTuple):
     """One mid-scan change: the course at ``index`` becomes ``course``."""
 
@@ -637,6 +652,20 @@ class World:
             c.id: "not_exposed" if not c.exposed else "exposed" if c.students else "empty"
             for c in self._day(day).courses
         }
+
+    def roster_view(self, day: date) -> list[CourseView]:
+        """Each listed course's enrolment facts as of ``day``, for dialect apps (Canvas, Classroom, OneRoster) that
+        present the same world in their own shapes. ``dropped`` are students who were enrolled and left."""
+        return [
+            CourseView(
+                id=c.id, number=c.number, name=c.name, is_active=c.is_active, exposed=c.exposed,
+                created_at=c.created_at if c.timestamps else None, updated_at=c.updated_at if c.timestamps else None,
+                enrolled=tuple(student_id(n) for n in sorted(c.students)),
+                dropped=tuple(student_id(n) for n in sorted(c.dropped)),
+                sections=tuple((cls.id, tuple(student_id(n) for n in members)) for cls, members in c.class_members()),
+            )
+            for c in self._day(day).courses
+        ]  # fmt: skip
 
     def is_active(self, day: date) -> dict[str, bool]:
         return {c.id: c.is_active for c in self._day(day).courses}
