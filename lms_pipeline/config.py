@@ -113,6 +113,12 @@ class SimulatorWorld(_Strict):
     guest_share: float = Field(0.2, ge=0, le=1)
 
 
+class GradesOptions(_Strict):
+    """Grade reconciliation of this connection against an SIS (``sis`` names an entry of the file's ``sis`` list)."""
+
+    sis: str
+
+
 class ConnectionConfig(_Strict):
     id: str = Field(pattern=CONNECTION_ID_PATTERN)
     provider: Literal["unified"]
@@ -120,13 +126,12 @@ class ConnectionConfig(_Strict):
     token_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$", description="name of the env var holding the token")
     options: UnifiedOptions = UnifiedOptions()
     simulator: SimulatorWorld | None = None
+    grades: GradesOptions | None = Field(None, description="reconcile this connection's grades against an SIS")
 
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/") if value else value
+        return _http_url(value)
 
     @model_validator(mode="after")
     def _simulator_only_when_embedded(self) -> ConnectionConfig:
@@ -150,10 +155,59 @@ class ConnectionConfig(_Strict):
         return self.simulator or SimulatorWorld()
 
 
+class SisSimulator(_Strict):
+    """Parameters of the embedded SIS (``lms_pipeline.simulator.sis_world.SisSpec``)."""
+
+    seed: int = 0
+    conflict_on_post: bool = Field(True, description="POST on an existing result answers 409 (non-standard)")
+    token_ttl_seconds: float = Field(300.0, gt=0, le=86_400)
+    rate_limit_every: int = Field(0, ge=0)
+
+
+class WriteBack(_Strict):
+    enabled: bool = Field(False, description="write differing LMS grades to the SIS (off by default)")
+    dry_run: bool = Field(False, description="log what would be written (outcome would_write), write nothing")
+
+
+class SisConfig(_Strict):
+    """A school's SIS holding the grades of record (OneRoster 1.2 gradebook)."""
+
+    id: str = Field(pattern=CONNECTION_ID_PATTERN)
+    provider: Literal["oneroster"]
+    base_url: str | None = Field(None, description="absent: the embedded SIS simulator on 127.0.0.1")
+    token_url: str | None = Field(None, description="OAuth2 token endpoint; default {base_url}/oauth/token")
+    client_id_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    client_secret_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    student_map: str = Field("data/grades/student_map.csv", description="analyst-edited LMS user -> SIS user rows")
+    assignment_map: str = Field(
+        "data/grades/assignment_map.csv", description="analyst-edited LMS content -> SIS line item rows"
+    )
+    grading_schemes: str = Field("data/grades/grading_schemes.yaml", description="letter schemes per course")
+    score_tolerance: float = Field(0.5, ge=0, le=10, description="percentage points within which scores match")
+    write_back: WriteBack = WriteBack()
+    retry: RetryOptions = RetryOptions()
+    simulator: SisSimulator | None = None
+
+    @field_validator("base_url", "token_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+    @property
+    def embedded(self) -> bool:
+        return self.base_url is None
+
+    def path(self, name: str) -> Path:
+        """One of the files this SIS entry names, relative to the repo root unless absolute."""
+        raw = Path(getattr(self, name))
+        return raw if raw.is_absolute() else REPO_ROOT / raw
+
+
 class Settings(_Strict):
     start_date: date = Field(description="first daily partition")
     warehouse: str = Field("data/lms_warehouse.duckdb", description="DuckDB file, relative to the repo root")
     connections: list[ConnectionConfig] = Field(min_length=1)
+    sis: list[SisConfig] = Field(default_factory=list, description="SIS tenants grades are reconciled against")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Settings:
@@ -162,7 +216,23 @@ class Settings(_Strict):
             if conn.id in seen:
                 raise ValueError(f"connection id {conn.id!r} appears more than once")
             seen.add(conn.id)
+        sis_ids = [s.id for s in self.sis]
+        if len(set(sis_ids)) != len(sis_ids):
+            raise ValueError(f"an sis id appears more than once in {sis_ids}")
+        for conn in self.connections:
+            if conn.grades is not None and conn.grades.sis not in sis_ids:
+                raise ValueError(f"connection {conn.id!r}, field 'grades.sis': no sis entry {conn.grades.sis!r}")
+        for sis in self.sis:
+            users = [c for c in self.connections if c.grades and c.grades.sis == sis.id]
+            if sis.embedded and (len(users) != 1 or not users[0].embedded):
+                raise ValueError(f"sis {sis.id!r}: the embedded SIS simulator mirrors one embedded connection's "
+                                 f"world; {len(users)} connection(s) name it in 'grades.sis'")  # fmt: skip
         return self
+
+    def sis_of(self, connection_id: str) -> SisConfig | None:
+        """The SIS this connection's grades are reconciled against, if any."""
+        conn = self.connection(connection_id)
+        return next((s for s in self.sis if conn.grades and s.id == conn.grades.sis), None)
 
     def connection(self, connection_id: str) -> ConnectionConfig:
         for conn in self.connections:
@@ -179,6 +249,12 @@ class Settings(_Strict):
         raw = os.environ.get(DUCKDB_ENV) or self.warehouse
         path = Path(raw)
         return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/") if value else value
 
 
 def config_path() -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from lms_pipeline.assets.grades import build_grade_assets
 from lms_pipeline.assets.progress import build_progress_assets
 from lms_pipeline.assets.roster import build_roster_assets
 from lms_pipeline.config import Settings, config_path, load_settings
@@ -22,13 +23,13 @@ def build_defs(settings: Settings | None = None, config_file: str | None = None)
     config_file = config_file or str(config_path())
     settings = settings or load_settings(config_file)
     partitions = day_by_connection(settings)
-    assets = [*build_roster_assets(partitions), *build_progress_assets(partitions)]
+    assets = [*build_roster_assets(partitions), *build_progress_assets(partitions), *build_grade_assets(partitions)]
     job = dg.define_asset_job(
         ROSTER_JOB,
-        selection=dg.AssetSelection.groups("roster", "progress"),
+        selection=dg.AssetSelection.groups("roster", "progress", "grades"),
         partitions_def=partitions,
         description="Fetch, normalize and diff one connection's rosters for one day, then its contents and "
-        "learner progress.",
+        "learner progress, then reconcile its grades with the SIS (connections with grades.sis).",
     )
     return dg.Definitions(
         assets=assets,

@@ -20,9 +20,14 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from lms_pipeline.clients.http import RetrySettings
+from lms_pipeline.clients.oneroster import READ_SCOPES, WRITE_SCOPE, OneRosterClient
 from lms_pipeline.clients.unified import UnifiedLmsClient
-from lms_pipeline.config import ConnectionConfig, Settings, load_settings
+from lms_pipeline.config import ConnectionConfig, RetryOptions, Settings, SisConfig, load_settings
+from lms_pipeline.grade_inputs import load_schemes
 from lms_pipeline.simulator import SimulatorApp, World, WorldSpec, serve_in_thread
+from lms_pipeline.simulator.server import Router
+from lms_pipeline.simulator.sis_app import SisSimulatorApp
+from lms_pipeline.simulator.sis_world import SisSpec, SisWorld
 from lms_pipeline.warehouse import Warehouse
 
 SIMULATED_DATE_HEADER = "X-Simulated-Date"
@@ -42,6 +47,35 @@ def connection_token(conn: ConnectionConfig) -> str | None:
     return os.environ.get(conn.token_env) or None
 
 
+def sis_credentials(sis: SisConfig) -> tuple[str, str] | None:
+    client_id, secret = os.environ.get(sis.client_id_env), os.environ.get(sis.client_secret_env)
+    return (client_id, secret) if client_id and secret else None
+
+
+def _retry(options: RetryOptions) -> RetrySettings:
+    return RetrySettings(
+        max_attempts=options.max_attempts,
+        base_delay=options.base_delay_seconds,
+        max_delay=options.max_delay_seconds,
+        max_total_wait=options.max_total_wait_seconds,
+        timeout=options.timeout_seconds,
+    )
+
+
+def sis_world(settings: Settings, sis: SisConfig, lms_world: World) -> SisWorld:
+    """The embedded SIS mirroring the one embedded connection that names it; it grades letter line items with
+    the same scheme file the pipeline reads, as a real SIS would have its own scheme."""
+    conn = next(c for c in settings.connections if c.grades and c.grades.sis == sis.id)
+    schemes, courses = load_schemes(sis.path("grading_schemes"), conn.id)
+
+    def scheme_for(course_id: str):  # noqa: ANN202 (a GradingScheme or None)
+        name = courses.get(course_id, courses.get("*"))
+        return schemes.get(name) if name else None
+
+    params = sis.simulator.model_dump() if sis.simulator else {}
+    return SisWorld(SisSpec(sis_id=sis.id, **params), lms_world, scheme_for)
+
+
 class _EmbeddedSimulator:
     """One simulator per process for the connections without a base_url, served on 127.0.0.1 (real HTTP).
 
@@ -50,24 +84,37 @@ class _EmbeddedSimulator:
     """
 
     _lock = threading.Lock()
-    _servers: dict[tuple, tuple[str, dict[str, str], SimulatorApp]] = {}
+    _servers: dict[tuple, tuple[str, dict, SimulatorApp, SisSimulatorApp]] = {}
     _stack = ExitStack()
 
     @classmethod
-    def _serve(cls, settings: Settings) -> tuple[str, dict[str, str], SimulatorApp]:
+    def _serve(cls, settings: Settings) -> tuple[str, dict, SimulatorApp, SisSimulatorApp]:
         embedded = [c for c in settings.connections if c.embedded]
-        key = tuple((c.id, repr(world_spec(settings, c)), c.token_env) for c in embedded)
+        sis_list = [s for s in settings.sis if s.embedded]
+        key = (tuple((c.id, repr(world_spec(settings, c)), c.token_env) for c in embedded),
+               tuple(repr(s) for s in sis_list))  # fmt: skip
         with cls._lock:
             if key not in cls._servers:
-                tokens = {c.id: connection_token(c) or secrets.token_urlsafe(24) for c in embedded}
-                app = SimulatorApp([World(world_spec(settings, c)) for c in embedded], tokens)
-                base_url = cls._stack.enter_context(serve_in_thread(app, host="127.0.0.1", port=0))
-                cls._servers[key] = (base_url, tokens, app)
+                tokens: dict = {c.id: connection_token(c) or secrets.token_urlsafe(24) for c in embedded}
+                worlds = {c.id: World(world_spec(settings, c)) for c in embedded}
+                app = SimulatorApp(worlds.values(), tokens)
+                credentials = {
+                    s.id: sis_credentials(s) or ("lms-pipeline", secrets.token_urlsafe(24)) for s in sis_list
+                }
+                sis_worlds = [
+                    sis_world(settings, s, worlds[next(c.id for c in embedded if c.grades and c.grades.sis == s.id)])
+                    for s in sis_list
+                ]  # fmt: skip
+                sis_app = SisSimulatorApp(sis_worlds, credentials)
+                tokens.update({("sis", sis): pair for sis, pair in credentials.items()})
+                router = Router({"lms": app, "sis": sis_app})
+                base_url = cls._stack.enter_context(serve_in_thread(router, host="127.0.0.1", port=0))
+                cls._servers[key] = (base_url, tokens, app, sis_app)
             return cls._servers[key]
 
     @classmethod
-    def endpoint(cls, settings: Settings) -> tuple[str, dict[str, str]]:
-        base_url, tokens, _ = cls._serve(settings)
+    def endpoint(cls, settings: Settings) -> tuple[str, dict]:
+        base_url, tokens, _, _ = cls._serve(settings)
         return base_url, tokens
 
 
@@ -75,6 +122,11 @@ def embedded_worlds(settings: Settings) -> dict[str, World]:
     """The worlds this process's embedded simulator serves: their truth includes the mid-scan churn it applied,
     which a fresh World would not know."""
     return _EmbeddedSimulator._serve(settings)[2].worlds
+
+
+def embedded_sis(settings: Settings) -> SisSimulatorApp:
+    """The embedded SIS app of this process (tests read its worlds' truth and request log)."""
+    return _EmbeddedSimulator._serve(settings)[3]
 
 
 atexit.register(_EmbeddedSimulator._stack.close)
@@ -111,20 +163,41 @@ class LmsApiResource(dg.ConfigurableResource):
                     f"connection {conn.id!r}: environment variable {conn.token_env} (its API token) is not set"
                 )
         headers = {SIMULATED_DATE_HEADER: snapshot_date.isoformat()} if conn.simulated_clock else {}
-        retry = conn.options.retry
         client = UnifiedLmsClient(
             conn.id,
             base_url,
             token,
             page_size=page_size or conn.options.page_size,
             headers=headers,
-            retry=RetrySettings(
-                max_attempts=retry.max_attempts,
-                base_delay=retry.base_delay_seconds,
-                max_delay=retry.max_delay_seconds,
-                max_total_wait=retry.max_total_wait_seconds,
-                timeout=retry.timeout_seconds,
-            ),
+            retry=_retry(conn.options.retry),
+        )
+        with client:
+            yield client
+
+    @contextmanager
+    def sis_client(self, connection_id: str, snapshot_date: date, write: bool = False) -> Iterator[OneRosterClient]:
+        """A client of the SIS this connection's grades are reconciled against; ``write`` asks for the
+        gradebook.createput scope too (only the write-back does)."""
+        settings = self.settings()
+        conn, sis = settings.connection(connection_id), settings.sis_of(connection_id)
+        if sis is None:
+            raise KeyError(f"connection {connection_id!r} has no 'grades.sis' in the connections file")
+        if sis.embedded:
+            base_url, tokens = _EmbeddedSimulator.endpoint(settings)
+            base_url, credentials = f"{base_url}/sis/{sis.id}", tokens[("sis", sis.id)]
+        else:
+            base_url, credentials = sis.base_url, sis_credentials(sis)
+            if credentials is None:
+                raise MissingTokenError(f"sis {sis.id!r}: set {sis.client_id_env} and {sis.client_secret_env}")
+        simulated = conn.simulated_clock and sis.embedded
+        client = OneRosterClient(
+            sis.id,
+            base_url,
+            *credentials,
+            token_url=sis.token_url,
+            scopes=READ_SCOPES + ((WRITE_SCOPE,) if write else ()),
+            headers={SIMULATED_DATE_HEADER: snapshot_date.isoformat()} if simulated else {},
+            retry=_retry(sis.retry),
         )
         with client:
             yield client

@@ -144,6 +144,82 @@ TABLES: dict[str, str] = {
         change_type VARCHAR NOT NULL,
         reason VARCHAR NOT NULL
     """,
+    "raw_grade_pages": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        system VARCHAR NOT NULL,
+        collection VARCHAR NOT NULL,
+        total_count BIGINT,"""
+    + PAGE_COLUMNS,
+    "lms_grades": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        course_id VARCHAR NOT NULL,
+        content_id VARCHAR NOT NULL,
+        student_id VARCHAR NOT NULL,
+        raw_grade VARCHAR,
+        grade_status VARCHAR NOT NULL,
+        percent DOUBLE,
+        letter_given VARCHAR,
+        points_possible DOUBLE,
+        graded_at TIMESTAMPTZ,
+        scheme VARCHAR,
+        rounded_percent DOUBLE,
+        letter VARCHAR
+    """,
+    "grade_discrepancies": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        row_key VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        detail VARCHAR,
+        sis_id VARCHAR NOT NULL,
+        course_id VARCHAR,
+        content_id VARCHAR,
+        lms_student_id VARCHAR,
+        sis_student_id VARCHAR,
+        sis_line_item_id VARCHAR,
+        sis_result_id VARCHAR,
+        student_match VARCHAR,
+        item_match VARCHAR,
+        lms_raw_grade VARCHAR,
+        lms_grade_status VARCHAR,
+        lms_percent DOUBLE,
+        lms_letter VARCHAR,
+        lms_graded_at TIMESTAMPTZ,
+        scheme VARCHAR,
+        sis_score_status VARCHAR,
+        sis_score DOUBLE,
+        sis_result_max DOUBLE,
+        sis_text_score VARCHAR,
+        sis_percent DOUBLE,
+        sis_modified_at TIMESTAMPTZ,
+        sis_late BOOLEAN,
+        letter_scale BOOLEAN
+    """,
+    "grade_sync_log": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        run_id VARCHAR NOT NULL,
+        attempted_at TIMESTAMPTZ NOT NULL,
+        sis_id VARCHAR NOT NULL,
+        row_key VARCHAR NOT NULL,
+        lms_student_id VARCHAR NOT NULL,
+        sis_student_id VARCHAR NOT NULL,
+        sis_line_item_id VARCHAR NOT NULL,
+        sis_result_id VARCHAR,
+        method VARCHAR,
+        http_status INTEGER,
+        score_status_written VARCHAR,
+        score_written DOUBLE,
+        text_score_written VARCHAR,
+        previous_score DOUBLE,
+        previous_text_score VARCHAR,
+        previous_modified_at TIMESTAMPTZ,
+        outcome VARCHAR NOT NULL,
+        detail VARCHAR,
+        dry_run BOOLEAN NOT NULL
+    """,
     "enrollment_change_sets": """
         connection_id VARCHAR NOT NULL,
         snapshot_date DATE NOT NULL,
@@ -236,6 +312,17 @@ class Warehouse:
                 conn.execute("ROLLBACK")
                 raise
         return counts
+
+    def append(self, name: str, frame: pd.DataFrame) -> int:
+        """Insert rows (by column name) in one transaction: for journals such as grade_sync_log, where every
+        run's rows are kept."""
+        with self.session() as conn:
+            conn.register("incoming_frame", frame)
+            try:
+                conn.execute(f"INSERT INTO {table(name)} BY NAME SELECT * FROM incoming_frame")
+            finally:
+                conn.unregister("incoming_frame")
+        return len(frame)
 
     def read_partition(self, name: str, connection_id: str, snapshot_date: date) -> pd.DataFrame:
         return self.query(

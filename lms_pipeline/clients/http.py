@@ -130,7 +130,7 @@ def get_with_retries(
         attempts += 1
         stats.requests += 1
         try:
-            response = client.get(target.path, params=params)
+            response = client.get(target.path, params=params or None)  # {} would drop a Link URL's query
         except httpx.TransportError:
             stats.transport_errors += 1
             raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -20,6 +20,23 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Silence the per-request stderr line: tests and the demo make thousands of requests."""
+
+
+class Router:
+    """Dispatch requests to an app by the first path segment (``/lms/...``, ``/sis/...``): one loopback server
+    serves every simulated system."""
+
+    def __init__(self, apps: dict[str, WSGIApplication]) -> None:
+        self.apps = apps
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        prefix = environ.get("PATH_INFO", "").lstrip("/").split("/", 1)[0]
+        app = self.apps.get(prefix)
+        if app is None:
+            body = b'{"message": "Not found"}'
+            start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return app(environ, start_response)
 
 
 def _server(app: WSGIApplication, host: str, port: int) -> WSGIServer:

@@ -1,0 +1,353 @@
+"""Grade reconciliation assets: the SIS gradebook and the LMS student list as fetched, the LMS grades parsed and
+lettered, the discrepancy report, and the opt-in write-back with its journal.
+
+A connection without ``grades.sis`` in the connections file materializes these as skipped (nothing fetched,
+nothing written). LMS grades come from the activity pages the progress assets stored: one fetch serves both.
+"""
+
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from lms_pipeline.assets.roster import table_metadata, table_spec
+from lms_pipeline.clients.errors import LmsClientError
+from lms_pipeline.clients.oneroster import OneRosterClient
+from lms_pipeline.config import SisConfig
+from lms_pipeline.grade_inputs import (
+    ASSIGNMENT_MAP_COLUMNS,
+    STUDENT_MAP_COLUMNS,
+    GradeInputError,
+    check_known,
+    course_schemes,
+    load_schemes,
+    read_mapping,
+)
+from lms_pipeline.partitions import split_key
+from lms_pipeline.resources import LmsApiResource, WarehouseResource
+from lms_pipeline.schemas import DISCREPANCY_STATUSES, SchemaViolation, validate
+from lms_pipeline.transforms.grades import extract_lms_grades, to_letters
+from lms_pipeline.transforms.reconcile import lms_student_emails, reconcile, sis_frames
+
+GROUP = "grades"
+SIS_COLLECTIONS = (("rostering", "users"), ("rostering", "classes"), ("gradebook", "lineItems"),
+                   ("gradebook", "results"))  # fmt: skip
+WRITABLE = ("missing_in_sis", "score_mismatch")
+
+
+def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        name="raw_grade_pages",
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        kinds={"duckdb", "python"},
+        pool="lms_api",
+        deps=["raw_progress_pages"],
+        metadata=table_metadata("raw_grade_pages"),
+    )
+    def raw_grade_pages(
+        context: dg.AssetExecutionContext, lms: LmsApiResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        """The SIS gradebook (users, classes, line items, results; OneRoster 1.2) and the LMS student list (for
+        emails), stored as fetched: the replayable input of the reconciliation. Each SIS listing must add up to
+        its X-Total-Count, or nothing is stored."""
+        connection_id, day = split_key(context)
+        sis = lms.settings().sis_of(connection_id)
+        if sis is None:
+            return _skipped(connection_id)
+        started = time.monotonic()
+        rows = []
+        try:
+            with lms.client(connection_id, day) as client:
+                for index, page in enumerate(client.iter_pages("student", {"fields": ["id", "emails"]})):
+                    rows.append(_page_row("lms", "student", index, page.offset, page.params, page.fetched_at,
+                                          page.status_code, page.attempts, page.items, None))  # fmt: skip
+                lms_stats = client.stats.as_dict()
+            with lms.sis_client(connection_id, day) as sis_client:
+                for service, collection in SIS_COLLECTIONS:
+                    for index, page in enumerate(sis_client.iter_pages(service, collection)):
+                        rows.append(_page_row("sis", collection, index, page.offset, {"url": page.url},
+                                              page.fetched_at, page.status_code, page.attempts, page.items,
+                                              page.total))  # fmt: skip
+                sis_stats = sis_client.stats.as_dict()
+        except LmsClientError as exc:
+            raise dg.Failure(description=f"grade source fetch failed; nothing was stored: {exc}") from None
+        frame = pd.DataFrame(rows).assign(connection_id=connection_id, snapshot_date=pd.Timestamp(day),
+                                          run_id=context.run_id)  # fmt: skip
+        frame = validate("raw_grade_pages", frame)
+        warehouse.warehouse().replace_partition({"raw_grade_pages": frame}, connection_id, day)
+        items = frame.groupby("collection")["item_count"].sum()
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(frame),
+                "sis": sis.id,
+                **{f"{c}_rows": int(items.get(c, 0)) for c in ("student", "users", "classes", "lineItems", "results")},
+                **{f"sis_http_{k}": v for k, v in sis_stats.items()},
+                **{f"lms_http_{k}": v for k, v in lms_stats.items()},
+                "duration_seconds": round(time.monotonic() - started, 3),
+            }
+        )
+
+    @dg.multi_asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        specs=[
+            table_spec(
+                "lms_grades",
+                ["raw_progress_pages"],
+                "Every LMS grade of the day (activities with assigned_grade): the raw string, its status (graded, "
+                "excused, incomplete, ungraded, missing, unparseable: zero is never empty), the percent, and the "
+                "letter by the course's own scheme at its declared precision and rounding.",
+            ),
+            table_spec(
+                "grade_discrepancies",
+                ["lms_grades", "raw_grade_pages", "course_contents"],
+                "One row per (student, line item) where the LMS or the SIS holds a grade: both values, normalized, "
+                "and a status: match, score_mismatch, missing_in_sis, missing_in_lms, unmapped_student, "
+                "unmapped_assignment or unparseable, with the reason in words. Scores match within the SIS "
+                "entry's score_tolerance (percentage points).",
+            ),
+        ],
+    )
+    def grade_reconciliation(context: dg.AssetExecutionContext, lms: LmsApiResource, warehouse: WarehouseResource):
+        """Parse the LMS grades, match students and assignments (mapping files first, then unambiguous automatic
+        matches), and compare with the SIS. A bad mapping or scheme file fails the run before anything is
+        written, naming the file, the line and the problem."""
+        connection_id, day = split_key(context)
+        sis = lms.settings().sis_of(connection_id)
+        if sis is None:
+            yield dg.MaterializeResult(asset_key="lms_grades", metadata=_skipped(connection_id).metadata)
+            yield dg.MaterializeResult(asset_key="grade_discrepancies", metadata=_skipped(connection_id).metadata)
+            return
+        store = warehouse.warehouse()
+        progress_pages = store.read_partition("raw_progress_pages", connection_id, day)
+        grade_pages = store.read_partition("raw_grade_pages", connection_id, day)
+        contents = store.read_partition("course_contents", connection_id, day)[["course_id", "content_id", "name"]]
+        try:
+            sis_data = sis_frames(grade_pages)
+            students = lms_student_emails(grade_pages)
+            grades = extract_lms_grades(progress_pages)
+            student_map, assignment_map, schemes, assignment, stale_rows = _grade_inputs(
+                sis, connection_id, sis_data, students, grades, contents
+            )
+            grades = grades.assign(scheme=grades["course_id"].map(
+                course_schemes(grades["course_id"], assignment).set_index("course_id")["scheme"]))  # fmt: skip
+            grades = to_letters(grades, schemes)
+            report = reconcile(grades, students, contents, sis_data, student_map, assignment_map, sis.score_tolerance)
+            part = {"connection_id": connection_id, "snapshot_date": pd.Timestamp(day)}
+            frames = {
+                "lms_grades": validate("lms_grades", grades.drop(columns=["snapshot_date"]).assign(**part)),
+                "grade_discrepancies": validate("grade_discrepancies", report.assign(**part, sis_id=sis.id)),
+            }
+        except (GradeInputError, SchemaViolation) as exc:
+            raise dg.Failure(description=f"grade reconciliation refused; nothing was written: {exc}") from None
+        store.replace_partition(frames, connection_id, day)
+        published = store.publish()
+        lms_grades, report = frames["lms_grades"], frames["grade_discrepancies"]
+        yield dg.MaterializeResult(
+            asset_key="lms_grades",
+            metadata={
+                "dagster/row_count": len(lms_grades),
+                **{f"grades_{k}": int(v) for k, v in lms_grades["grade_status"].value_counts().items()},
+                "courses_without_scheme": int(lms_grades.loc[lms_grades["scheme"].isna(), "course_id"].nunique()),
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key="grade_discrepancies",
+            metadata={**_report_metadata(report, published), "mapping_rows_students": len(student_map),
+                      "mapping_rows_assignments": len(assignment_map), "mapping_rows_stale": stale_rows},
+        )  # fmt: skip
+
+    @dg.multi_asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        pool="lms_api",
+        specs=[
+            dg.AssetSpec(
+                "grade_sync_log",
+                deps=["grade_discrepancies"],
+                kinds={"duckdb"},
+                metadata=table_metadata("grade_sync_log"),
+                description="Journal of the opt-in write-back (append-only, a row per operation): student, line "
+                "item, the score written and the one it replaced, HTTP status and outcome (created, updated, "
+                "conflict, would_write in a dry run, skipped_sis_newer, already_current, failed).",
+            )
+        ],
+    )
+    def grade_sync(context: dg.AssetExecutionContext, lms: LmsApiResource, warehouse: WarehouseResource):
+        """Write LMS grades that differ to the SIS, when ``write_back.enabled`` is set for the SIS (off by
+        default). Compare-and-set: each write first reads the SIS result; a result modified after the LMS grade
+        is never overwritten (skipped_sis_newer), and a PUT keeps the result's other fields (late, missing,
+        comment). A new result is POSTed; a 409 (the result exists) is resolved with a PUT."""
+        connection_id, day = split_key(context)
+        sis = lms.settings().sis_of(connection_id)
+        if sis is None or not sis.write_back.enabled:
+            reason = "no SIS for this connection" if sis is None else "write_back.enabled is false (the default)"
+            yield dg.MaterializeResult(asset_key="grade_sync_log", metadata={"skipped": reason, "operations": 0})
+            return
+        store = warehouse.warehouse()
+        report = store.read_partition("grade_discrepancies", connection_id, day)
+        todo = report[report["status"].isin(WRITABLE) & report["lms_grade_status"].isin(["graded", "excused"])]
+        dry = sis.write_back.dry_run
+        with lms.sis_client(connection_id, day, write=not dry) as client:
+            log = [entry for row in todo.itertuples() for entry in _sync_one(client, row, dry)]
+        frame = pd.DataFrame(log, columns=list(_LOG_COLUMNS)).assign(
+            connection_id=connection_id, snapshot_date=pd.Timestamp(day), run_id=context.run_id, sis_id=sis.id,
+            dry_run=dry,
+        )  # fmt: skip
+        frame = validate("grade_sync_log", frame)
+        if len(frame):
+            store.append("grade_sync_log", frame)
+            store.publish()
+        outcomes = frame["outcome"].value_counts()
+        failed = int(outcomes.get("failed", 0))
+        yield dg.MaterializeResult(
+            asset_key="grade_sync_log",
+            metadata={
+                "operations": len(frame),
+                "dry_run": dry,
+                "candidates": len(todo),
+                **{f"outcome_{k}": int(v) for k, v in outcomes.items()},
+            },
+        )
+        if failed:
+            raise dg.Failure(description=f"{failed} grade write(s) failed; see grade_sync_log (outcome failed)")
+
+    return [raw_grade_pages, grade_reconciliation, grade_sync]
+
+
+def _skipped(connection_id: str) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={"skipped": f"connection {connection_id!r} has no grades.sis in the connections file"}
+    )
+
+
+def _page_row(system, collection, index, offset, params, fetched_at, status, attempts, items, total) -> dict:  # noqa: ANN001
+    return {"system": system, "collection": collection, "page_index": index, "page_offset": offset,
+            "request_params": json.dumps(params, sort_keys=True, default=str), "fetched_at": fetched_at,
+            "status_code": status, "attempts": attempts, "item_count": len(items),
+            "payload": json.dumps(items, separators=(",", ":")), "total_count": total}  # fmt: skip
+
+
+def _grade_inputs(sis: SisConfig, connection_id: str, sis_data: dict, students: pd.DataFrame, grades: pd.DataFrame,
+                  contents: pd.DataFrame) -> tuple:  # fmt: skip
+    """The mapping-file rows of this connection, checked against both systems, and the grading schemes."""
+    s_path, a_path = sis.path("student_map"), sis.path("assignment_map")
+    student_map = read_mapping(s_path, STUDENT_MAP_COLUMNS, ("lms_connection_id", "lms_user_id"), "sis_user_id")
+    assignment_key = ("lms_connection_id", "lms_course_id", "lms_content_id")
+    assignment_map = read_mapping(a_path, ASSIGNMENT_MAP_COLUMNS, assignment_key, "sis_line_item_id")
+    student_map = student_map[student_map["lms_connection_id"] == connection_id]
+    assignment_map = assignment_map[assignment_map["lms_connection_id"] == connection_id]
+    check_known(student_map, s_path, "sis_user_id", sis_data["users"]["sourced_id"], f"SIS {sis.id} user")
+    check_known(student_map, s_path, "lms_user_id", set(students["student_id"]) | set(grades["student_id"]),
+                f"LMS {connection_id} user")  # fmt: skip
+    # A row for an LMS content not seen today is stale (its course ended or was removed), not an error: it is set
+    # aside and counted. A row for a content the LMS has must name a line item the SIS has.
+    known = set(zip(contents["course_id"], contents["content_id"], strict=True))
+    known |= set(zip(grades["course_id"], grades["content_id"], strict=True))
+    live = [
+        pair in known for pair in zip(assignment_map["lms_course_id"], assignment_map["lms_content_id"], strict=True)
+    ]
+    stale = int(len(assignment_map) - sum(live))
+    assignment_map = assignment_map[live]
+    check_known(assignment_map, a_path, "sis_line_item_id", sis_data["lineItems"]["sourced_id"],
+                f"SIS {sis.id} line item")  # fmt: skip
+    schemes, assignment = load_schemes(sis.path("grading_schemes"), connection_id)
+    return student_map.drop(columns="line"), assignment_map.drop(columns="line"), schemes, assignment, stale
+
+
+def _report_metadata(report: pd.DataFrame, published) -> dict:  # noqa: ANN001
+    counts = report["status"].value_counts()
+    compared = report[report["status"].isin(["match", "score_mismatch"])]
+    per_course = (
+        compared.assign(is_match=compared["status"] == "match")
+        .groupby("course_id")["is_match"].agg(["mean", "size"]).sort_values("mean").head(10)
+    )  # fmt: skip
+    table = "| course | match rate | compared |\n|---|---|---|\n" + "".join(
+        f"| {course} | {rate:.1%} | {size} |\n" for course, (rate, size) in per_course.iterrows()
+    )
+    return {
+        "dagster/row_count": len(report),
+        **{f"status_{s}": int(counts.get(s, 0)) for s in DISCREPANCY_STATUSES},
+        "match_rate": dg.MetadataValue.float(
+            round(len(report[report["status"] == "match"]) / len(compared), 4) if len(compared) else 0.0
+        ),  # fmt: skip
+        "lowest_match_rate_courses": dg.MetadataValue.md(table),
+        "analyst_copy": dg.MetadataValue.path(str(published)),
+    }
+
+
+_LOG_COLUMNS = ("attempted_at", "row_key", "lms_student_id", "sis_student_id", "sis_line_item_id", "sis_result_id",
+                "method", "http_status", "score_status_written", "score_written", "text_score_written",
+                "previous_score", "previous_text_score", "previous_modified_at", "outcome", "detail")  # fmt: skip
+
+
+def _desired(row) -> dict:  # noqa: ANN001
+    """The result fields the LMS grade asks for: points on the line item's scale, a letter, or exempt."""
+    if row.lms_grade_status == "excused":
+        return {"scoreStatus": "exempt"}
+    if row.letter_scale:
+        return {"scoreStatus": "fully graded", "textScore": row.lms_letter}
+    return {"scoreStatus": "fully graded", "score": round(row.lms_percent * row.sis_result_max / 100, 2)}
+
+
+def _same(current: dict, desired: dict) -> bool:
+    return current.get("status") == "active" and all(current.get(k) == v for k, v in desired.items())
+
+
+def _sync_one(client: OneRosterClient, row, dry: bool) -> list[dict]:  # noqa: ANN001
+    """The log entries of one write-back: read, decide, then POST or PUT (409 -> read -> PUT)."""
+    desired = _desired(row)
+    base = {"row_key": row.row_key, "lms_student_id": row.lms_student_id, "sis_student_id": row.sis_student_id,
+            "sis_line_item_id": row.sis_line_item_id, "score_status_written": desired["scoreStatus"],
+            "score_written": desired.get("score"), "text_score_written": desired.get("textScore")}  # fmt: skip
+    graded_at = pd.Timestamp(row.lms_graded_at) if pd.notna(row.lms_graded_at) else None
+
+    def entry(outcome: str, current: dict | None, **extra: object) -> dict:
+        previous = current or {}
+        return {**base, "attempted_at": datetime.now(UTC), "outcome": outcome,
+                "sis_result_id": extra.pop("result_id", previous.get("sourcedId")),
+                "previous_score": previous.get("score"), "previous_text_score": previous.get("textScore"),
+                "previous_modified_at": pd.to_datetime(previous.get("dateLastModified"), utc=True),
+                **extra}  # fmt: skip
+
+    def put(current: dict) -> dict:
+        """PUT over an existing result, unless it is active and newer than the LMS grade or already equal."""
+        modified = pd.to_datetime(current.get("dateLastModified"), utc=True)
+        if current.get("status") == "active" and graded_at is not None and modified > graded_at:
+            return entry("skipped_sis_newer", current, detail="SIS result modified after the LMS grade: kept")
+        if _same(current, desired):
+            return entry("already_current", current)
+        if dry:
+            return entry("would_write", current, method="PUT")
+        body = {**current, **desired, "status": "active", "scoreDate": datetime.now(UTC).date().isoformat()}
+        body.pop("dateLastModified", None)
+        answer = client.put_result(current["sourcedId"], body)
+        outcome = {201: "created", 200: "updated"}.get(answer.status_code, "failed")
+        return entry(outcome, current, method="PUT", http_status=answer.status_code, detail=answer.description)
+
+    if row.sis_result_id is not None and pd.notna(row.sis_result_id):
+        current = client.find_result(row.sis_line_item_id, row.sis_student_id)
+        if current is not None:
+            return [put(current)]
+    if dry:
+        return [entry("would_write", None, method="POST")]
+    new_id = "lmsp-" + hashlib.sha1(f"{row.sis_line_item_id}|{row.sis_student_id}".encode()).hexdigest()[:16]
+    body = {"sourcedId": new_id, "status": "active",
+            "lineItem": {"sourcedId": row.sis_line_item_id, "type": "lineItem"},
+            "student": {"sourcedId": row.sis_student_id, "type": "user"}, **desired,
+            "scoreDate": datetime.now(UTC).date().isoformat()}  # fmt: skip
+    answer = client.post_result(body)
+    if answer.status_code == 201:
+        return [entry("created", None, method="POST", http_status=201, result_id=new_id)]
+    if answer.status_code != 409:
+        return [entry("failed", None, method="POST", http_status=answer.status_code, result_id=new_id,
+                      detail=answer.description)]  # fmt: skip
+    conflict = entry("conflict", None, method="POST", http_status=409, result_id=new_id, detail=answer.description)
+    current = client.find_result(row.sis_line_item_id, row.sis_student_id)
+    if current is None:
+        return [conflict, entry("failed", None, detail="409 on POST, yet no result found for the pair")]
+    return [conflict, put(current)]

@@ -1,0 +1,276 @@
+"""Client for the Canvas LMS REST API (provider-apis.md §4): courses, and each course's student enrollments and
+sections, paged by following ``Link: rel="next"`` and nothing else.
+
+Canvas facts this client is built around:
+
+- ``per_page`` defaults to 10 and larger values are clamped to 100 silently, so the client always sends it.
+- Link URLs are opaque (numbered pages or ``page=bookmark:...``) and ``rel="last"`` may be missing: the end of a
+  listing is a response without ``rel="next"``. Only the first URL of a listing is built here; every later one is
+  a next link used verbatim, and only if it points at the base URL's origin (the bearer token goes with it).
+- Which enrollments Canvas lists by default changed under its users (peers-and-user-pains.md item 5), so every
+  enrollments request names its ``type[]`` and every ``state[]`` it wants; each raw page records the parameters
+  it was fetched with.
+- Throttling is 429, or on older instances 403 with the body ``403 Forbidden (Rate Limit Exceeded)``; both are
+  retried with backoff. A 403 with Canvas's ``{"status": "unauthorized"}`` body on a course's enrollments (or
+  sections) means the token may not read that roster: it is returned as a page with status 403, for the
+  normalizer to mark the course ``not_exposed``, not raised. A 401 (bad token) raises LmsAuthError.
+
+The token travels only in the Authorization header and is scrubbed from any server text quoted in an error; no
+raw page, URL or log line holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+
+import httpx
+
+from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
+from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
+
+logger = logging.getLogger(__name__)
+
+# Every state an enrollment can be listed in, so nothing depends on Canvas's default filter.
+ENROLLMENT_STATES = ("active", "invited", "inactive", "completed", "deleted")
+COURSE_STATES = ("available", "completed")  # workflow_state of active and concluded courses
+THROTTLE_MARK = b"Rate Limit Exceeded"  # Canvas's legacy throttle body: "403 Forbidden (Rate Limit Exceeded)"
+
+RawPage = dict[str, object]
+
+
+class _CanvasTransport(httpx.BaseTransport):
+    """Adapts Canvas's two kinds of 403 to what ``get_with_retries`` understands, without changing it.
+
+    A legacy throttle 403 becomes the 429 it means, so it is retried, backed off and counted like any 429. A
+    permission 403 (``{"status": "unauthorized"}``) is passed on unchanged and kept, so the client can record its
+    body once ``get_with_retries`` has refused it. One client reads sequentially, so the last one is enough.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+        self.legacy_throttles = 0
+        self.denied: httpx.Response | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if response.status_code != 403:
+            return response
+        body = response.read()  # decoded; a 403 body is small
+        if THROTTLE_MARK in body:
+            self.legacy_throttles += 1
+            skipped = ("content-encoding", "content-length")
+            headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in skipped]
+            response.close()
+            return httpx.Response(429, headers=headers, content=body, request=request)
+        if _is_permission_denial(body):
+            self.denied = response
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class CanvasClient:
+    """Reads one Canvas connection's courses and rosters. One httpx.Client per instance: close it, or use ``with``.
+
+    ``base_url`` is where ``/api/v1`` lives (``https://school.instructure.com``, or the simulator's
+    ``http://127.0.0.1:port/canvas/{connection_id}``). ``simulated_date`` sends ``X-Simulated-Date`` (simulator).
+    """
+
+    MAX_PER_PAGE = 100  # Canvas clamps larger values; asking for more only hides the real page size
+
+    def __init__(
+        self,
+        connection_id: str,
+        base_url: str,
+        token: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetrySettings = RetrySettings(),  # noqa: B008 (frozen, so sharing the default is safe)
+        per_page: int = 100,
+        simulated_date: date | None = None,
+        max_pages: int = 10_000,
+        sleep: Callable[[float], None] = time.sleep,
+        course_states: Sequence[str] = COURSE_STATES,
+        enrollment_states: Sequence[str] = ENROLLMENT_STATES,
+    ) -> None:
+        if not 1 <= per_page <= self.MAX_PER_PAGE or max_pages < 1:
+            raise ValueError(f"per_page must be 1..{self.MAX_PER_PAGE} and max_pages >= 1, got {per_page}, {max_pages}")
+        self.connection_id = connection_id
+        self.per_page = per_page
+        self.retry = retry
+        self.max_pages = max_pages
+        self.course_states = tuple(course_states)
+        self.enrollment_states = tuple(enrollment_states)
+        self.stats = FetchStats()
+        self._sleep = sleep
+        self._token = token
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if simulated_date is not None:
+            headers["X-Simulated-Date"] = simulated_date.isoformat()
+        self._transport = _CanvasTransport(transport or httpx.HTTPTransport())
+        self._http = httpx.Client(base_url=base_url, transport=self._transport, headers=headers,
+                                  timeout=httpx.Timeout(retry.timeout))  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"CanvasClient(connection_id={self.connection_id!r}, base_url={str(self._http.base_url)!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CanvasClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def legacy_throttles(self) -> int:
+        """How many of the throttled answers (``stats.throttled``) were Canvas's legacy 403."""
+        return self._transport.legacy_throttles
+
+    # ---- listings ---------------------------------------------------------------------------------------------
+    def roster_pages(self) -> list[RawPage]:
+        """The course listing, then every listed course's enrollments and sections: all or nothing (any failure
+        raises), except a course whose roster the token may not read (a status-403 enrollments page)."""
+        pages = self.course_pages()
+        for course_id in listed_course_ids(pages, self.connection_id):
+            pages += self.enrollment_pages(course_id)
+            pages += self.section_pages(course_id)
+        return pages
+
+    def course_pages(self) -> list[RawPage]:
+        params = [*(("state[]", s) for s in self.course_states), ("per_page", self.per_page)]
+        return self._listing("courses", "api/v1/courses", params, None)
+
+    def enrollment_pages(self, course_id: int) -> list[RawPage]:
+        params = [("type[]", "StudentEnrollment"), *(("state[]", s) for s in self.enrollment_states),
+                  ("per_page", self.per_page)]  # fmt: skip
+        return self._listing("enrollments", f"api/v1/courses/{course_id}/enrollments", params, course_id)
+
+    def section_pages(self, course_id: int) -> list[RawPage]:
+        return self._listing("sections", f"api/v1/courses/{course_id}/sections", [("per_page", self.per_page)],
+                             course_id)  # fmt: skip
+
+    # ---- paging -----------------------------------------------------------------------------------------------
+    def _listing(
+        self, endpoint: str, path: str, params: list[tuple[str, object]], course_id: int | None
+    ) -> list[RawPage]:
+        """Every page of one listing, from the first URL along rel="next" links; bounded by max_pages, and a link
+        back to a page already read is refused rather than followed forever."""
+        url = str(self._http.base_url.join(path).copy_merge_params(params))
+        pages: list[RawPage] = []
+        seen: set[str] = set()
+        for index in range(self.max_pages):
+            seen.add(url)
+            page, next_url = self._page(endpoint, course_id, index, url)
+            pages.append(page)
+            if next_url is None:
+                return pages
+            if next_url in seen:
+                raise self._payload_error(endpoint, url, index, f"links rel=next back to {next_url}, read before")
+            url = next_url
+        raise RequestTarget(self.connection_id, endpoint, url).error(
+            LmsClientError, f"not sent: {self.max_pages} pages read (max_pages) and the listing still had a next link"
+        )
+
+    def _page(self, endpoint: str, course_id: int | None, index: int, url: str) -> tuple[RawPage, str | None]:
+        target = RequestTarget(self.connection_id, endpoint, url)
+        self._transport.denied = None
+        try:
+            # params=None: the URL already holds its query, and httpx would replace it with an empty mapping's.
+            response, attempts = get_with_retries(self._http, target, None, self.retry, self.stats,  # type: ignore[arg-type]
+                                                  sleep=self._sleep, secret=self._token)  # fmt: skip
+        except LmsAuthError as err:
+            denied = self._transport.denied
+            if course_id is None or err.status != 403 or denied is None or str(denied.request.url) != url:
+                raise
+            logger.info("%s: roster not readable with this token (HTTP 403 unauthorized)", target.describe())
+            return self._raw(endpoint, course_id, index, denied), None
+        items = self._items(endpoint, response, index)
+        self.stats.pages += 1
+        self.stats.items += len(items)
+        logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
+        return self._raw(endpoint, course_id, index, response), self._next_url(endpoint, response, index)
+
+    def _items(self, endpoint: str, response: httpx.Response, index: int) -> list[dict]:
+        """The page's items, refusing anything but a JSON array of objects."""
+        url = str(response.request.url)
+        try:
+            body = response.json()
+        except ValueError:
+            snippet = server_text(response.text, self._token)
+            raise self._payload_error(endpoint, url, index, f"answered HTTP {response.status_code} with a body "
+                                      f"that is not JSON: {snippet!r}") from None  # fmt: skip
+        if not isinstance(body, list):
+            raise self._payload_error(endpoint, url, index, f"answered a JSON {type(body).__name__}, not a list")
+        if not all(isinstance(item, dict) for item in body):
+            raise self._payload_error(endpoint, url, index, "answered a list holding items that are not objects")
+        return body
+
+    def _next_url(self, endpoint: str, response: httpx.Response, index: int) -> str | None:
+        """The rel="next" URL, absolute; refused when it leaves the base URL's origin, which would hand the token
+        to another host."""
+        link = response.links.get("next")
+        if link is None:
+            return None
+        url = response.request.url.join(link["url"])
+        base = self._http.base_url
+        if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+            raise self._payload_error(
+                endpoint,
+                str(response.request.url),
+                index,
+                f"links rel=next to another origin ({url.scheme}://{url.host}); not followed",
+            )
+        return str(url)
+
+    def _raw(self, endpoint: str, course_id: int | None, index: int, response: httpx.Response) -> RawPage:
+        """A page as fetched: what was asked (URL and the parameters in it), what came back, and when."""
+        params: dict[str, str | list[str]] = {}
+        for name, value in response.request.url.params.multi_items():
+            if name.endswith("[]") or name in params:
+                previous = params.get(name, [])
+                params[name] = [*(previous if isinstance(previous, list) else [previous]), value]
+            else:
+                params[name] = value
+        return {
+            "endpoint": endpoint, "course_id": course_id, "page_index": index, "url": str(response.request.url),
+            "params": params, "status": response.status_code, "payload": response.text,
+            "fetched_at": datetime.now(UTC),
+        }  # fmt: skip
+
+    def _payload_error(self, endpoint: str, url: str, index: int, detail: str) -> LmsPayloadError:
+        return LmsPayloadError(f"connection {self.connection_id!r}: GET {url} ({endpoint} page {index}) {detail}",
+                               connection_id=self.connection_id, endpoint=endpoint)  # fmt: skip
+
+
+def listed_course_ids(pages: Sequence[RawPage], connection_id: str) -> list[int]:
+    """Canvas ids of the courses on the course pages, in listing order, each once (a course can come twice when
+    the listing shifts while it is paged)."""
+    ids: dict[int, None] = {}
+    for page in pages:
+        if page["endpoint"] != "courses":
+            continue
+        for position, item in enumerate(json.loads(str(page["payload"]))):
+            course_id = item.get("id")
+            if not isinstance(course_id, int) or isinstance(course_id, bool):
+                raise LmsPayloadError(
+                    f"connection {connection_id!r}: GET {page['url']} (courses page {page['page_index']}) item "
+                    f"{position} has no integer id: {course_id!r}", connection_id=connection_id, endpoint="courses",
+                )  # fmt: skip
+            ids[course_id] = None
+    return list(ids)
+
+
+def _is_permission_denial(body: bytes) -> bool:
+    """Canvas's permission error: ``{"status": "unauthorized", "errors": [...]}``."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and payload.get("status") == "unauthorized"

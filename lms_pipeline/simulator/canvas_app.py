@@ -1,0 +1,531 @@
+"""The simulated Canvas LMS REST API (provider-apis.md §4) as a WSGI app, over the same worlds as the Unified.to app.
+
+One app serves several connections: ``/canvas/{connection_id}/api/v1/...`` selects the world, and each connection
+has its own bearer token. Endpoints: ``GET /courses`` (numbered pages, ``state[]`` over workflow_state),
+``GET /courses/:id/enrollments`` (bookmark pages, ``type[]``, ``state[]``) and ``GET /courses/:id/sections``.
+
+Canvas behaviours simulated (the checklist at the end of provider-apis.md): ``per_page`` defaults to 10 and is
+clamped to 100 (a non-positive or non-numeric value means the default, as in lib/api.rb); ``Link`` URLs are
+absolute and opaque, enrollments page by ``page=bookmark:<base64 of the last key>`` and never offer ``rel="last"``;
+a leaky bucket per token with ``X-Request-Cost`` on every response and ``X-Rate-Limit-Remaining`` while throttling
+is on, throttled answers being 403 + ``403 Forbidden (Rate Limit Exceeded)`` (legacy) or 429; 401 +
+``WWW-Authenticate`` for a bad token; every ``sis_*`` field dropped when the token lacks SIS permission; the
+enrollment state filter defaults to active + invited. A course whose roster the world does not expose answers its
+enrollments with Canvas's permission 403, which a client must tell apart from the throttle 403 by its body.
+
+How the world becomes enrollments (deterministic, from zlib.crc32 of course and student): every enrolled student has
+an active StudentEnrollment in their section; every student who left has one enrollment that is deleted, inactive
+or completed; some courses have invited students who are not on the roster; every course has one TeacherEnrollment.
+
+Requests are checked in this order: path (404), connection (404), rate limit (403/429), method (405), token (401),
+as-of date and filters (400), injected fault, course (404), roster permission (403), page parameter (400).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import threading
+import time
+import zlib
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from http import HTTPStatus
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+from lms_pipeline.simulator.world import (
+    CourseView,
+    DateOutOfRangeError,
+    World,
+    instructor_name,
+    student_id,
+    student_name,
+)
+
+DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
+DEFAULT_PER_PAGE, MAX_PER_PAGE = 10, 100  # Api::PER_PAGE and MAX_PER_PAGE in canvas-lms lib/api.rb
+ENDPOINTS = ("courses", "enrollments", "sections")
+ENROLLMENT_TYPES = ("StudentEnrollment", "TeacherEnrollment", "TaEnrollment", "DesignerEnrollment",
+                    "ObserverEnrollment")  # fmt: skip
+ENROLLMENT_STATES = ("active", "invited", "creation_pending", "deleted", "rejected", "completed", "inactive")
+DEFAULT_ENROLLMENT_STATES = frozenset({"active", "invited"})  # enrollments_api_controller.rb, without state[]
+LEFT_STATES = ("deleted", "inactive", "completed")  # how a student who left the roster shows up
+COURSE_STATES = ("unpublished", "available", "completed", "deleted")
+JSON_TYPE, TEXT_TYPE = "application/json; charset=utf-8", "text/plain; charset=utf-8"
+TEACHER_USER_BASE = 1_000_000  # teacher user ids: disjoint from the students' 1..n_students
+NOT_FOUND = "The specified resource does not exist."
+NOT_AUTHORIZED = {"status": "unauthorized", "errors": [{"message": "user not authorized to perform that action"}]}
+
+Params = dict[str, list[str]]
+EnrollmentKey = tuple[str, str, int]  # Canvas lists enrollments by type, sortable name, id: the bookmark
+
+
+class _HttpError(Exception):
+    """Ends a request; the body is Canvas's ``{"errors": [{"message": ...}]}`` unless given verbatim."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, *,
+                 body: bytes | None = None, content_type: str = JSON_TYPE) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status, self.headers, self.content_type = status, headers or {}, content_type
+        self.body = body if body is not None else json.dumps({"errors": [{"message": message}]}).encode()
+
+
+@dataclass(frozen=True)
+class CanvasOptions:
+    """How the simulated instance behaves. Defaults are Canvas-like: a 700-unit bucket draining 10 units a second,
+    a 50-unit pre-flight penalty refunded when the request completes (doc/api/throttling.md)."""
+
+    sis_permission: bool = True  # False: the token may not read SIS data, so every sis_* field is left out
+    throttle_status: int = 403  # 403 with the legacy text body, or 429 (Canvas since the Oct-2025 change)
+    bucket_capacity: float | None = 700.0  # None: no throttling and no X-Rate-Limit-Remaining header
+    leak_rate: float = 10.0  # units drained per second of ``timer``
+    preflight_penalty: float = 50.0
+    request_cost: float = 1.0  # X-Request-Cost of an admitted request
+    timer: Callable[[], float] = time.monotonic  # inject a fake clock to make the bucket deterministic
+    second_section_share: float = 0.0  # share of students with a second active enrollment in another section
+
+    def __post_init__(self) -> None:
+        if self.throttle_status not in (403, 429):
+            raise ValueError(f"throttle_status must be 403 or 429, got {self.throttle_status}")
+        if min(self.leak_rate, self.preflight_penalty, self.request_cost, self.second_section_share) < 0:
+            raise ValueError(f"rates, costs and shares must be >= 0: {self}")
+
+
+@dataclass
+class _Bucket:
+    """One token's leaky bucket: requests pour in, the level drains at ``leak_rate`` per second."""
+
+    level: float
+    at: float
+
+    def drain(self, now: float, leak_rate: float) -> None:
+        self.level, self.at = max(0.0, self.level - (now - self.at) * leak_rate), now
+
+
+@dataclass
+class _Fault:
+    connection_id: str
+    status: int
+    body: bytes | str | None
+    endpoint: str | None
+    course_id: int | None
+    times: int
+
+    def matches(self, connection_id: str, endpoint: str, course_id: int | None) -> bool:
+        return (
+            self.times > 0
+            and self.connection_id == connection_id
+            and self.endpoint in (None, endpoint)
+            and self.course_id in (None, course_id)
+        )
+
+
+@dataclass
+class _Request:
+    """One request's context: the log entry it fills and the bucket it was admitted to (None: not admitted)."""
+
+    environ: WSGIEnvironment
+    params: Params
+    entry: dict
+    bucket: tuple[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class CanvasSimulatorApp:
+    """Serves each world as Canvas REST at ``/canvas/{connection_id}/api/v1/...`` as of a simulated date.
+
+    ``options`` are CanvasOptions fields (sis_permission, throttle_status, bucket_capacity, ...).
+    """
+
+    def __init__(
+        self,
+        worlds: Iterable[World],
+        tokens: Mapping[str, str],
+        clock: Callable[[], date] | None = None,
+        **options: object,
+    ) -> None:
+        self.worlds = {w.spec.connection_id: w for w in worlds}
+        if any(w.spec.n_students >= TEACHER_USER_BASE for w in self.worlds.values()):
+            raise ValueError(f"worlds must have fewer than {TEACHER_USER_BASE} students (teacher ids start there)")
+        self.options = CanvasOptions(**options)  # type: ignore[arg-type]
+        self._tokens = dict(tokens)
+        self.clock = clock or (lambda: datetime.now(UTC).date())
+        self.request_log: list[dict] = []
+        self._faults: list[_Fault] = []
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._views: OrderedDict[tuple, dict[int, CourseView]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ---- test controls ---------------------------------------------------------------------------------------
+    def inject_fault(
+        self,
+        connection_id: str,
+        *,
+        status: int = 500,
+        body: bytes | str | None = None,
+        endpoint: str | None = None,
+        course_id: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` matching requests (None matches any endpoint or course) with ``status`` and
+        ``body`` verbatim, or a Canvas JSON error when ``body`` is None; with status 200 a body makes a malformed
+        page. A fault answer carries no Link header, so it ends the listing it lands in."""
+        with self._lock:
+            self._faults.append(_Fault(connection_id, status, body, endpoint, course_id, times))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.request_log.clear()
+
+    # ---- WSGI ------------------------------------------------------------------------------------------------
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        entry: dict = {"connection_id": None, "endpoint": None, "course_id": None, "as_of": None, "status": None,
+                       "params": {k: v[0] if len(v) == 1 else v for k, v in params.items()},
+                       "url": _request_url(environ), "next": None, "throttled": False}  # fmt: skip
+        request = _Request(environ, params, entry)
+        content_type = JSON_TYPE
+        try:
+            status, body = self._handle(request)
+        except _HttpError as err:
+            status, body, content_type = err.status, err.body, err.content_type
+            request.headers.update(err.headers)
+        request.headers.update(self._settle(request))
+        entry["status"] = status
+        with self._lock:
+            self.request_log.append(entry)
+        start_response(
+            f"{status} {_reason(status)}",
+            [("Content-Type", content_type), ("Content-Length", str(len(body))), *request.headers.items()],
+        )
+        return [body]
+
+    def _handle(self, request: _Request) -> tuple[int, bytes]:
+        environ, params, entry = request.environ, request.params, request.entry
+        connection_id, endpoint, course_id = _route(environ.get("PATH_INFO", ""))
+        entry.update(connection_id=connection_id, endpoint=endpoint, course_id=course_id)
+        world = self.worlds.get(connection_id)
+        if world is None:
+            raise _HttpError(404, NOT_FOUND)
+        self._admit(request, connection_id)
+        if environ.get("REQUEST_METHOD") != "GET":
+            raise _HttpError(405, "Method not allowed", {"Allow": "GET"})
+        self._authenticate(environ.get("HTTP_AUTHORIZATION"), connection_id)
+        entry["as_of"] = as_of = _as_of(environ.get(DATE_HEADER)) or self.clock()
+        per_page = _per_page(params)
+        states = (
+            None
+            if endpoint == "sections"
+            else _choices(params, "state[]", ENROLLMENT_STATES if endpoint == "enrollments" else COURSE_STATES)
+        )
+        types = _choices(params, "type[]", ENROLLMENT_TYPES) if endpoint == "enrollments" else None
+        fault = self._take_fault(connection_id, endpoint, course_id)
+        if fault is not None:
+            if fault.body is None:
+                raise _HttpError(fault.status, "Simulated upstream error")
+            return fault.status, fault.body.encode() if isinstance(fault.body, str) else fault.body
+        try:
+            views = self._course_views(world, as_of)
+        except DateOutOfRangeError as err:
+            raise _HttpError(400, str(err)) from None
+        if endpoint == "courses":
+            listed = [v for v in views.values() if states is None or _workflow_state(v) in states]
+            items, links = _numbered([self._course(v) for v in listed], params, per_page, entry["url"])
+        else:
+            view = views.get(course_id)  # type: ignore[arg-type]
+            if view is None:
+                raise _HttpError(404, NOT_FOUND)
+            if endpoint == "sections":
+                items, links = _numbered(self._sections(view), params, per_page, entry["url"])
+            elif not view.exposed:
+                raise _HttpError(403, "not authorized", body=json.dumps(NOT_AUTHORIZED).encode())
+            else:
+                wanted = DEFAULT_ENROLLMENT_STATES if states is None else states
+                keyed = [(key, e) for key, e in self._enrollments(world, view)
+                         if e["enrollment_state"] in wanted and (types is None or e["type"] in types)]  # fmt: skip
+                items, links = _bookmarked(keyed, params, per_page, entry["url"])
+        entry["next"] = links.get("next")
+        request.headers["Link"] = ",".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())
+        return 200, json.dumps(items).encode()
+
+    # ---- throttling and auth ---------------------------------------------------------------------------------
+    def _admit(self, request: _Request, connection_id: str) -> None:
+        """Charge the pre-flight penalty to the caller's bucket, or throttle when it would overflow. The bucket is
+        keyed by a hash of the Authorization header: Canvas throttles per access token."""
+        opts = self.options
+        if opts.bucket_capacity is None:
+            return
+        credential = request.environ.get("HTTP_AUTHORIZATION", "")
+        key = (connection_id, hashlib.sha256(credential.encode()).hexdigest())
+        with self._lock:
+            bucket = self._buckets.setdefault(key, _Bucket(0.0, opts.timer()))
+            bucket.drain(opts.timer(), opts.leak_rate)
+            if bucket.level + opts.preflight_penalty > opts.bucket_capacity:
+                remaining = opts.bucket_capacity - bucket.level
+                headers = {"X-Request-Cost": "0.0", "X-Rate-Limit-Remaining": f"{remaining:.1f}"}
+                status = opts.throttle_status
+                text = f"{status} {_reason(status)} (Rate Limit Exceeded)"
+                request.entry["throttled"] = True
+                raise _HttpError(status, text, headers, body=text.encode(), content_type=TEXT_TYPE)
+            bucket.level += opts.preflight_penalty
+        request.bucket = key
+
+    def _settle(self, request: _Request) -> dict[str, str]:
+        """Refund the pre-flight penalty, charge the request's cost, and say both in the response headers."""
+        opts = self.options
+        if request.bucket is None:
+            return {} if "X-Request-Cost" in request.headers else {"X-Request-Cost": "0.0"}
+        with self._lock:
+            bucket = self._buckets[request.bucket]
+            bucket.drain(opts.timer(), opts.leak_rate)
+            bucket.level = max(0.0, bucket.level - opts.preflight_penalty + opts.request_cost)
+            remaining = opts.bucket_capacity - bucket.level  # type: ignore[operator]
+        return {"X-Request-Cost": f"{opts.request_cost:.1f}", "X-Rate-Limit-Remaining": f"{remaining:.1f}"}
+
+    def _authenticate(self, header: str | None, connection_id: str) -> None:
+        if header is None:
+            raise _HttpError(401, "user authorization required", {"WWW-Authenticate": 'Bearer realm="canvas-lms"'})
+        if header != f"Bearer {self._tokens.get(connection_id)}":
+            raise _HttpError(401, "Invalid access token.", {"WWW-Authenticate": 'Bearer realm="canvas-lms"'})
+
+    def _take_fault(self, connection_id: str, endpoint: str, course_id: int | None) -> _Fault | None:
+        with self._lock:
+            fault = next((f for f in self._faults if f.matches(connection_id, endpoint, course_id)), None)
+            if fault is not None:
+                fault.times -= 1
+            return fault
+
+    # ---- the world in Canvas's shapes ------------------------------------------------------------------------
+    def _course_views(self, world: World, as_of: date) -> dict[int, CourseView]:
+        """The day's courses by Canvas id; cached, as a scan asks for the same day hundreds of times."""
+        key = (world.spec.connection_id, as_of, world.churn_fired(as_of)[0])
+        with self._lock:
+            if key in self._views:
+                self._views.move_to_end(key)
+                return self._views[key]
+        views = {v.number: v for v in world.roster_view(as_of)}
+        with self._lock:
+            self._views[key] = views
+            while len(self._views) > 8:
+                self._views.popitem(last=False)
+        return views
+
+    def _course(self, view: CourseView) -> dict:
+        # Canvas's Course object has created_at but no updated_at.
+        return self._sis({
+            "id": view.number, "sis_course_id": view.id, "name": view.name, "course_code": f"C{view.number:05d}",
+            "workflow_state": _workflow_state(view), "account_id": 1, "root_account_id": 1,
+            "enrollment_term_id": 1, "created_at": view.created_at, "start_at": None, "end_at": None,
+        })  # fmt: skip
+
+    def _sections(self, view: CourseView) -> list[dict]:
+        return [
+            self._sis({"id": _number(cls), "name": f"{view.name} - Section {chr(ord('A') + k)}",
+                       "course_id": view.number, "sis_section_id": cls, "sis_course_id": view.id,
+                       "nonxlist_course_id": None, "start_at": None, "end_at": None})
+            for k, (cls, _) in enumerate(view.sections)
+        ]  # fmt: skip
+
+    def _enrollments(self, world: World, view: CourseView) -> list[tuple[EnrollmentKey, dict]]:
+        """Every enrollment of the course, sorted in Canvas's listing order (type, sortable name, id)."""
+        sections = [cls for cls, _ in view.sections]
+        placed = [(sid, k, "active") for k, (_, members) in enumerate(view.sections) for sid in members]
+        share = self.options.second_section_share
+        if share and len(sections) > 1:
+            placed += [(sid, (k + 1) % len(sections), "active") for sid, k, _ in list(placed)
+                       if _hash(view.id, sid, "second") % 1000 < share * 1000]  # fmt: skip
+        placed += [(sid, _hash(view.id, sid) % len(sections), LEFT_STATES[_hash(view.id, sid, "left") % 3])
+                   for sid in view.dropped]  # fmt: skip
+        placed += [(sid, 0, "invited") for sid in _invited(view, world.spec.n_students)]
+        rows = [self._student_enrollment(view, sections, sid, k, state) for sid, k, state in placed]
+        rows.append(self._teacher_enrollment(view, sections))
+        return sorted(rows, key=lambda row: row[0])
+
+    def _student_enrollment(self, view: CourseView, sections: Sequence[str], sid: str, k: int,
+                            state: str) -> tuple[EnrollmentKey, dict]:  # fmt: skip
+        number = _number(sid)
+        first, last = student_name(number)
+        user = {"id": number, "name": f"{first} {last}", "sortable_name": f"{last}, {first}", "short_name": first,
+                "sis_user_id": sid}  # fmt: skip
+        return self._enrollment(view, sections, k, user, "StudentEnrollment", state)
+
+    def _teacher_enrollment(self, view: CourseView, sections: Sequence[str]) -> tuple[EnrollmentKey, dict]:
+        name = instructor_name(view.number)
+        user = {"id": TEACHER_USER_BASE + view.number, "name": name, "sortable_name": name, "short_name": name,
+                "sis_user_id": f"tch-{view.number:05d}"}  # fmt: skip
+        return self._enrollment(view, sections, 0, user, "TeacherEnrollment", "active")
+
+    def _enrollment(self, view: CourseView, sections: Sequence[str], k: int, user: dict, kind: str,
+                    state: str) -> tuple[EnrollmentKey, dict]:  # fmt: skip
+        # Stable ids: one enrollment per (course, section, user); users are below TEACHER_USER_BASE * 2.
+        enrollment_id = (view.number * len(ENROLLMENT_TYPES) + ENROLLMENT_TYPES.index(kind)) * 10**8 + k * 10**7
+        enrollment_id += user["id"]
+        stamp = view.updated_at or view.created_at
+        record = self._sis({
+            "id": enrollment_id, "user_id": user["id"], "course_id": view.number,
+            "course_section_id": _number(sections[k]), "type": kind, "role": kind, "enrollment_state": state,
+            "created_at": view.created_at, "updated_at": stamp, "sis_course_id": view.id,
+            "sis_section_id": sections[k], "sis_user_id": user["sis_user_id"], "user": self._sis(user),
+        })  # fmt: skip
+        return (kind, user["sortable_name"], enrollment_id), record
+
+    def _sis(self, record: dict) -> dict:
+        """Without SIS permission Canvas leaves every sis_* field out (enrollments_api_controller.rb)."""
+        if self.options.sis_permission:
+            return record
+        return {k: v for k, v in record.items() if not k.startswith("sis_")}
+
+
+# ---- paging ---------------------------------------------------------------------------------------------------
+def _numbered(items: list[dict], params: Params, per_page: int, url: str) -> tuple[list[dict], dict[str, str]]:
+    """``page=N`` pages with current/next/prev/first/last links (what Canvas gives where counting is cheap)."""
+    raw = _first(params, "page") or "1"
+    try:
+        page = int(raw)
+    except ValueError:
+        raise _HttpError(400, f"page must be a number, got {raw!r}") from None
+    if page < 1:
+        raise _HttpError(400, f"page must be >= 1, got {page}")
+    last = max(1, -(-len(items) // per_page))
+    links = {"current": _link(url, str(page), per_page)}
+    if page < last:
+        links["next"] = _link(url, str(page + 1), per_page)
+    if page > 1:
+        links["prev"] = _link(url, str(page - 1), per_page)
+    links |= {"first": _link(url, "1", per_page), "last": _link(url, str(last), per_page)}
+    return items[(page - 1) * per_page : page * per_page], links
+
+
+def _bookmarked(
+    keyed: list[tuple[EnrollmentKey, dict]], params: Params, per_page: int, url: str
+) -> tuple[list[dict], dict[str, str]]:
+    """``page=bookmark:<b64 of the last key read>`` pages: no page numbers, so no ``rel="last"``."""
+    raw = _first(params, "page") or "first"
+    start = 0 if raw == "first" else bisect_right([key for key, _ in keyed], _bookmark_key(raw))
+    chunk = keyed[start : start + per_page]
+    links = {"current": _link(url, raw, per_page)}
+    if start + per_page < len(keyed):
+        links["next"] = _link(url, _bookmark(chunk[-1][0]), per_page)
+    links["first"] = _link(url, "first", per_page)
+    return [record for _, record in chunk], links
+
+
+def _bookmark(key: EnrollmentKey) -> str:
+    return "bookmark:" + base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+
+
+def _bookmark_key(raw: str) -> EnrollmentKey:
+    if not raw.startswith("bookmark:"):
+        raise _HttpError(400, f"page must be 'first' or a bookmark, got {raw!r}")
+    token = raw.removeprefix("bookmark:")
+    try:
+        kind, name, number = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, TypeError):
+        raise _HttpError(400, "invalid bookmark") from None
+    if not (isinstance(kind, str) and isinstance(name, str) and isinstance(number, int)):
+        raise _HttpError(400, "invalid bookmark")
+    return kind, name, number
+
+
+def _link(url: str, page: str, per_page: int) -> str:
+    """The request URL with its page and per_page replaced: every other parameter is kept, as Canvas does."""
+    base, _, query = url.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in ("page", "per_page")]
+    return f"{base}?{urlencode([*kept, ('page', page), ('per_page', str(per_page))])}"
+
+
+# ---- request parsing ------------------------------------------------------------------------------------------
+def _route(path: str) -> tuple[str, str, int | None]:
+    """(connection_id, endpoint, Canvas course id) from ``/canvas/{connection}/api/v1/courses[/{id}/{endpoint}]``."""
+    parts = path.strip("/").split("/")
+    if len(parts) < 5 or parts[0] != "canvas" or parts[2:5] != ["api", "v1", "courses"]:
+        raise _HttpError(404, NOT_FOUND)
+    if len(parts) == 5:
+        return parts[1], "courses", None
+    if len(parts) == 7 and parts[5].isdigit() and parts[6] in ENDPOINTS[1:]:
+        return parts[1], parts[6], int(parts[5])
+    raise _HttpError(404, NOT_FOUND)
+
+
+def _request_url(environ: WSGIEnvironment) -> str:
+    """The absolute URL as requested: links are built from it, and the log shows exactly what a client asked."""
+    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+    query = environ.get("QUERY_STRING", "")
+    return f"http://{host}{quote(environ.get('PATH_INFO', ''))}" + (f"?{query}" if query else "")
+
+
+def _per_page(params: Params) -> int:
+    """lib/api.rb: a missing, non-numeric or non-positive per_page means the default; above the max, the max."""
+    try:
+        per_page = int(_first(params, "per_page") or 0)
+    except ValueError:
+        per_page = 0
+    return DEFAULT_PER_PAGE if per_page <= 0 else min(per_page, MAX_PER_PAGE)
+
+
+def _choices(params: Params, name: str, allowed: Sequence[str]) -> frozenset[str] | None:
+    """The values of a ``name[]`` filter; None when absent (the endpoint's default applies)."""
+    if name not in params:
+        return None
+    values = frozenset(params[name])
+    unknown = sorted(values - set(allowed))
+    if unknown:
+        raise _HttpError(400, f"{name} must be among {', '.join(allowed)}; got {', '.join(unknown)}")
+    return values
+
+
+def _first(params: Params, name: str) -> str | None:
+    return params[name][0] if name in params else None
+
+
+def _as_of(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _HttpError(400, f"X-Simulated-Date must be YYYY-MM-DD, got {value!r}") from None
+
+
+# ---- small helpers --------------------------------------------------------------------------------------------
+def _workflow_state(view: CourseView) -> str:
+    return "available" if view.is_active else "completed"
+
+
+def _number(world_id: str) -> int:
+    """Canvas's integer id from a world id: "stu-00042" -> 42, "cls-00007" -> 7."""
+    return int(world_id.rsplit("-", 1)[1])
+
+
+def _hash(*parts: str) -> int:
+    return zlib.crc32("|".join(parts).encode())
+
+
+def _invited(view: CourseView, n_students: int) -> list[str]:
+    """0-2 students invited to the course who are not (and never were) on its roster: pending, not enrolled."""
+    on_roster = set(view.enrolled) | set(view.dropped)
+    count, invited = _hash(view.id, "invited") % 3, []
+    for k in range(32):  # bounded: a crowded pool may leave fewer than ``count``
+        if len(invited) == count:
+            break
+        sid = student_id(1 + _hash(view.id, "invited", str(k)) % n_students)
+        if sid not in on_roster and sid not in invited:
+            invited.append(sid)
+    return invited
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,412 @@
+"""The simulated Google Classroom API v1 as a WSGI app, serving the same worlds as ``SimulatorApp``.
+
+Paths: ``/classroom/{connection_id}/v1/courses``, ``.../courses/{courseId}/students`` and
+``.../courses/{courseId}/aliases``; the connection prefix lets several worlds share one server, and ``courseId`` may
+be an alias (``d:crs-00001``), as in the real API.
+
+Behaviour follows provider-apis.md §5 and its simulator checklist, and peers-and-user-pains.md item 2:
+- ids are opaque numeric strings; the SIS course id is a domain alias (``d:<world course id>``) in the aliases
+  sub-collection, since the real Course resource has no alias field;
+- ``courseState`` ACTIVE or ARCHIVED, filtered by ``courseStates`` (default: every state but SUSPENDED); courses
+  newest-created first;
+- paging by ``nextPageToken`` only: ``pageSize`` defaults to 30 and is silently capped at 30; some pages are short
+  while a token is still given, and some listings serve an EMPTY page with a token; a token replayed with other
+  parameters, a garbage token and an empty-string token answer 400 INVALID_ARGUMENT;
+- dropped and invited students are simply absent from students.list (no tombstones); a course whose roster is not
+  exposed answers students.list with 403 PERMISSION_DENIED; without the emails scope ``profile.emailAddress`` is
+  absent;
+- 429 RESOURCE_EXHAUSTED from a moving-window limiter per token; Google-shaped error bodies
+  ``{"error": {"code", "message", "status"}}``.
+Requests are checked in app.py's order: path and connection (404), rate limit (429), method (405), token (401),
+as-of date and query (400), injected fault, course (404) and roster permission (403).
+
+Mid-scan churn (``WorldSpec.churn_share``) is not simulated here: a day is served as its scan starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+import time
+import zlib
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from http import HTTPStatus
+from urllib.parse import parse_qs, unquote
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+from lms_pipeline.simulator.app import DATE_HEADER
+from lms_pipeline.simulator.world import CourseView, DateOutOfRangeError, World
+
+MAX_PAGE_SIZE = 30  # larger pageSize values are truncated silently (code-dot-org#17113, Empirical-Core#2834)
+COURSE_ID_BASE = 700_000_000_000
+USER_ID_BASE = 100_000_000_000
+COURSE_STATES = ("ACTIVE", "ARCHIVED", "PROVISIONED", "DECLINED", "SUSPENDED")
+DEFAULT_COURSE_STATES = frozenset(COURSE_STATES) - {"SUSPENDED"}
+ENDPOINTS = ("courses", "students", "aliases")
+GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
+INVALID_ARGUMENT = "Request contains an invalid argument."
+NOT_FOUND = "Requested entity was not found."
+
+Params = dict[str, list[str]]
+
+
+def classroom_course_id(number: int) -> str:
+    """The opaque numeric Classroom id of the world's course ``number``."""
+    return str(COURSE_ID_BASE + number)
+
+
+def classroom_user_id(student_id: str) -> str:
+    """The opaque numeric Classroom user id of the world's student ``stu-NNNNN``."""
+    return str(USER_ID_BASE + int(student_id.removeprefix("stu-")))
+
+
+class _HttpError(Exception):
+    """Ends a request with a Google error body; ``detail`` only goes to the request log (Google's own messages are
+    generic, e.g. every bad page token is just "Request contains an invalid argument.")."""
+
+    def __init__(
+        self, status: int, message: str, detail: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.detail, self.headers = status, message, detail, headers or {}
+
+
+@dataclass
+class _Fault:
+    connection_id: str
+    status: int
+    body: bytes | str | None
+    endpoint: str | None
+    course_id: str | None
+    page: int | None
+    times: int
+
+    def matches(self, connection_id: str, endpoint: str, course_id: str | None, page: int) -> bool:
+        return (
+            self.times > 0
+            and self.connection_id == connection_id
+            and self.endpoint in (None, endpoint)
+            and self.course_id in (None, course_id)
+            and self.page in (None, page)
+        )
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A list request's validated paging state."""
+
+    size: int
+    offset: int
+    index: int  # page index within the listing: 0 without a token
+    fingerprint: int  # what a token issued for this request is bound to
+
+
+@dataclass(frozen=True)
+class _DayView:
+    courses: tuple[CourseView, ...]  # newest-created first, as courses.list answers
+    by_id: Mapping[str, CourseView]  # by Classroom id and by domain alias
+
+
+class ClassroomSimulatorApp:
+    """Serves each world's truth in Classroom API v1 shapes as of a simulated date (``X-Simulated-Date``).
+
+    Options: ``emails_scope`` (False: no ``profile.emailAddress``); ``short_page_every`` (every k-th page of a
+    listing carries half a page while still giving a token; 0: never); ``empty_page_every`` (listings whose key
+    hashes to 0 modulo k serve an empty page with a token as their second page; 1: every multi-page listing; 0:
+    never); ``rate_limit`` requests per ``rate_window`` seconds per token (0: no limit; Google's is 1,200 per 60 s
+    per user); ``monotonic`` the limiter's clock.
+    """
+
+    def __init__(
+        self,
+        worlds: Iterable[World],
+        tokens: Mapping[str, str],
+        clock: Callable[[], date] | None = None,
+        *,
+        emails_scope: bool = True,
+        short_page_every: int = 3,
+        empty_page_every: int = 4,
+        rate_limit: int = 0,
+        rate_window: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if min(short_page_every, empty_page_every, rate_limit) < 0 or rate_window <= 0:
+            raise ValueError("page shape options and rate_limit must be >= 0, rate_window > 0")
+        self.worlds = {w.spec.connection_id: w for w in worlds}
+        self._tokens = dict(tokens)
+        self.clock = clock or (lambda: datetime.now(UTC).date())
+        self.emails_scope = emails_scope
+        self.short_page_every, self.empty_page_every = short_page_every, empty_page_every
+        self.rate_limit, self.rate_window, self._monotonic = rate_limit, rate_window, monotonic
+        self.request_log: list[dict] = []
+        self._faults: list[_Fault] = []
+        self._windows: dict[str, deque[float]] = {}
+        self._views: OrderedDict[tuple[str, date], _DayView] = OrderedDict()
+        self._people: dict[str, dict[str, tuple[str, str, str]]] = {}
+        self._lock = threading.Lock()
+
+    # ---- test controls ---------------------------------------------------------------------------------------
+    def inject_fault(
+        self,
+        connection_id: str,
+        *,
+        status: int = 500,
+        body: bytes | str | None = None,
+        endpoint: str | None = None,
+        course_id: str | None = None,
+        page: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` matching requests (None matches any; ``course_id`` is the Classroom id,
+        ``page`` the page index a token points at) with ``status`` and ``body`` verbatim, or a Google error when
+        ``body`` is None; with status 200 a body makes a malformed page."""
+        with self._lock:
+            self._faults.append(_Fault(connection_id, status, body, endpoint, course_id, page, times))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.request_log.clear()
+
+    # ---- WSGI ------------------------------------------------------------------------------------------------
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        entry: dict = {"connection_id": None, "endpoint": None, "course_id": None, "as_of": None, "status": None,
+                       "page_index": None, "items": None, "next_page_token": False, "detail": None,
+                       "params": {k: v[0] if len(v) == 1 else v for k, v in params.items()}}  # fmt: skip
+        try:
+            status, body, headers = self._handle(environ, params, entry)
+        except _HttpError as err:
+            status, headers, entry["detail"] = err.status, err.headers, err.detail
+            body = json.dumps({"error": {"code": err.status, "message": err.message,
+                                         "status": GOOGLE_STATUS.get(err.status, "UNKNOWN")}}).encode()  # fmt: skip
+        entry["status"] = status
+        with self._lock:
+            self.request_log.append(entry)
+        start_response(
+            f"{status} {_reason(status)}",
+            [("Content-Type", "application/json; charset=UTF-8"), ("Content-Length", str(len(body))),
+             *headers.items()],
+        )  # fmt: skip
+        return [body]
+
+    def _handle(self, environ: WSGIEnvironment, params: Params, entry: dict) -> tuple[int, bytes, dict[str, str]]:
+        path = environ.get("PATH_INFO", "")
+        connection_id, endpoint, course_ref = _route(path)
+        entry.update(connection_id=connection_id, endpoint=endpoint, course_id=course_ref)
+        world = self.worlds.get(connection_id)
+        if world is None:
+            raise _HttpError(404, NOT_FOUND, f"connection {connection_id} not found")
+        authorization = environ.get("HTTP_AUTHORIZATION", "")
+        self._throttle(authorization)
+        if environ.get("REQUEST_METHOD") != "GET":
+            raise _HttpError(405, "Method not allowed", headers={"Allow": "GET"})
+        if authorization != f"Bearer {self._tokens.get(connection_id)}":
+            raise _HttpError(401, "Request had invalid authentication credentials.")
+        entry["as_of"] = as_of = _as_of(environ.get(DATE_HEADER)) or self.clock()
+        states = _course_states(params) if endpoint == "courses" else frozenset()
+        request = _request(params, f"{path}|{as_of}|{sorted(states)}")
+        entry["page_index"] = request.index
+        fault = self._take_fault(connection_id, endpoint, course_ref, request.index)
+        if fault is not None:
+            if fault.body is None:
+                raise _HttpError(fault.status, "Simulated upstream error")
+            return fault.status, fault.body.encode() if isinstance(fault.body, str) else fault.body, {}
+        try:
+            view = self._view(world, as_of)
+        except DateOutOfRangeError as err:
+            raise _HttpError(400, INVALID_ARGUMENT, str(err)) from None
+        key, items = self._items(world, view, endpoint, course_ref, states, as_of)
+        chunk, next_offset = self._page(items, request, key)
+        body: dict = {endpoint: chunk} if chunk else {}  # Google omits an empty repeated field
+        if next_offset is not None:
+            body["nextPageToken"] = _token(next_offset, request.index + 1, request.fingerprint)
+        entry.update(items=len(chunk), next_page_token=next_offset is not None)
+        return 200, json.dumps(body).encode(), {}
+
+    def _throttle(self, authorization: str) -> None:
+        """Google's per-user quota is a moving average over 60 s (provider-apis.md §5.4): a request is refused
+        while the token already has ``rate_limit`` admitted requests in the last ``rate_window`` seconds."""
+        if not self.rate_limit:
+            return
+        now = self._monotonic()
+        with self._lock:
+            window = self._windows.setdefault(authorization, deque())
+            while window and window[0] <= now - self.rate_window:
+                window.popleft()
+            if len(window) >= self.rate_limit:
+                raise _HttpError(429, "Quota exceeded for quota metric 'Requests' and limit 'Requests per minute "
+                                 "per user' of service 'classroom.googleapis.com'.")  # fmt: skip
+            window.append(now)
+
+    def _take_fault(self, connection_id: str, endpoint: str, course_ref: str | None, page: int) -> _Fault | None:
+        with self._lock:
+            fault = next((f for f in self._faults if f.matches(connection_id, endpoint, course_ref, page)), None)
+            if fault is not None:
+                fault.times -= 1
+            return fault
+
+    # ---- the world in Classroom's shapes ---------------------------------------------------------------------
+    def _view(self, world: World, as_of: date) -> _DayView:
+        """The day's courses, cached: every students request of a scan reads the same day."""
+        key = (world.spec.connection_id, as_of)
+        with self._lock:
+            if key in self._views:
+                self._views.move_to_end(key)
+                return self._views[key]
+        courses = tuple(reversed(world.roster_view(as_of)))
+        by_id = {classroom_course_id(c.number): c for c in courses} | {f"d:{c.id}": c for c in courses}
+        view = _DayView(courses, by_id)
+        with self._lock:
+            self._views[key] = view
+            while len(self._views) > 16:
+                self._views.popitem(last=False)
+        return view
+
+    def _items(
+        self, world: World, view: _DayView, endpoint: str, course_ref: str | None, states: frozenset[str], as_of: date
+    ) -> tuple[str, Sequence]:
+        """(listing key, every item of the listing): the key picks where the listing's empty page goes."""
+        cid = world.spec.connection_id
+        if endpoint == "courses":
+            courses = [c for c in view.courses if _state(c) in states]
+            return f"{cid}/courses", [_course(c) for c in courses]
+        course = view.by_id.get(course_ref or "")
+        if course is None:
+            raise _HttpError(404, NOT_FOUND, f"course {course_ref} not found")
+        key = f"{cid}/{classroom_course_id(course.number)}/{endpoint}"
+        if endpoint == "aliases":
+            return key, [{"alias": f"d:{course.id}"}]
+        if not course.exposed:
+            raise _HttpError(403, "The caller does not have permission", "roster not exposed")
+        people = self._directory(world, as_of)
+        return key, [self._student(course, sid, people[sid]) for sid in course.enrolled]
+
+    def _directory(self, world: World, as_of: date) -> dict[str, tuple[str, str, str]]:
+        """student id -> (given name, family name, email), from the world's pool (the same every day)."""
+        cid = world.spec.connection_id
+        with self._lock:
+            if cid in self._people:
+                return self._people[cid]
+        people = {s["id"]: (s["first_name"], s["last_name"], s["emails"][0]["email"]) for s in world.students(as_of)}
+        with self._lock:
+            return self._people.setdefault(cid, people)
+
+    def _student(self, course: CourseView, student_id: str, person: tuple[str, str, str]) -> dict:
+        user_id = classroom_user_id(student_id)
+        given, family, email = person
+        profile: dict = {"id": user_id, "name": {"givenName": given, "familyName": family,
+                                                 "fullName": f"{given} {family}"}}  # fmt: skip
+        if self.emails_scope:
+            profile["emailAddress"] = email
+        return {"courseId": classroom_course_id(course.number), "userId": user_id, "profile": profile}
+
+    def _page(self, items: Sequence, request: _Request, key: str) -> tuple[list, int | None]:
+        """The page at the request's offset and the next page's offset (None: the last page).
+
+        Deterministic quirks (peers-and-user-pains.md item 2): the second page of a chosen listing is empty, and
+        every ``short_page_every``-th page is half a page; both still give a token while items remain.
+        """
+        remaining = len(items) - request.offset
+        if request.index == 1 and remaining > 0 and self._empty_listing(key):
+            return [], request.offset
+        size = request.size
+        if self.short_page_every and request.index % self.short_page_every == self.short_page_every - 1:
+            size = max(1, size // 2)
+        chunk = list(items[request.offset : request.offset + size])
+        end = request.offset + len(chunk)
+        return chunk, end if end < len(items) else None
+
+    def _empty_listing(self, key: str) -> bool:
+        return bool(self.empty_page_every) and zlib.crc32(key.encode()) % self.empty_page_every == 0
+
+
+def _route(path: str) -> tuple[str, str, str | None]:
+    """(connection id, endpoint, course id or alias) of a known path; anything else is 404."""
+    parts = [unquote(p) for p in path.strip("/").split("/")]
+    if len(parts) == 4 and parts[0] == "classroom" and parts[2:] == ["v1", "courses"]:
+        return parts[1], "courses", None
+    if len(parts) == 6 and parts[0] == "classroom" and parts[2:4] == ["v1", "courses"] and parts[5] in ENDPOINTS:
+        return parts[1], parts[5], parts[4]
+    raise _HttpError(404, NOT_FOUND, "expected /classroom/{connection_id}/v1/courses[/{courseId}/students|aliases]")
+
+
+def _state(course: CourseView) -> str:
+    return "ACTIVE" if course.is_active else "ARCHIVED"
+
+
+def _course(course: CourseView) -> dict:
+    """A Course resource; the world's missing timestamps stay missing (real courses always have them)."""
+    times = {"creationTime": course.created_at, "updateTime": course.updated_at} if course.updated_at else {}
+    return {"id": classroom_course_id(course.number), "name": course.name, **times, "courseState": _state(course)}
+
+
+def _course_states(params: Params) -> frozenset[str]:
+    states = frozenset(params.get("courseStates", []))
+    unknown = states - set(COURSE_STATES)
+    if unknown:
+        raise _HttpError(400, INVALID_ARGUMENT, f"unknown courseStates {sorted(unknown)}")
+    return states or DEFAULT_COURSE_STATES
+
+
+def _request(params: Params, bound_to: str) -> _Request:
+    """Validate pageSize and pageToken. A token is bound to the path, the as-of date, courseStates and pageSize
+    as sent: replayed with any of them changed it is refused, as Google refuses it (provider-apis.md §5.5)."""
+    raw_size = params.get("pageSize", [""])[0]
+    try:
+        requested = int(raw_size) if raw_size else 0
+    except ValueError:
+        raise _HttpError(400, INVALID_ARGUMENT, f"pageSize must be an integer, got {raw_size!r}") from None
+    if requested < 0:
+        raise _HttpError(400, INVALID_ARGUMENT, "pageSize must be >= 0")
+    fingerprint = zlib.crc32(f"{bound_to}|{requested}".encode())
+    size = min(requested or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+    if "pageToken" not in params:
+        return _Request(size, 0, 0, fingerprint)
+    offset, index, bound = _untoken(params["pageToken"][0])
+    if bound != fingerprint:
+        raise _HttpError(400, INVALID_ARGUMENT, "pageToken was issued for other parameters")
+    return _Request(size, offset, index, fingerprint)
+
+
+def _token(offset: int, index: int, fingerprint: int) -> str:
+    raw = json.dumps([offset, index, fingerprint], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _untoken(token: str) -> tuple[int, int, int]:
+    """(offset, page index, fingerprint) of a token this app issued; an empty or garbage token is a 400
+    (google-api-python-client#117: an empty-string token is an error, not "the first page")."""
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error):
+        decoded = None
+    if not (isinstance(decoded, list) and len(decoded) == 3 and all(type(v) is int and v >= 0 for v in decoded)):
+        raise _HttpError(400, INVALID_ARGUMENT, f"pageToken {token!r} is not a token this server issued")
+    offset, index, fingerprint = decoded
+    return offset, index, fingerprint
+
+
+def _as_of(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _HttpError(400, INVALID_ARGUMENT, f"X-Simulated-Date must be YYYY-MM-DD, got {value!r}") from None
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,406 @@
+"""A deterministic SIS (OneRoster 1.2) world linked to an LMS world, with planted disagreements and their truth.
+
+The SIS holds the grades of record for the LMS world's courses. Most of them agree with the LMS; a fixed,
+hash-chosen few disagree in each way a reconciliation must catch (README "Grade reconciliation"):
+
+* students: some are not in the SIS, some have another email there (only a mapping-file row links them), some
+  have a duplicate SIS record with the same email (ambiguous); guests of the LMS have no student record at all;
+* classes: some LMS courses have no SIS class; line items: some contents have none, some are titled differently
+  in the SIS (only a mapping-file row links them), some are letter-graded (``textScore``, compared after the
+  course's grading scheme converts the LMS percent);
+* results: missing, a different score, a different score *newer* than the LMS grade (a write-back must not
+  overwrite it), a ``tobedeleted`` row (read as absent; a POST for it meets 409 in conflict mode), a result
+  where the LMS has none, and rounding inside the tolerance (the SIS floors 84.5 to 84).
+
+Choices hash the entity ids (zlib.crc32), so they are stable across days and independent of the order asked.
+``expected_statuses`` computes, in plain Python and independently of the pipeline's SQL, the status every
+discrepancy row must get. Writes (PUT/POST) land in an overlay that outlives days, like a real gradebook.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from typing import Protocol
+
+from lms_pipeline.simulator.world import World
+
+SCORE_STATUSES = ("exempt", "fully graded", "not submitted", "partially graded", "submitted")
+
+
+class Scheme(Protocol):
+    """What the SIS needs of a grading scheme (transforms.grades.GradingScheme has it)."""
+
+    cutoffs: list[tuple[str, float]]
+    precision: int
+    rounding: str
+
+
+@dataclass(frozen=True)
+class SisSpec:
+    sis_id: str
+    seed: int = 0
+    conflict_on_post: bool = True  # POST /results answers 409 when a result for the pair exists (non-standard)
+    token_ttl_seconds: float = 300.0
+    rate_limit_every: int = 0  # every Nth request answers 429 server_busy
+    max_limit: int = 100
+
+
+def _h(key: str) -> int:
+    return zlib.crc32(key.encode())
+
+
+def student_number(lms_id: str) -> int | None:
+    return int(lms_id[4:]) if lms_id.startswith("stu-") and lms_id[4:].isdigit() else None
+
+
+def sis_user_id(number: int) -> str:
+    return f"usr-{number:05d}"
+
+
+def line_item_id(content_id: str) -> str:
+    return f"li-{content_id}"
+
+
+def result_id(line_item: str, user: str) -> str:
+    return f"res-{line_item}-{user}"
+
+
+def student_fate(number: int) -> str:
+    """in_sis | not_in_sis | other_email (needs a mapping row) | duplicate (two SIS records share the email)."""
+    kind = _h(f"user|{number}") % 40
+    return {0: "not_in_sis", 1: "other_email", 2: "duplicate"}.get(kind, "in_sis")
+
+
+def course_has_class(course_number: int) -> bool:
+    return course_number % 15 != 7
+
+
+def line_item_kind(content_id: str) -> str:
+    """none | renamed (needs a mapping row) | letter | points20 | points100."""
+    kind = _h(f"li|{content_id}") % 12
+    if kind == 0:
+        return "none"
+    if kind == 1:
+        return "renamed"
+    if kind == 2:
+        return "letter"
+    return "points20" if kind % 5 == 0 else "points100"
+
+
+def parse_percent(raw: str) -> Decimal | None:
+    """The percent an LMS grade string means (independently of the pipeline's SQL): "87", "84.5%", "17/20"."""
+    text = raw.strip()
+    try:
+        if text.endswith("%"):
+            return Decimal(text[:-1].strip())
+        if "/" in text:
+            top, bottom = (Decimal(p.strip()) for p in text.split("/", 1))
+            return (top * 100 / bottom).quantize(Decimal("0.000001")) if bottom > 0 else None
+        return Decimal(text)
+    except ArithmeticError:
+        return None
+
+
+def letter_for(percent: Decimal, scheme: Scheme) -> str:
+    """Canvas's rule at the scheme's precision: the highest lower bound <= the rounded percent, else the lowest."""
+    step = Decimal(1).scaleb(-scheme.precision)
+    rounded = percent.quantize(step, rounding=ROUND_FLOOR if scheme.rounding == "floor" else ROUND_HALF_UP)
+    qualifying = [(Decimal(str(b)), letter) for letter, b in scheme.cutoffs if Decimal(str(b)) <= rounded]
+    return max(qualifying)[1] if qualifying else min((Decimal(str(b)), letter) for letter, b in scheme.cutoffs)[1]
+
+
+def _other_letter(letter: str, scheme: Scheme) -> str:
+    letters = [name for name, _ in scheme.cutoffs]
+    k = letters.index(letter)
+    return letters[k + 1] if k + 1 < len(letters) else letters[k - 1]
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _moment(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class _Planted:
+    """One generated SIS result and the status the pair must get (before mapping decides otherwise)."""
+
+    result: dict
+    course_id: str
+    learner: str
+    content_id: str
+
+
+class SisWorld:
+    """The SIS of one LMS world: users, classes, line items and results as of a day, plus written results."""
+
+    def __init__(self, spec: SisSpec, lms: World, scheme_for: Callable[[str], Scheme | None]) -> None:
+        self.spec, self.lms, self.scheme_for = spec, lms, scheme_for
+        self._lock = threading.Lock()
+        self._written: dict[str, dict] = {}  # result sourcedId -> the result as last written (outlives days)
+        self._cache: dict[date, tuple] = {}
+
+    # ---- rostering -------------------------------------------------------------------------------------------
+    def users(self, day: date) -> list[dict]:
+        out = []
+        for lms_student in self.lms.students(day):
+            number = student_number(lms_student["id"])
+            fate = student_fate(number)
+            if fate == "not_in_sis":
+                continue
+            email = lms_student["emails"][0]["email"]
+            if fate == "other_email":
+                email = f"{lms_student['last_name'].lower()}{number}@sis.school.example"
+            user = {
+                "sourcedId": sis_user_id(number), "status": "active", "dateLastModified": "2026-08-01T00:00:00Z",
+                "enabledUser": True, "givenName": lms_student["first_name"], "familyName": lms_student["last_name"],
+                "identifier": f"S{200000 + number}", "email": email,
+                "roles": [{"roleType": "primary", "role": "student"}],
+            }  # fmt: skip
+            out.append(user)
+            if fate == "duplicate":
+                out.append({**user, "sourcedId": f"{sis_user_id(number)}-b", "identifier": f"S{900000 + number}"})
+        return out
+
+    def classes(self, day: date) -> list[dict]:
+        return [
+            {"sourcedId": f"cl-{c.number:05d}", "status": "active", "dateLastModified": c.created_at or
+             "2026-08-01T00:00:00Z", "title": c.name, "classCode": c.id, "classType": "scheduled",
+             "course": {"sourcedId": f"co-{c.number:05d}", "type": "course"}}
+            for c in self.lms.roster_view(day) if course_has_class(c.number)
+        ]  # fmt: skip
+
+    # ---- gradebook -------------------------------------------------------------------------------------------
+    def line_items(self, day: date) -> list[dict]:
+        return self._state(day)[0]
+
+    def results(self, day: date) -> list[dict]:
+        generated = self._state(day)[1]
+        with self._lock:
+            written = dict(self._written)
+        merged = {r["sourcedId"]: r for r in (p.result for p in generated)}
+        merged.update(written)
+        return [merged[k] for k in sorted(merged)]
+
+    def line_item(self, day: date, sourced_id: str) -> dict | None:
+        return next((li for li in self.line_items(day) if li["sourcedId"] == sourced_id), None)
+
+    def write(self, result: dict) -> None:
+        with self._lock:
+            self._written[result["sourcedId"]] = result
+
+    def _state(self, day: date) -> tuple[list[dict], list[_Planted]]:
+        with self._lock:
+            if day in self._cache:
+                return self._cache[day]
+        state = self._build(day)
+        with self._lock:
+            self._cache[day] = state
+            while len(self._cache) > 8:
+                self._cache.pop(next(iter(self._cache)))
+        return state
+
+    def _build(self, day: date) -> tuple[list[dict], list[_Planted]]:
+        courses = {c.id: c for c in self.lms.roster_view(day)}
+        contents = {k["id"]: k for k in self.lms.contents(day)}
+        items: dict[str, dict] = {}
+        planted: list[_Planted] = []
+        updated = {
+            (a["course_id"], a["student_id"], a["content_id"]): a["updated_at"] for a in self.lms.activities(day)
+        }
+        for (course_id, learner, content_id), raw in sorted(self.lms.true_grades(day).items()):
+            course = courses.get(course_id)
+            if course is None or not course_has_class(course.number) or content_id not in contents:
+                continue
+            kind = line_item_kind(content_id)
+            if kind == "none":
+                continue
+            li = line_item_id(content_id)
+            if li not in items:
+                items[li] = self._line_item(contents[content_id], course.number, kind)
+            number = student_number(learner)
+            if raw is None or number is None or student_fate(number) in ("not_in_sis", "duplicate"):
+                continue
+            graded_at = updated[(course_id, learner, content_id)]
+            result = self._result(items[li], course_id, learner, content_id, raw, number, graded_at)
+            if result is not None:
+                planted.append(_Planted(result, course_id, learner, content_id))
+        return [items[k] for k in sorted(items)], planted
+
+    @staticmethod
+    def _line_item(content: dict, course_number: int, kind: str) -> dict:
+        title = content["name"] + (" (gradebook)" if kind == "renamed" else "")
+        item = {
+            "sourcedId": line_item_id(content["id"]), "status": "active", "dateLastModified": content["created_at"],
+            "title": title, "assignDate": content["created_at"], "dueDate": content["created_at"],
+            "class": {"sourcedId": f"cl-{course_number:05d}", "type": "class"},
+            "category": {"sourcedId": "cat-coursework", "type": "category"},
+            "resultValueMin": 0.0, "resultValueMax": 20.0 if kind == "points20" else 100.0,
+        }  # fmt: skip
+        if kind == "letter":
+            item["resultValueMax"] = None
+            item["scoreScale"] = {"sourcedId": "scale-letters", "type": "scoreScale"}
+        return item
+
+    def _result(self, item: dict, course_id: str, learner: str, content_id: str, raw: str, number: int,
+                graded_at: str) -> dict | None:  # fmt: skip
+        """The SIS's result for an LMS grade, planted by a hash of the pair: None when the SIS has none."""
+        kind = _h(f"res|{learner}|{content_id}") % 100
+        text = raw.strip().upper()
+        base = {
+            "sourcedId": result_id(item["sourcedId"], sis_user_id(number)), "status": "active",
+            "lineItem": {"sourcedId": item["sourcedId"], "type": "lineItem"},
+            "student": {"sourcedId": sis_user_id(number), "type": "user"},
+            "class": item["class"], "scoreDate": graded_at[:10], "comment": "",
+            "late": "true" if kind % 7 == 0 else "false", "missing": "false",
+            "dateLastModified": _stamp(_moment(graded_at) + timedelta(hours=1)),
+        }  # fmt: skip
+        if text == "":  # ungraded in the LMS: a fifth of these have a score in the SIS (missing_in_lms)
+            if kind >= 20:
+                return None
+            if item["resultValueMax"] is None:
+                return {**base, "scoreStatus": "fully graded", "textScore": "C"}
+            return {**base, "scoreStatus": "fully graded", "score": self._points(item, Decimal(70))}
+        if text in ("EX", "EXCUSED"):
+            return None if kind < 8 else {**base, "scoreStatus": "exempt"}
+        percent = parse_percent(text)
+        if percent is None:  # unparseable in the LMS: the SIS has nothing
+            return None
+        if kind < 8:
+            return None
+        older = _stamp(_moment(graded_at) - timedelta(days=1))
+        newer = _stamp(_moment(graded_at) + timedelta(hours=2))
+        if 8 <= kind < 13:  # the LMS grade changed after the last sync
+            return {**base, **self._score(item, course_id, percent, off=True), "dateLastModified": older}
+        if 13 <= kind < 16:  # deleted in the SIS, still there as tobedeleted
+            return {**base, **self._score(item, course_id, percent, off=True), "status": "tobedeleted",
+                    "dateLastModified": older}  # fmt: skip
+        if 16 <= kind < 18:  # a registrar changed the SIS grade after the LMS grade: newer, must not be overwritten
+            return {**base, **self._score(item, course_id, percent, off=True), "dateLastModified": newer}
+        return {**base, **self._score(item, course_id, percent, off=False)}
+
+    def _score(self, item: dict, course_id: str, percent: Decimal, *, off: bool) -> dict:
+        if item["resultValueMax"] is None:
+            scheme = self.scheme_for(course_id)
+            if scheme is None:
+                return {"scoreStatus": "fully graded", "textScore": "P"}
+            letter = letter_for(percent, scheme)
+            return {"scoreStatus": "fully graded", "textScore": _other_letter(letter, scheme) if off else letter}
+        if off:
+            percent = percent - 7 if percent >= 7 else percent + 7
+        elif percent == percent.to_integral_value() + Decimal("0.5") and item["resultValueMax"] == 100.0:
+            percent = percent.to_integral_value(rounding=ROUND_FLOOR)  # this SIS floors x.5: inside the tolerance
+        return {"scoreStatus": "fully graded", "score": self._points(item, percent)}
+
+    @staticmethod
+    def _points(item: dict, percent: Decimal) -> float:
+        return float((percent * Decimal(str(item["resultValueMax"])) / 100).quantize(Decimal("0.01")))
+
+    # ---- ground truth ----------------------------------------------------------------------------------------
+    def expected_statuses(
+        self,
+        day: date,
+        student_map: Mapping[str, str] | None = None,
+        assignment_map: Mapping[tuple[str, str], str] | None = None,
+    ) -> dict[tuple[str, ...], str]:
+        """The status every discrepancy row must get, given the mapping-file rows (LMS user -> SIS user,
+        (course, content) -> line item). Keys: ("lms", course, learner, content) for rows with an LMS grade,
+        ("sis", result sourcedId) for SIS results that no LMS grade row reaches."""
+        student_map, assignment_map = dict(student_map or {}), dict(assignment_map or {})
+        courses = {c.id: c for c in self.lms.roster_view(day)}
+        items = {li["sourcedId"]: li for li in self.line_items(day)}
+        results = {r["sourcedId"]: r for r in self.results(day) if r["status"] == "active"}
+        by_pair = {(r["student"]["sourcedId"], r["lineItem"]["sourcedId"]): r for r in results.values()}
+
+        def sis_student(learner: str) -> str | None:
+            if learner in student_map:
+                return student_map[learner]
+            number = student_number(learner)
+            return sis_user_id(number) if number is not None and student_fate(number) == "in_sis" else None
+
+        def sis_item(course_id: str, content_id: str) -> str | None:
+            if (course_id, content_id) in assignment_map:
+                return assignment_map[(course_id, content_id)]
+            course = courses.get(course_id)
+            if course is None or not course_has_class(course.number):
+                return None
+            return line_item_id(content_id) if line_item_kind(content_id) not in ("none", "renamed") else None
+
+        out: dict[tuple[str, ...], str] = {}
+        reached: set[str] = set()
+        for (course_id, learner, content_id), raw in self.lms.true_grades(day).items():
+            if raw is None:
+                continue
+            text, user, li = raw.strip().upper(), sis_student(learner), sis_item(course_id, content_id)
+            has_value = text != ""
+            result = by_pair.get((user, li)) if user and li else None
+            if result is not None:
+                reached.add(result["sourcedId"])
+            if not has_value and result is None:
+                continue
+            if user is None and has_value:
+                status = "unmapped_student"
+            elif li is None and has_value:
+                status = "unmapped_assignment"
+            elif user is None or li is None:
+                continue  # an ungraded LMS row that maps nowhere: nothing to say (its SIS side, if any, below)
+            elif has_value and text not in ("EX", "EXCUSED") and parse_percent(text) is None:
+                status = "unparseable"
+            elif result is None:
+                status = "missing_in_sis"
+            elif not has_value:
+                status = "missing_in_lms"
+            else:
+                status = self._compare(text, result, items[li], course_id)
+            out[("lms", course_id, learner, content_id)] = status
+        reverse_students = set(student_map.values()) | {
+            sis_user_id(n) for n in range(1, self.lms.spec.n_students + 1) if student_fate(n) == "in_sis"
+        }
+        mapped_items = set(assignment_map.values()) | {
+            li for li in items if line_item_kind(li[3:]) not in ("none", "renamed")
+        }
+        for rid, result in results.items():
+            if rid in reached:
+                continue
+            user, li = result["student"]["sourcedId"], result["lineItem"]["sourcedId"]
+            if user not in reverse_students:
+                out[("sis", rid)] = "unmapped_student"
+            elif li not in mapped_items:
+                out[("sis", rid)] = "unmapped_assignment"
+            else:
+                out[("sis", rid)] = "missing_in_lms"
+        return out
+
+    def _compare(self, text: str, result: dict, item: dict, course_id: str) -> str:
+        if text in ("EX", "EXCUSED") or result.get("scoreStatus") == "exempt":
+            return "match" if text in ("EX", "EXCUSED") and result.get("scoreStatus") == "exempt" else "score_mismatch"
+        percent = parse_percent(text)
+        if item["resultValueMax"] is None:
+            scheme = self.scheme_for(course_id)
+            if scheme is None:
+                return "unmapped_assignment"
+            return "match" if letter_for(percent, scheme) == result.get("textScore") else "score_mismatch"
+        sis_percent = Decimal(str(result["score"])) * 100 / Decimal(str(item["resultValueMax"]))
+        return "match" if abs(sis_percent - percent) <= Decimal("0.5") else "score_mismatch"
+
+    def renamed_line_items(self, day: date) -> dict[tuple[str, str], str]:
+        """(course, content) -> line item of every renamed line item: what an analyst's mapping rows would say."""
+        courses = {f"cl-{c.number:05d}": c.id for c in self.lms.roster_view(day)}
+        return {
+            (courses[li["class"]["sourcedId"]], li["sourcedId"][3:]): li["sourcedId"]
+            for li in self.line_items(day) if line_item_kind(li["sourcedId"][3:]) == "renamed"
+        }  # fmt: skip
+
+    def other_email_students(self) -> dict[str, str]:
+        """LMS student -> SIS user for every student the SIS knows under another email."""
+        return {
+            f"stu-{n:05d}": sis_user_id(n)
+            for n in range(1, self.lms.spec.n_students + 1) if student_fate(n) == "other_email"
+        }  # fmt: skip

@@ -1,0 +1,173 @@
+"""Canvas raw pages (``CanvasClient.roster_pages``) -> course rosters and course/class-student edges, in DuckDB SQL.
+
+Who is enrolled: a StudentEnrollment whose ``enrollment_state`` is ``active``. ``invited`` is pending (the student
+has not accepted, so is not yet on the roster), and ``inactive``, ``completed`` and ``deleted`` are students who
+left; none of them makes an edge. A student with several active enrollments in one course (one per section) is
+one course edge, and one class edge per section.
+
+Roster status: ``not_exposed`` when the course's enrollments were refused (a status-403 page: the token may not
+read that roster) or were not read at all; otherwise ``empty`` or ``exposed`` by its active student enrollments.
+A refused roster is unknown, never an empty one.
+
+Normalized ids fall back when the token lacks SIS permission (Canvas then omits every ``sis_*`` field):
+``course_id`` = ``sis_course_id`` else ``canvas-course:<id>``, ``student_id`` = ``sis_user_id`` else
+``canvas-user:<user_id>``, ``class_id`` = ``sis_section_id`` (of the enrollment, else of the listed section) else
+``canvas-section:<course_section_id>``. Canvas's Course object has no ``updated_at``, so that column is null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import duckdb
+import pandas as pd
+
+ROSTER_COLUMNS = ["course_id", "course_name", "is_active", "roster_status", "student_count", "updated_at"]
+COURSE_EDGE_COLUMNS = ["course_id", "student_id"]
+CLASS_EDGE_COLUMNS = ["class_id", "course_id", "student_id"]
+PAGE_COLUMNS = ["endpoint", "course_id", "page_index", "url", "status", "payload"]
+SHOWN_PROBLEMS = 5
+
+
+class CanvasPayloadError(ValueError):
+    """Raw pages break Canvas's contract; the message names the connection, each bad page's URL and index."""
+
+
+class CanvasRosterFrames(NamedTuple):
+    course_rosters: pd.DataFrame
+    course_student_edges: pd.DataFrame
+    class_student_edges: pd.DataFrame
+
+
+# A page is checked as a whole before any item is read: the CASE stops at the first failing test, so json_type
+# never sees text that is not JSON.
+_PAGE_PROBLEMS_SQL = """
+SELECT endpoint, course_id, page_index, url, NULL AS position,
+    CASE
+        WHEN endpoint NOT IN ('courses', 'enrollments', 'sections') THEN 'unknown endpoint ' || endpoint
+        WHEN status = 403 AND endpoint <> 'courses' THEN NULL  -- the token may not read this course's roster
+        WHEN status IS DISTINCT FROM 200 THEN 'status ' || coalesce(status::VARCHAR, 'missing') || ' is not a page'
+        WHEN payload IS NULL THEN 'no body'
+        WHEN NOT json_valid(payload) THEN 'the body is not JSON'
+        WHEN json_type(payload) <> 'ARRAY' THEN 'the body is a JSON ' || lower(json_type(payload)) || ', not a list'
+        WHEN list_bool_or(list_transform(json_type(payload, '$[*]'), lambda t: t <> 'OBJECT'))
+            THEN 'the list holds an item that is not an object'
+    END AS problem
+FROM pages
+"""
+
+_ITEMS_SQL = """
+CREATE OR REPLACE TEMP TABLE items AS
+SELECT endpoint, CAST(course_id AS VARCHAR) AS page_course_id, page_index, url,
+       unnest(list) AS item, generate_subscripts(list, 1) - 1 AS position
+FROM (SELECT *, CAST(payload AS JSON[]) AS list FROM pages WHERE status = 200)
+"""
+
+_ITEM_PROBLEMS_SQL = """
+SELECT endpoint, page_course_id AS course_id, page_index, url, position,
+    CASE
+        WHEN NOT coalesce(json_type(item, '$.id') IN ('UBIGINT', 'BIGINT', 'VARCHAR'), false) THEN 'has no id'
+        WHEN endpoint <> 'enrollments' THEN NULL
+        WHEN NOT coalesce(json_type(item, '$.user_id') IN ('UBIGINT', 'BIGINT', 'VARCHAR'), false)
+            THEN 'is an enrollment without user_id'
+        WHEN json_type(item, '$.type') IS DISTINCT FROM 'VARCHAR' THEN 'is an enrollment without a type'
+        WHEN json_type(item, '$.enrollment_state') IS DISTINCT FROM 'VARCHAR'
+            THEN 'is an enrollment without an enrollment_state'
+    END AS problem
+FROM items
+"""
+
+_TABLES_SQL = """
+CREATE OR REPLACE TEMP TABLE courses AS
+SELECT item->>'id' AS canvas_id,
+       coalesce(item->>'sis_course_id', 'canvas-course:' || (item->>'id')) AS course_id,
+       item->>'name' AS course_name,
+       CASE WHEN item->>'workflow_state' IS NOT NULL THEN item->>'workflow_state' = 'available' END AS is_active
+FROM items WHERE endpoint = 'courses'
+-- a course on two numbered pages (the listing shifted while paged): keep the copy read last
+QUALIFY row_number() OVER (PARTITION BY item->>'id' ORDER BY page_index DESC, position DESC) = 1;
+
+CREATE OR REPLACE TEMP TABLE listings AS
+SELECT CAST(course_id AS VARCHAR) AS canvas_id, bool_or(status = 403) AS refused
+FROM pages WHERE endpoint = 'enrollments' GROUP BY ALL;
+
+CREATE OR REPLACE TEMP TABLE sections AS
+SELECT DISTINCT item->>'id' AS section_id, item->>'sis_section_id' AS sis_section_id
+FROM items WHERE endpoint = 'sections';
+
+CREATE OR REPLACE TEMP TABLE enrolled AS
+SELECT DISTINCT page_course_id AS canvas_id,
+       coalesce(item->>'sis_user_id', item->'user'->>'sis_user_id', 'canvas-user:' || (item->>'user_id')) AS student_id,
+       item->>'course_section_id' AS section_id, item->>'sis_section_id' AS sis_section_id
+FROM items
+WHERE endpoint = 'enrollments' AND item->>'type' = 'StudentEnrollment' AND item->>'enrollment_state' = 'active';
+
+CREATE OR REPLACE TEMP TABLE rosters AS
+WITH counts AS (SELECT canvas_id, count(DISTINCT student_id) AS students FROM enrolled GROUP BY ALL)
+SELECT c.canvas_id, c.course_id, c.course_name, c.is_active,
+       CASE WHEN coalesce(l.refused, true) THEN 'not_exposed'
+            WHEN coalesce(n.students, 0) = 0 THEN 'empty' ELSE 'exposed' END AS roster_status,
+       CASE WHEN NOT coalesce(l.refused, true) THEN coalesce(n.students, 0) END AS student_count
+FROM courses c LEFT JOIN listings l USING (canvas_id) LEFT JOIN counts n USING (canvas_id);
+"""
+
+_ROSTERS_SQL = """
+SELECT course_id, course_name, is_active, roster_status, CAST(student_count AS BIGINT) AS student_count,
+       CAST(NULL AS TIMESTAMPTZ) AS updated_at
+FROM rosters ORDER BY course_id
+"""
+
+_COURSE_EDGES_SQL = """
+SELECT DISTINCT r.course_id, e.student_id
+FROM enrolled e JOIN rosters r USING (canvas_id) WHERE r.roster_status = 'exposed'
+ORDER BY ALL
+"""
+
+_CLASS_EDGES_SQL = """
+SELECT DISTINCT coalesce(e.sis_section_id, s.sis_section_id, 'canvas-section:' || e.section_id) AS class_id,
+       r.course_id, e.student_id
+FROM enrolled e JOIN rosters r USING (canvas_id) LEFT JOIN sections s USING (section_id)
+WHERE r.roster_status = 'exposed' AND e.section_id IS NOT NULL
+ORDER BY ALL
+"""
+
+
+def normalize_canvas_pages(
+    pages: pd.DataFrame | Sequence[Mapping[str, object]], connection_id: str
+) -> CanvasRosterFrames:
+    """Rosters and edges of one scan of one connection from its raw pages (dicts as the client returns them, or a
+    frame with their columns). Raises CanvasPayloadError when a page or item breaks the contract. Set-based: no
+    Python loop touches an enrollment."""
+    frame = pages if isinstance(pages, pd.DataFrame) else pd.DataFrame(list(pages), columns=PAGE_COLUMNS)
+    frame = frame[PAGE_COLUMNS].astype({"course_id": "Int64", "page_index": "int64", "status": "Int64"})
+    with duckdb.connect() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.register("pages", frame)
+        _raise_on_problems(conn, _PAGE_PROBLEMS_SQL, connection_id)
+        conn.execute(_ITEMS_SQL)
+        _raise_on_problems(conn, _ITEM_PROBLEMS_SQL, connection_id)
+        conn.execute(_TABLES_SQL)
+        rosters = conn.execute(_ROSTERS_SQL).df()
+        course_edges = conn.execute(_COURSE_EDGES_SQL).df()
+        class_edges = conn.execute(_CLASS_EDGES_SQL).df()
+    rosters = rosters.astype({"is_active": "boolean", "student_count": "Int64"})
+    return CanvasRosterFrames(rosters[ROSTER_COLUMNS], course_edges[COURSE_EDGE_COLUMNS],
+                              class_edges[CLASS_EDGE_COLUMNS])  # fmt: skip
+
+
+def _raise_on_problems(conn: duckdb.DuckDBPyConnection, problems_sql: str, connection_id: str) -> None:
+    found = f"SELECT * FROM ({problems_sql}) WHERE problem IS NOT NULL"
+    total = conn.execute(f"SELECT count(*) FROM ({found})").fetchone()[0]  # type: ignore[index]
+    if not total:
+        return
+    rows = conn.execute(f"{found} ORDER BY endpoint, course_id, page_index, position LIMIT {SHOWN_PROBLEMS}")
+    lines = [
+        f"{endpoint} page {index}" + (f" of course {course}" if course is not None else "") + f" (GET {url}): "
+        + (f"item {position} {problem}" if position is not None else problem)
+        for endpoint, course, index, url, position, problem in rows.fetchall()
+    ]  # fmt: skip
+    more = f"\n  ... and {total - SHOWN_PROBLEMS} more" if total > SHOWN_PROBLEMS else ""
+    raise CanvasPayloadError(
+        f"connection {connection_id!r}: {total} malformed Canvas page(s) or item(s):\n  " + "\n  ".join(lines) + more
+    )
