@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import yaml
 
 from lms_pipeline.config import REPO_ROOT
 
@@ -22,7 +27,7 @@ import duckdb  # noqa: E402
 from lms_pipeline.config import load_settings  # noqa: E402
 from lms_pipeline.definitions import ROSTER_JOB, build_defs  # noqa: E402
 from lms_pipeline.partitions import partition_key  # noqa: E402
-from lms_pipeline.resources import embedded_worlds  # noqa: E402
+from lms_pipeline.resources import embedded_sis, embedded_worlds  # noqa: E402
 from lms_pipeline.warehouse import published_path  # noqa: E402
 
 DAYS = 8  # a week of daily syncs, then the weekly full scan (it catches the week's removed courses)
@@ -95,8 +100,17 @@ def main() -> int:
             WHERE s.snapshot_date = (SELECT max(snapshot_date) FROM lms.course_progress_summary)
             GROUP BY s.connection_id, s.snapshot_date ORDER BY 1""",
         )
+        _print(
+            conn,
+            "Grade reconciliation with the SIS: rows per status and day (planted disagreements of every kind)",
+            """
+            PIVOT (SELECT snapshot_date, connection_id, status FROM lms.grade_discrepancies)
+            ON status IN ('match', 'score_mismatch', 'missing_in_sis', 'missing_in_lms', 'unmapped_student',
+                          'unmapped_assignment', 'unparseable')
+            USING count(*) ORDER BY snapshot_date""",
+        )
         _print(conn, "Example query: latest drops in district-canvas", EXAMPLE_QUERY)
-        mismatches = _verify(conn, settings, days)
+        mismatches = _verify(conn, settings, days) + _verify_grades(conn, settings, days)
     print(
         f"Open it yourself: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{db}', read_only=True)"
         ".sql('SELECT * FROM lms.enrollment_changes LIMIT 5'))\""
@@ -104,11 +118,92 @@ def main() -> int:
     if mismatches:
         print(f"MISMATCH against simulator truth: {mismatches}", file=sys.stderr)
         return 1
+    if not _write_back(settings, job.name, days[-1]):
+        return 1
     print(
         f"Every stored snapshot equals the simulator's truth ({len(days) * len(settings.connections)} checked; "
-        "courses removed since the last full scan are carried forward on incremental days)."
+        "courses removed since the last full scan are carried forward on incremental days), and every day's grade "
+        "discrepancies equal the disagreements the SIS simulator planted."
     )
     return 0
+
+
+GRADE_ASSETS = [dg.AssetKey(k) for k in ("raw_grade_pages", "lms_grades", "grade_discrepancies", "grade_sync_log")]
+
+
+def _write_back(settings, job_name: str, day) -> bool:
+    """Show the opt-in write-back on the last day: a dry run, the real run, and a re-run that writes nothing.
+
+    It runs with a copy of the connections file with write_back switched on (the shipped file keeps it off).
+    """
+    reconciled = [c for c in settings.connections if c.grades]
+    if not reconciled:
+        return True
+    source = Path(os.environ.get("LMS_PIPELINE_CONFIG") or REPO_ROOT / "data" / "connections.yaml")
+    raw = yaml.safe_load(source.read_text())
+    print(f"== Write-back to the SIS on {day} (write_back is off in data/connections.yaml; switched on here)")
+    rounds = (
+        ("dry run", {"enabled": True, "dry_run": True}),
+        ("write", {"enabled": True}),
+        ("re-run", {"enabled": True}),
+    )
+    with tempfile.TemporaryDirectory() as tmp, dg.DagsterInstance.get() as instance:
+        for label, write_back in rounds:
+            for sis in raw["sis"]:
+                sis["write_back"] = write_back
+            path = Path(tmp) / "connections.yaml"
+            path.write_text(yaml.safe_dump(raw))
+            job = build_defs(load_settings(path), str(path)).resolve_job_def(job_name)
+            for conn in reconciled:
+                line = _sync_round(job, instance, settings.warehouse_path(), conn.id, day)
+                if line is None:
+                    return False
+                print(f"  {label:8} {conn.id}: {line}")
+    print("  (skipped_sis_newer: the SIS grade changed after the LMS grade, so it is kept; see lms.grade_sync_log)\n")
+    return True
+
+
+def _sync_round(job, instance, db: Path, connection_id: str, day) -> str | None:
+    """One grade run with write-back; what differed before it and what it did, or None when it failed."""
+    result = job.execute_in_process(partition_key=partition_key(connection_id, day), instance=instance,
+                                    asset_selection=GRADE_ASSETS, raise_on_error=False, run_config=QUIET)  # fmt: skip
+    if not result.success:
+        print(f"write-back run for {connection_id} failed; see `make ui` (run {result.run_id})", file=sys.stderr)
+        return None
+    with duckdb.connect(str(db), read_only=True) as live:
+        ops = live.execute(
+            "SELECT coalesce(method, '-') AS method, outcome, count(*) AS n FROM lms.grade_sync_log "
+            "WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [result.run_id]).df()  # fmt: skip
+        left = live.execute(
+            "SELECT status, count(*) AS n FROM lms.grade_discrepancies WHERE connection_id = ? AND snapshot_date = ? "
+            "AND status IN ('missing_in_sis', 'score_mismatch') GROUP BY ALL ORDER BY ALL", [connection_id, day]
+        ).df()  # fmt: skip
+    summary = ", ".join(f"{r.method} {r.outcome}: {r.n}" for r in ops.itertuples()) or "no operation"
+    before = ", ".join(f"{r.status}: {r.n}" for r in left.itertuples()) or "none"
+    return f"differing before this run ({before}) -> {summary}"
+
+
+def _verify_grades(conn: duckdb.DuckDBPyConnection, settings, days) -> list[str]:
+    """Compare each day's grade_discrepancies with the statuses the SIS simulator planted."""
+    bad = []
+    for c in settings.connections:
+        sis = settings.sis_of(c.id)
+        if sis is None or not sis.embedded:
+            continue
+        world = embedded_sis(settings).worlds[sis.id]
+        students = pd.read_csv(sis.path("student_map"), comment="#", dtype=str)
+        items = pd.read_csv(sis.path("assignment_map"), comment="#", dtype=str)
+        student_map = dict(zip(students["lms_user_id"], students["sis_user_id"], strict=True))
+        item_map = {(r.lms_course_id, r.lms_content_id): r.sis_line_item_id for r in items.itertuples()}
+        for day in days:
+            rows = conn.execute(
+                "SELECT row_key, course_id, lms_student_id, content_id, sis_result_id, status "
+                "FROM lms.grade_discrepancies WHERE connection_id = ? AND snapshot_date = ?", [c.id, day]
+            ).fetchall()  # fmt: skip
+            got = {("lms", a, b, k) if key.startswith("lms|") else ("sis", r): s for key, a, b, k, r, s in rows}
+            if got != world.expected_statuses(day, student_map, item_map):
+                bad.append(f"grades {partition_key(c.id, day)}")
+    return bad
 
 
 def _print(conn: duckdb.DuckDBPyConnection, title: str, sql: str) -> None:

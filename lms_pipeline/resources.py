@@ -91,8 +91,10 @@ class _EmbeddedSimulator:
     def _serve(cls, settings: Settings) -> tuple[str, dict, SimulatorApp, SisSimulatorApp]:
         embedded = [c for c in settings.connections if c.embedded]
         sis_list = [s for s in settings.sis if s.embedded]
+        # The key holds what defines the worlds, not options such as write_back: the SIS keeps its written
+        # grades when an operator switches write-back on between runs.
         key = (tuple((c.id, repr(world_spec(settings, c)), c.token_env) for c in embedded),
-               tuple(repr(s) for s in sis_list))  # fmt: skip
+               tuple((s.id, repr(s.simulator), s.grading_schemes) for s in sis_list))  # fmt: skip
         with cls._lock:
             if key not in cls._servers:
                 tokens: dict = {c.id: connection_token(c) or secrets.token_urlsafe(24) for c in embedded}

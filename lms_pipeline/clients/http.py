@@ -216,5 +216,6 @@ def _server_message(response: httpx.Response, secret: str | None) -> str:
         body = response.json()
     except ValueError:
         return ""
-    message = body.get("message") if isinstance(body, dict) else None
+    # Unified.to says {"message": ...}; OneRoster's imsx_StatusInfo says {"imsx_description": ...}.
+    message = (body.get("message") or body.get("imsx_description")) if isinstance(body, dict) else None
     return f": {server_text(str(message), secret)}" if message else ""

@@ -259,7 +259,7 @@ class SisWorld:
             "lineItem": {"sourcedId": item["sourcedId"], "type": "lineItem"},
             "student": {"sourcedId": sis_user_id(number), "type": "user"},
             "class": item["class"], "scoreDate": graded_at[:10], "comment": "",
-            "late": "true" if kind % 7 == 0 else "false", "missing": "false",
+            "late": "true" if _h(f"late|{learner}|{content_id}") % 4 == 0 else "false", "missing": "false",
             "dateLastModified": _stamp(_moment(graded_at) + timedelta(hours=1)),
         }  # fmt: skip
         if text == "":  # ungraded in the LMS: a fifth of these have a score in the SIS (missing_in_lms)

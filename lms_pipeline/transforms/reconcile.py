@@ -141,13 +141,16 @@ lms AS (
         g.grade_status AS lms_grade_status, g.percent AS lms_percent, coalesce(g.letter_given, g.letter) AS lms_letter,
         g.graded_at AS lms_graded_at, g.scheme,
         g.grade_status IN ('graded', 'excused', 'incomplete', 'unparseable') AS has_value,
-        sm.sis_user, sm.student_match, sm.student_problem, im.line_item, im.item_match, im.item_problem
+        sm.sis_user, sm.student_match, sm.student_problem, im.line_item, im.item_match, im.item_problem,
+        -- the line item's scale comes from the line item, so a missing result still knows it (write-back needs it)
+        li.result_value_max AS sis_result_max, coalesce(li.letter_scale, false) AS letter_scale
     FROM lms_grades g
     LEFT JOIN student_match sm ON sm.lms_user = g.student_id
     LEFT JOIN item_match im ON im.course_id = g.course_id AND im.content_id = g.content_id
+    LEFT JOIN sis_line_items li ON li.sourced_id = im.line_item
 ),
 joined AS (
-    SELECT l.*, s.* EXCLUDE (sis_user, line_item)
+    SELECT l.*, s.* EXCLUDE (sis_user, line_item, sis_result_max, letter_scale)
     FROM lms l LEFT JOIN sis s ON s.sis_user = l.sis_user AND s.line_item = l.line_item
 ),
 lms_rows AS (
