@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -39,10 +39,10 @@ class RetryOptions(_Strict):
     timeout_seconds: float = Field(30.0, gt=0, le=600)
 
 
-class UnifiedOptions(_Strict):
-    """Options of a Unified.to-style connection."""
+class CommonOptions(_Strict):
+    """Options every provider dialect has."""
 
-    page_size: int = Field(100, ge=1, le=100, description="limit per page; the API caps it at 100")
+    page_size: int = Field(100, ge=1, le=100, description="limit per page; the APIs cap it at 100")
     fetch_classes: bool = Field(True, description="also list classes (sections) for class-level rosters")
     max_drop_share: float = Field(
         0.2, gt=0, le=1, description="a change set dropping more than this share of edges is held"
@@ -53,6 +53,46 @@ class UnifiedOptions(_Strict):
         "simulator, off for a base_url. Off means the connection is live: it only knows today's rosters.",
     )
     retry: RetryOptions = RetryOptions()
+
+
+class CanvasOptions(CommonOptions):
+    """Canvas REST (provider-apis.md §4): Link-header pages, per_page up to 100, explicit enrollment states."""
+
+
+class ClassroomOptions(CommonOptions):
+    """Google Classroom (§5): token pages (the API truncates pages to 30 whatever is asked); no SIS id field."""
+
+    page_size: int = Field(30, ge=1, le=100, description="pageSize asked; Classroom answers at most 30")
+    identity: Literal["provider", "email"] = Field(
+        "provider",
+        description="student ids: provider = classroom-user:<userId>; email = the directory's student_id for the "
+        "profile email (unmatched users keep their provider id and are counted)",
+    )
+    student_directory: str | None = Field(None, description="CSV with email,student_id (identity: email)")
+
+    @model_validator(mode="after")
+    def _directory_for_email(self) -> ClassroomOptions:
+        if self.identity == "email" and not self.student_directory:
+            raise ValueError("identity 'email' needs student_directory (a CSV with email,student_id)")
+        return self
+
+    def directory_path(self) -> Path | None:
+        if self.student_directory is None:
+            return None
+        raw = Path(self.student_directory)
+        return raw if raw.is_absolute() else REPO_ROOT / raw
+
+
+class OneRosterOptions(CommonOptions):
+    """OneRoster 1.2 rostering (§2): OAuth2 client credentials (the secret in ``token_env``), limit/offset pages."""
+
+    client_id: str = Field(min_length=1, description="OAuth2 client id (not a secret; the secret is in token_env)")
+    token_url: str | None = Field(None, description="default {base_url}/oauth/token")
+
+
+class UnifiedOptions(CommonOptions):
+    """Options of a Unified.to-style connection."""
+
     supports_updated_gte: bool = Field(
         True,
         description="the integration honours updated_gte (README capability table). False: every day is a full "
@@ -111,6 +151,7 @@ class SimulatorWorld(_Strict):
     progress: bool = True
     contents_per_course: int = Field(5, ge=2, le=100)
     guest_share: float = Field(0.2, ge=0, le=1)
+    world_id: str | None = Field(None, description="connections with the same world_id (and seed) see one world")
 
 
 class GradesOptions(_Strict):
@@ -120,11 +161,13 @@ class GradesOptions(_Strict):
 
 
 class ConnectionConfig(_Strict):
+    """What every connection has; the ``provider`` field picks the dialect and its options model."""
+
     id: str = Field(pattern=CONNECTION_ID_PATTERN)
-    provider: Literal["unified"]
+    provider: str
     base_url: str | None = Field(None, description="absent: the embedded simulator serves this connection")
     token_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$", description="name of the env var holding the token")
-    options: UnifiedOptions = UnifiedOptions()
+    options: CommonOptions = CommonOptions()
     simulator: SimulatorWorld | None = None
     grades: GradesOptions | None = Field(None, description="reconcile this connection's grades against an SIS")
 
@@ -153,6 +196,35 @@ class ConnectionConfig(_Strict):
     @property
     def world(self) -> SimulatorWorld:
         return self.simulator or SimulatorWorld()
+
+
+class UnifiedConnection(ConnectionConfig):
+    provider: Literal["unified"]
+    options: UnifiedOptions = UnifiedOptions()
+
+
+class CanvasConnection(ConnectionConfig):
+    provider: Literal["canvas"]
+    options: CanvasOptions = CanvasOptions()
+    grades: None = Field(None, description="grade reconciliation reads Unified-style activities only, for now")
+
+
+class ClassroomConnection(ConnectionConfig):
+    provider: Literal["google_classroom"]
+    options: ClassroomOptions = ClassroomOptions()
+    grades: None = Field(None, description="grade reconciliation reads Unified-style activities only, for now")
+
+
+class OneRosterConnection(ConnectionConfig):
+    provider: Literal["oneroster"]
+    options: OneRosterOptions
+    grades: None = Field(None, description="grade reconciliation reads Unified-style activities only, for now")
+
+
+PROVIDERS = ("unified", "canvas", "google_classroom", "oneroster")
+AnyConnection = Annotated[
+    UnifiedConnection | CanvasConnection | ClassroomConnection | OneRosterConnection, Field(discriminator="provider")
+]
 
 
 class SisSimulator(_Strict):
@@ -206,7 +278,7 @@ class SisConfig(_Strict):
 class Settings(_Strict):
     start_date: date = Field(description="first daily partition")
     warehouse: str = Field("data/lms_warehouse.duckdb", description="DuckDB file, relative to the repo root")
-    connections: list[ConnectionConfig] = Field(min_length=1)
+    connections: list[AnyConnection] = Field(min_length=1)
     sis: list[SisConfig] = Field(default_factory=list, description="SIS tenants grades are reconciled against")
 
     @model_validator(mode="after")
@@ -291,6 +363,10 @@ def _describe(path: Path, raw: dict[str, Any], exc: ValidationError) -> str:
             cid = entry.get("id") if isinstance(entry, dict) else None
             where = f"connection {cid!r} (connections[{idx}])" if cid else f"connections[{idx}]"
             loc = loc[2:]
+            if loc and loc[0] in PROVIDERS:  # the discriminated union's tag, not a field
+                loc = loc[1:]
+            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                loc = ["provider"]
         field = ".".join(str(p) for p in loc) or "(entry)"
         lines.append(f"  - {where}, field '{field}': {err['msg']}")
     return "\n".join(lines)

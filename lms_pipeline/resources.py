@@ -19,18 +19,26 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from lms_pipeline.clients.canvas import CanvasClient
+from lms_pipeline.clients.classroom import ClassroomClient
 from lms_pipeline.clients.http import RetrySettings
 from lms_pipeline.clients.oneroster import READ_SCOPES, WRITE_SCOPE, OneRosterClient
+from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.clients.unified import UnifiedLmsClient
 from lms_pipeline.config import ConnectionConfig, RetryOptions, Settings, SisConfig, load_settings
 from lms_pipeline.grade_inputs import load_schemes
 from lms_pipeline.simulator import SimulatorApp, World, WorldSpec, serve_in_thread
+from lms_pipeline.simulator.canvas_app import CanvasSimulatorApp
+from lms_pipeline.simulator.classroom_app import ClassroomSimulatorApp
+from lms_pipeline.simulator.oneroster_app import OneRosterRosteringApp
 from lms_pipeline.simulator.server import Router
 from lms_pipeline.simulator.sis_app import SisSimulatorApp
 from lms_pipeline.simulator.sis_world import SisSpec, SisWorld
 from lms_pipeline.warehouse import Warehouse
 
 SIMULATED_DATE_HEADER = "X-Simulated-Date"
+# Path prefix of each dialect's embedded app: /lms/<conn>/..., /canvas/<conn>/api/v1/..., /classroom/<conn>/v1/...
+DIALECT_PREFIX = {"unified": "lms", "canvas": "canvas", "google_classroom": "classroom", "oneroster": "oneroster"}
 
 
 class MissingTokenError(RuntimeError):
@@ -109,7 +117,14 @@ class _EmbeddedSimulator:
                 ]  # fmt: skip
                 sis_app = SisSimulatorApp(sis_worlds, credentials)
                 tokens.update({("sis", sis): pair for sis, pair in credentials.items()})
-                router = Router({"lms": app, "sis": sis_app})
+                dialect = {p: [worlds[c.id] for c in embedded if c.provider == p] for p in DIALECT_PREFIX}
+                router = Router({
+                    "lms": app, "sis": sis_app,
+                    "canvas": CanvasSimulatorApp(dialect["canvas"], tokens),
+                    "classroom": ClassroomSimulatorApp(dialect["google_classroom"], tokens),
+                    "oneroster": OneRosterRosteringApp(dialect["oneroster"], {
+                        c.id: (c.options.client_id, tokens[c.id]) for c in embedded if c.provider == "oneroster"}),
+                })  # fmt: skip
                 base_url = cls._stack.enter_context(serve_in_thread(router, host="127.0.0.1", port=0))
                 cls._servers[key] = (base_url, tokens, app, sis_app)
             return cls._servers[key]
@@ -153,17 +168,9 @@ class LmsApiResource(dg.ConfigurableResource):
     def client(
         self, connection_id: str, snapshot_date: date, page_size: int | None = None
     ) -> Iterator[UnifiedLmsClient]:
-        settings = self.settings()
-        conn = settings.connection(connection_id)
-        if conn.embedded:
-            base_url, tokens = _EmbeddedSimulator.endpoint(settings)
-            token = tokens[conn.id]
-        else:
-            base_url, token = conn.base_url, connection_token(conn)
-            if token is None:
-                raise MissingTokenError(
-                    f"connection {conn.id!r}: environment variable {conn.token_env} (its API token) is not set"
-                )
+        conn = self.settings().connection(connection_id)
+        base_url, token = self._endpoint(conn)
+        base_url = base_url.removesuffix(f"/lms/{conn.id}")  # the Unified client adds /lms/<connection> itself
         headers = {SIMULATED_DATE_HEADER: snapshot_date.isoformat()} if conn.simulated_clock else {}
         client = UnifiedLmsClient(
             conn.id,
@@ -173,6 +180,40 @@ class LmsApiResource(dg.ConfigurableResource):
             headers=headers,
             retry=_retry(conn.options.retry),
         )
+        with client:
+            yield client
+
+    def _endpoint(self, conn: ConnectionConfig) -> tuple[str, str]:
+        """(base URL, token) of a connection: the embedded simulator's, or the configured API and its token."""
+        settings = self.settings()
+        if conn.embedded:
+            base_url, tokens = _EmbeddedSimulator.endpoint(settings)
+            return f"{base_url}/{DIALECT_PREFIX[conn.provider]}/{conn.id}", tokens[conn.id]
+        token = connection_token(conn)
+        if token is None:
+            raise MissingTokenError(
+                f"connection {conn.id!r}: environment variable {conn.token_env} (its API token) is not set"
+            )
+        return conn.base_url, token
+
+    @contextmanager
+    def dialect_client(
+        self, connection_id: str, snapshot_date: date
+    ) -> Iterator[CanvasClient | ClassroomClient | OneRosterRosterReader]:
+        """The roster client of a non-Unified connection (Canvas REST, Google Classroom, OneRoster 1.2)."""
+        conn = self.settings().connection(connection_id)
+        base_url, token = self._endpoint(conn)
+        day = snapshot_date if conn.simulated_clock else None
+        retry, page_size = _retry(conn.options.retry), conn.options.page_size
+        if conn.provider == "canvas":
+            client = CanvasClient(conn.id, base_url, token, retry=retry, per_page=page_size, simulated_date=day)
+        elif conn.provider == "google_classroom":
+            client = ClassroomClient(conn.id, base_url, token, as_of=day, retry=retry, page_size=page_size)
+        elif conn.provider == "oneroster":
+            client = OneRosterRosterReader(conn.id, base_url, conn.options.client_id, token, retry=retry,
+                                           page_size=page_size, simulated_date=day)  # fmt: skip
+        else:
+            raise ValueError(f"connection {conn.id!r}: no dialect client for provider {conn.provider!r}")
         with client:
             yield client
 

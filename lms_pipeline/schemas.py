@@ -254,6 +254,24 @@ DISCREPANCY_STATUSES = ["match", "score_mismatch", "missing_in_sis", "missing_in
 SYNC_OUTCOMES = ["created", "updated", "conflict", "would_write", "skipped_sis_newer", "already_current", "failed"]
 
 
+class RawDialectPage(_Partitioned):
+    """A page of a non-Unified dialect, as fetched: a 403 page is kept too (it is why a roster is not exposed)."""
+
+    provider: Series[str] = pa.Field(isin=["canvas", "google_classroom", "oneroster"], description="dialect")
+    endpoint: Series[str] = pa.Field(description="what was listed: courses, enrollments, sections, students, ...")
+    course_id: Series[str] = pa.Field(nullable=True, description="the course whose roster the page holds")
+    page_index: Series[int] = pa.Field(ge=0, description="0-based position in its listing")
+    url: Series[str] = pa.Field(description="the URL requested (a Link/next URL as given); never a secret")
+    request_params: Series[str] = pa.Field(description="query parameters sent, as JSON")
+    status_code: Series[int] = pa.Field(isin=[200, 403], description="200, or 403: the roster is refused (unknown)")
+    fetched_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC, description="when the response arrived")
+    payload: Series[str] = pa.Field(description="the response body as fetched")
+    run_id: Series[str] = pa.Field(nullable=True, description="Dagster run that fetched the page")
+
+    class Config:
+        unique = ["connection_id", "snapshot_date", "endpoint", "course_id", "url", "page_index"]
+
+
 class RawGradePage(_RawPage):
     system: Series[str] = pa.Field(isin=["lms", "sis"], description="lms: the LMS student list; sis: the SIS")
     collection: Series[str] = pa.Field(
@@ -346,6 +364,7 @@ class GradeSyncLog(_Partitioned):
 
 
 MODELS: dict[str, type[pa.DataFrameModel]] = {
+    "raw_dialect_pages": RawDialectPage,
     "raw_grade_pages": RawGradePage,
     "lms_grades": LmsGrade,
     "grade_discrepancies": GradeDiscrepancy,

@@ -144,6 +144,20 @@ TABLES: dict[str, str] = {
         change_type VARCHAR NOT NULL,
         reason VARCHAR NOT NULL
     """,
+    "raw_dialect_pages": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        provider VARCHAR NOT NULL,
+        endpoint VARCHAR NOT NULL,
+        course_id VARCHAR,
+        page_index INTEGER NOT NULL,
+        url VARCHAR NOT NULL,
+        request_params JSON NOT NULL,
+        status_code INTEGER NOT NULL,
+        fetched_at TIMESTAMPTZ NOT NULL,
+        payload VARCHAR NOT NULL,
+        run_id VARCHAR
+    """,
     "raw_grade_pages": """
         connection_id VARCHAR NOT NULL,
         snapshot_date DATE NOT NULL,

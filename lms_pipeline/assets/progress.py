@@ -50,14 +50,17 @@ def build_progress_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         without contents or activities answers 501 and is recorded as unsupported; any other failure stores
         nothing for the partition."""
         connection_id, day = split_key(context)
-        options = lms.settings().connection(connection_id).options
+        conn = lms.settings().connection(connection_id)
+        options = conn.options
         store = warehouse.warehouse()
         courses = store.query(
             "SELECT course_id FROM lms.course_rosters WHERE connection_id = ? AND snapshot_date = ? ORDER BY 1",
             [connection_id, day],
         )["course_id"].tolist()
         started = time.monotonic()
-        if not options.fetch_progress:
+        if conn.provider != "unified":
+            scan, skipped = None, f"not read for provider {conn.provider} yet (the Unified API's content/activity)"
+        elif not options.fetch_progress:
             scan, skipped = None, "disabled in the connections file (options.fetch_progress: false)"
         else:
             try:

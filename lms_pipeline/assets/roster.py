@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
+from lms_pipeline.assets import dialects
 from lms_pipeline.clients.errors import LmsClientError, LmsFetchError
 from lms_pipeline.clients.scans import Scan, catch_up, consistent_scan, single_pass
 from lms_pipeline.clients.unified import Page, UnifiedLmsClient
@@ -156,6 +157,15 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 "partial listing can never turn into false drops. The replayable source of every roster table.",
             ),
             dg.AssetSpec(
+                "raw_dialect_pages",
+                kinds={"duckdb", "python"},
+                metadata=table_metadata("raw_dialect_pages"),
+                description="The pages of a connection that speaks another dialect than the Unified API (Canvas "
+                "REST, Google Classroom, OneRoster 1.2), exactly as fetched: courses, each course's enrollments or "
+                "students, sections or classes, following each API's own paging to its end. A 403 refusing a roster "
+                "is kept: it is why that roster is not_exposed. Empty for Unified connections.",
+            ),
+            dg.AssetSpec(
                 "sync_log",
                 kinds={"duckdb"},
                 metadata=table_metadata("sync_log"),
@@ -177,6 +187,9 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         options = conn.options
         refuse_live_backfill(conn, day, datetime.now(UTC).date(), config.allow_past_date_from_live)
         store = warehouse.warehouse()
+        if conn.provider != "unified":
+            yield from _fetch_dialect(context, conn, day, lms, store)
+            return
         plan = plan_sync(
             day,
             load_base(store, connection_id, day),
@@ -213,7 +226,8 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 catch_up_rounds=rounds, catch_up_converged=converged
             ),
         )
-        store.replace_partition({"raw_course_pages": frame, "sync_log": sync}, connection_id, day)
+        store.replace_partition({"raw_course_pages": frame, "raw_dialect_pages": frame.iloc[0:0], "sync_log": sync},
+                                connection_id, day)  # fmt: skip
         row = sync.iloc[0]
         fell_back = [f"{s.endpoint}: {s.fell_back}" for s in scans if s.fell_back]
         health = {
@@ -235,6 +249,7 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             "duration_seconds": duration,
         }
         yield dg.MaterializeResult(asset_key="raw_course_pages", metadata={"dagster/row_count": len(frame), **health})
+        yield dg.MaterializeResult(asset_key="raw_dialect_pages", metadata={"dagster/row_count": 0})
         yield dg.MaterializeResult(asset_key="sync_log", metadata={"dagster/row_count": 1, **health})
 
     @dg.multi_asset(
@@ -243,7 +258,7 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         specs=[
             table_spec(
                 "course_rosters",
-                ["raw_course_pages", "sync_log", PREVIOUS_DAY_ROSTERS],
+                ["raw_course_pages", "raw_dialect_pages", "sync_log", PREVIOUS_DAY_ROSTERS],
                 "One row per course per day: roster_status exposed / empty / not_exposed (the provider "
                 "gave no roster: unknown, never empty), is_active, student_count, updated_at, and fetched_on: the "
                 "day of the scan that last read the course (earlier when an incremental poll carried it forward).",
@@ -262,11 +277,15 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             ),
         ],
     )
-    def roster_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    def roster_snapshot(context: dg.AssetExecutionContext, lms: LmsApiResource, warehouse: WarehouseResource):
         """Normalize one partition's stored pages into rosters and edges, written in one transaction. After an
         incremental poll, the polled courses replace theirs in the base snapshot; the rest are carried forward."""
         connection_id, day = split_key(context)
         store = warehouse.warehouse()
+        conn = lms.settings().connection(connection_id)
+        if conn.provider != "unified":
+            yield from _snapshot_results(_dialect_snapshot(conn, day, store), "full", None, day)
+            return
         pages = store.read_partition("raw_course_pages", connection_id, day)
         if pages.empty:
             raise dg.Failure(
@@ -286,44 +305,7 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         except (MalformedPayloadError, SchemaViolation) as exc:
             raise _fail(exc, "normalization refused; nothing was written") from None
         store.replace_partition(frames, connection_id, day)
-        rosters, edges, class_edges = (
-            frames["course_rosters"],
-            frames["course_student_edges"],
-            frames["class_student_edges"],
-        )
-        status = rosters["roster_status"].value_counts()
-        known = int(status.get("exposed", 0) + status.get("empty", 0))
-        carried = int((rosters["fetched_on"] < pd.Timestamp(day)).sum())
-        yield dg.MaterializeResult(
-            asset_key="course_rosters",
-            metadata={
-                "dagster/row_count": len(rosters),
-                "sync_mode": mode,
-                "base_snapshot_date": str(base_day) if base_day else "none (built from this day's pages alone)",
-                "courses_refreshed": len(rosters) - carried,
-                "courses_carried_forward": carried,
-                "courses_exposed": int(status.get("exposed", 0)),
-                "courses_empty": int(status.get("empty", 0)),
-                "courses_not_exposed": int(status.get("not_exposed", 0)),
-                "courses_inactive": int((rosters["is_active"] == False).sum()),  # noqa: E712 (nullable boolean)
-                "roster_coverage": dg.MetadataValue.float(round(known / len(rosters), 4) if len(rosters) else 0.0),
-            },
-        )
-        yield dg.MaterializeResult(
-            asset_key="course_student_edges",
-            metadata={
-                "dagster/row_count": len(edges),
-                "distinct_students": int(edges["student_id"].nunique()),
-                "courses_with_students": int(edges["course_id"].nunique()),
-            },
-        )
-        yield dg.MaterializeResult(
-            asset_key="class_student_edges",
-            metadata={
-                "dagster/row_count": len(class_edges),
-                "classes": int(class_edges["class_id"].nunique()),
-            },
-        )
+        yield from _snapshot_results(frames, mode, base_day, day)
 
     @dg.multi_asset(
         partitions_def=partitions_def,
@@ -543,3 +525,90 @@ def _guard(summary: ChangeSummary, threshold: float, accepted: bool) -> str | No
 def _reason_counts(changes: pd.DataFrame, change_type: str) -> dict[str, int]:
     subset = changes.loc[changes["change_type"] == change_type, "reason"]
     return {k: int(v) for k, v in subset.value_counts().sort_index().items()}
+
+
+def _fetch_dialect(context: dg.AssetExecutionContext, conn: ConnectionConfig, day: date, lms: LmsApiResource,
+                   store: Warehouse):  # noqa: ANN202  # fmt: skip
+    """A dialect connection's day: every roster page read to its end, stored with its sync_log row, or nothing."""
+    started = time.monotonic()
+    with lms.dialect_client(conn.id, day) as client:
+        try:
+            pages = dialects.read_pages(client, conn.provider)
+        except LmsClientError as exc:
+            raise _fail(exc, "full sync failed; nothing was stored for this partition") from None
+        stats = client.stats.as_dict()
+    duration = round(time.monotonic() - started, 3)
+    frame = validate("raw_dialect_pages", dialects.pages_frame(pages, conn.id, conn.provider, day, context.run_id))
+    sync = validate("sync_log", dialects.sync_row(conn, day, pages, stats, duration, context.run_id))
+    store.replace_partition({"raw_course_pages": pd.DataFrame(), "raw_dialect_pages": frame, "sync_log": sync},
+                            conn.id, day)  # fmt: skip
+    row = sync.iloc[0]
+    health = {
+        "provider": conn.provider,
+        "mode": "full",
+        "mode_reason": row["mode_reason"],
+        "technique": row["technique"],
+        "pages_refused_403": int((frame["status_code"] == 403).sum()),
+        "courses_listed": int(row["courses_listed"]),
+        "classes_listed": int(row["classes_listed"]),
+        **{f"http_{k}": v for k, v in stats.items()},
+        "duration_seconds": duration,
+    }
+    yield dg.MaterializeResult(asset_key="raw_course_pages", metadata={"dagster/row_count": 0})
+    yield dg.MaterializeResult(asset_key="raw_dialect_pages", metadata={"dagster/row_count": len(frame), **health})
+    yield dg.MaterializeResult(asset_key="sync_log", metadata={"dagster/row_count": 1, **health})
+
+
+def _dialect_snapshot(conn: ConnectionConfig, day: date, store: Warehouse) -> dict[str, pd.DataFrame]:
+    """Normalize and store a dialect connection's day; its sync is always a full scan (nothing carried forward)."""
+    pages = store.read_partition("raw_dialect_pages", conn.id, day)
+    if pages.empty:
+        raise dg.Failure(description=f"no raw_dialect_pages stored for {conn.id}|{day}: materialize "
+                         "raw_course_pages first", allow_retries=False)  # fmt: skip
+    try:
+        frames = {name: validate(name, frame) for name, frame in dialects.normalize(conn, pages, day)._asdict().items()}
+    except (ValueError, SchemaViolation) as exc:  # each dialect's payload error is a ValueError naming the page
+        raise _fail(exc, "normalization refused; nothing was written") from None
+    store.replace_partition(frames, conn.id, day)
+    return frames
+
+
+def _snapshot_results(frames: dict[str, pd.DataFrame], mode: str, base_day: date | None, day: date):  # noqa: ANN202
+    rosters, edges, class_edges = (
+        frames["course_rosters"],
+        frames["course_student_edges"],
+        frames["class_student_edges"],
+    )
+    status = rosters["roster_status"].value_counts()
+    known = int(status.get("exposed", 0) + status.get("empty", 0))
+    carried = int((rosters["fetched_on"] < pd.Timestamp(day)).sum())
+    yield dg.MaterializeResult(
+        asset_key="course_rosters",
+        metadata={
+            "dagster/row_count": len(rosters),
+            "sync_mode": mode,
+            "base_snapshot_date": str(base_day) if base_day else "none (built from this day's pages alone)",
+            "courses_refreshed": len(rosters) - carried,
+            "courses_carried_forward": carried,
+            "courses_exposed": int(status.get("exposed", 0)),
+            "courses_empty": int(status.get("empty", 0)),
+            "courses_not_exposed": int(status.get("not_exposed", 0)),
+            "courses_inactive": int((rosters["is_active"] == False).sum()),  # noqa: E712 (nullable boolean)
+            "roster_coverage": dg.MetadataValue.float(round(known / len(rosters), 4) if len(rosters) else 0.0),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="course_student_edges",
+        metadata={
+            "dagster/row_count": len(edges),
+            "distinct_students": int(edges["student_id"].nunique()),
+            "courses_with_students": int(edges["course_id"].nunique()),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="class_student_edges",
+        metadata={
+            "dagster/row_count": len(class_edges),
+            "classes": int(class_edges["class_id"].nunique()),
+        },
+    )

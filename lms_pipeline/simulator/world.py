@@ -80,6 +80,11 @@ class WorldSpec:
     guest_share: float = 0.2  # share of courses with a learner who never was on the roster (activity only)
     churn_share: float = 0.0  # share of courses updated during each day's scan (mid-scan churn)
     churn_per_request: int = 1  # updates applied before each list request after the first
+    world_id: str | None = None  # seeds the world instead of connection_id: connections sharing it see one world
+
+    @property
+    def world_key(self) -> str:
+        return self.world_id or self.connection_id
 
 
 class _Class(NamedTuple):
@@ -283,7 +288,7 @@ class World:
 
     # ---- evolution -------------------------------------------------------------------------------------------
     def _rng(self, day: date) -> random.Random:
-        return random.Random(f"{self.spec.seed}:{self.spec.connection_id}:{day.isoformat()}")
+        return random.Random(f"{self.spec.seed}:{self.spec.world_key}:{day.isoformat()}")
 
     def _new_course(self, rng: random.Random, day: date, number: int, first_class: int) -> _Course:
         s = self.spec
@@ -366,7 +371,7 @@ class World:
         s = self.spec
         if not s.progress:
             return state
-        rng = random.Random(f"{s.seed}:{s.connection_id}:{day.isoformat()}:progress")
+        rng = random.Random(f"{s.seed}:{s.world_key}:{day.isoformat()}:progress")
         courses = []
         for c in state.courses:
             if not c.is_active:
@@ -410,7 +415,7 @@ class World:
         count = min(len(candidates), math.ceil(s.churn_share * len(start.courses))) if s.churn_share > 0 else 0
         if not count:
             return _DayPlan(start, (), start)
-        rng = random.Random(f"{s.seed}:{s.connection_id}:{day.isoformat()}:churn")
+        rng = random.Random(f"{s.seed}:{s.world_key}:{day.isoformat()}:churn")
         scan_start = datetime.combine(day, datetime.min.time()) + timedelta(seconds=DAY_SECONDS + 1800)
         picked = rng.sample(candidates, count)  # random order: the order the updates fire in
         updates = []

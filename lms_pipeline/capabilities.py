@@ -1,0 +1,110 @@
+"""What each provider dialect exposes, as data: the pipeline reads it to choose full or incremental syncs and to
+mark rosters it cannot see as not exposed, and the README's capability matrix is generated from it (a test keeps
+the two equal). Facts from shared/docs/provider-apis.md; "used" says what lms-pipeline does with them today.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    provider: str
+    course_rosters: str  # how course-level membership is read
+    section_rosters: str
+    incremental_filter: str  # the provider's change filter, and whether the pipeline polls with it
+    deletions_visible: str  # how a drop shows up
+    not_exposed_signal: str  # what makes a roster unknown (never read as empty)
+    grades: str
+    grading_scheme: str
+    write_back: str
+    incremental_sync: bool  # the pipeline polls incrementally between full scans (else: a full scan every day)
+    rosters_visible: bool = True  # False: every course is not_exposed, whatever the pages say
+
+
+CAPABILITIES: dict[str, Capabilities] = {
+    c.provider: c
+    for c in (
+        Capabilities(
+            provider="unified",
+            course_rosters="`Course.student_ids` / `students[]`, per course when the integration gives them",
+            section_rosters="`Class.student_ids`, some integrations",
+            incremental_filter="`updated_gte` (used: keyset polls between full scans)",
+            deletions_visible="no tombstone: a student vanishes; a full scan diffs by id",
+            not_exposed_signal="roster keys absent on the course",
+            grades="`activity.assigned_grade` (used: lms_grades)",
+            grading_scheme="no: configured per course (`grading_schemes.yaml`)",
+            write_back="no (the SIS is written, over OneRoster)",
+            incremental_sync=True,
+        ),
+        Capabilities(
+            provider="canvas",
+            course_rosters="`/courses/:id/enrollments`, StudentEnrollment, explicit `state[]`",
+            section_rosters="yes: `course_section_id` of each enrollment",
+            incremental_filter="none for enrollments (full scan daily)",
+            deletions_visible="`deleted`, `inactive`, `completed` states (not enrolled); `invited` is pending",
+            not_exposed_signal="403 `unauthorized` on a course's enrollments",
+            grades="submissions, `current_grade` (not read yet)",
+            grading_scheme="`/courses/:id/grading_standards` (not read yet)",
+            write_back="LTI AGS scores (not used)",
+            incremental_sync=False,
+        ),
+        Capabilities(
+            provider="oneroster",
+            course_rosters="enrollments of each class (`role=student`), union over the course's classes",
+            section_rosters="yes: classes",
+            incremental_filter="`filter=dateLastModified>'...'` (not used yet: full scan daily)",
+            deletions_visible="`status: tobedeleted` (legacy `inactive`), or rows vanish; both read as not enrolled",
+            not_exposed_signal="403 `forbidden` on a class's enrollments",
+            grades="gradebook results (the SIS side of reconciliation)",
+            grading_scheme="`scoreScales` (letter line items compared on `textScore`)",
+            write_back="yes: `PUT /results/{id}`, POST (409 mode)",
+            incremental_sync=False,
+        ),
+        Capabilities(
+            provider="google_classroom",
+            course_rosters="`courses/{id}/students` (`pageToken`)",
+            section_rosters="no",
+            incremental_filter="none (full scan daily)",
+            deletions_visible="no tombstone: a student vanishes; a full scan diffs by id",
+            not_exposed_signal="403 `PERMISSION_DENIED` on a course's students",
+            grades="courseWork / studentSubmissions (not read yet)",
+            grading_scheme="no",
+            write_back="`assignedGrade` (not used)",
+            incremental_sync=False,
+        ),
+        Capabilities(
+            provider="lti_ags",
+            course_rosters="NRPS memberships (identity only: `lis_person_sourcedid`)",
+            section_rosters="no",
+            incremental_filter="none",
+            deletions_visible="NRPS `status: Deleted|Inactive`",
+            not_exposed_signal="403 on a service without its scope",
+            grades="line items and results (`resultScore`/`resultMaximum`); ungraded learners omitted",
+            grading_scheme="no",
+            write_back="scores (`POST {lineitem}/scores`; not used)",
+            incremental_sync=False,
+            rosters_visible=False,
+        ),
+    )
+}
+
+_COLUMNS = {
+    "provider": "provider", "course_rosters": "course rosters", "section_rosters": "section rosters",
+    "incremental_filter": "incremental filter", "deletions_visible": "deletions visible",
+    "not_exposed_signal": "roster unknown when", "grades": "grades", "grading_scheme": "grading scheme",
+    "write_back": "write-back",
+}  # fmt: skip
+
+
+def capabilities(provider: str) -> Capabilities:
+    return CAPABILITIES[provider]
+
+
+def markdown_table() -> str:
+    """The README's capability matrix."""
+    names = [f.name for f in fields(Capabilities) if f.name in _COLUMNS]
+    lines = ["| " + " | ".join(_COLUMNS[n] for n in names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(str(getattr(c, n)) for n in names) + " |" for c in CAPABILITIES.values()]
+    return "\n".join(lines)

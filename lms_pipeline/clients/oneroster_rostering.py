@@ -1,0 +1,257 @@
+"""Reads one OneRoster 1.2 connection's rosters (provider-apis.md §2) with the project's ``OneRosterClient``: courses,
+classes, then each class's enrollments (``filter=class.sourcedId='X'``; the standard has no
+``/classes/{id}/enrollments``), every listing to its end, as raw pages for ``transforms.oneroster_rosters``.
+
+Paging: ``OneRosterClient.iter_pages`` follows ``Link rel="next"`` and checks ``X-Total-Count``. Some vendors send
+neither (totals in the body, as Timeback does, or nothing at all), so when a listing ends without both a next link
+and a header total, this module goes on by ``offset`` = items read so far -- never the asked ``limit``, which a
+server may cap silently -- until the body's ``totalCount`` is reached, or, without any total, until an empty page
+(one request more: a short page proves nothing when the limit may be capped). Every listing is bounded by
+``max_pages``, every request by the client's retry budget.
+
+A 403 on a class's enrollments means this client may not read that roster (the token read courses and classes, so
+it has the rostering scope): it becomes a raw page with status 403 and the imsx body, for the normalizer to mark the
+course ``not_exposed``; it is not retried and not raised. A 403 anywhere else (no rostering scope) and a 401 that a
+fresh token does not cure raise ``LmsAuthError``.
+
+A raw page: ``{endpoint, course_id, page_index, url, params, status, payload, total, fetched_at}`` -- ``payload`` is
+the JSON text of the page's items (the imsx body for a 403), ``total`` the header or body total (None when neither
+was sent), ``course_id`` the course of the class whose enrollments were asked (None for courses and classes). The
+client secret and tokens travel in headers only and are scrubbed from any payload and error this module builds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+
+from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
+from lms_pipeline.clients.http import FetchStats, RetrySettings
+from lms_pipeline.clients.oneroster import OneRosterClient, SisPage
+
+logger = logging.getLogger(__name__)
+
+ROSTER_SCOPES = ("roster-core.readonly",)
+DATE_HEADER = "X-Simulated-Date"
+
+RawPage = dict[str, Any]
+
+
+class _Recorder(httpx.BaseTransport):
+    """Keeps the last GET response and the bearer token it was sent with.
+
+    ``iter_pages`` hands back items only; this module also needs a page's body (totals in the body), a refused
+    page's imsx body, and the token to scrub from what it stores. One reader reads sequentially, so the last one is
+    enough.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+        self.last: httpx.Response | None = None
+        self.token: str | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if request.method == "GET":
+            response.read()  # small JSON pages; the client reads the same, already-read body
+            self.last = response
+            self.token = request.headers.get("Authorization", "").removeprefix("Bearer ") or None
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class OneRosterRosterReader:
+    """Reads one OneRoster connection's rosters. ``base_url`` is the root holding ``/oauth/token`` and ``/ims/...``
+    (the simulator's ``http://127.0.0.1:port/oneroster/{connection_id}``); ``simulated_date`` sends
+    ``X-Simulated-Date`` (simulator). Owns its ``OneRosterClient`` (``client``): close it, or use ``with``."""
+
+    def __init__(
+        self,
+        connection_id: str,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetrySettings = RetrySettings(),  # noqa: B008 (frozen, so sharing the default is safe)
+        page_size: int = 100,
+        simulated_date: date | None = None,
+        max_pages: int = 10_000,
+        sleep: Callable[[float], None] = time.sleep,
+        scopes: tuple[str, ...] = ROSTER_SCOPES,
+    ) -> None:
+        if not 1 <= page_size <= 100 or max_pages < 1:
+            raise ValueError(f"page_size must be 1..100 and max_pages >= 1, got {page_size}, {max_pages}")
+        self.connection_id, self.max_pages = connection_id, max_pages
+        self._secret = client_secret
+        self._recorder = _Recorder(transport or httpx.HTTPTransport())
+        headers = {DATE_HEADER: simulated_date.isoformat()} if simulated_date is not None else None
+        self.client = OneRosterClient(connection_id, base_url, client_id, client_secret, scopes=scopes,
+                                      transport=self._recorder, retry=retry, page_size=page_size, headers=headers,
+                                      max_pages=max_pages, sleep=sleep)  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"OneRosterRosterReader(connection_id={self.connection_id!r})"
+
+    @property
+    def stats(self) -> FetchStats:
+        return self.client.stats
+
+    @property
+    def token_requests(self) -> int:
+        return self.client.token_requests
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> OneRosterRosterReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- listings ---------------------------------------------------------------------------------------------
+    def roster_pages(self) -> list[RawPage]:
+        """Courses, classes, then every listed class's enrollments: all or nothing (any failure raises), except a
+        class whose roster this client may not read (a status-403 page)."""
+        pages = self.course_pages()
+        classes = self.class_pages()
+        pages += classes
+        for class_id, course_id in listed_classes(classes, self.connection_id):
+            pages += self.enrollment_pages(class_id, course_id)
+        return pages
+
+    def course_pages(self) -> list[RawPage]:
+        return self._listing("courses", {}, None)
+
+    def class_pages(self) -> list[RawPage]:
+        return self._listing("classes", {}, None)
+
+    def enrollment_pages(self, class_id: str, course_id: str | None = None) -> list[RawPage]:
+        """One class's enrollments (every role and status: the normalizer decides who is enrolled)."""
+        if "'" in class_id:
+            raise ValueError(f"class id {class_id!r} cannot be quoted in a OneRoster filter")
+        return self._listing("enrollments", {"filter": f"class.sourcedId='{class_id}'"}, course_id, refusable=True)
+
+    def changed_enrollment_pages(self, since: datetime) -> list[RawPage]:
+        """Enrollments modified after ``since`` (``dateLastModified>``), ``tobedeleted`` ones included where the
+        provider keeps them; a provider whose deleted rows vanish needs a full read to see drops."""
+        stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return self._listing("enrollments", {"filter": f"dateLastModified>'{stamp}'"}, None)
+
+    # ---- paging -----------------------------------------------------------------------------------------------
+    def _listing(
+        self, endpoint: str, params: dict[str, str], course_id: str | None, refusable: bool = False
+    ) -> list[RawPage]:
+        """Every page of one listing: along Link headers while the server gives them, then on by offset until a
+        total is reached or an empty page ends it (module docstring). ``refusable``: a 403 is a page, not an error."""
+        pages: list[RawPage] = []
+        read = 0
+        while len(pages) < self.max_pages:
+            asked = params if not pages else {**params, "offset": str(read)}
+            last: SisPage | None = None
+            body_total: int | None = None
+            try:
+                for page in self.client.iter_pages("rostering", endpoint, asked):
+                    body_total = self._body_total(page) if page.total is None else None
+                    pages.append(self._raw(endpoint, course_id, len(pages), page, body_total))
+                    read, last = read + len(page.items), page
+            except LmsAuthError as err:
+                refused = self._refused(endpoint, course_id, len(pages)) if refusable and err.status == 403 else None
+                if refused is None:
+                    raise
+                logger.info("connection %r: GET %s refused (HTTP 403): roster not exposed", self.connection_id,
+                            refused["url"])  # fmt: skip
+                return [*pages, refused]
+            except LmsPayloadError as err:
+                raise self._at_page(err, endpoint, course_id, len(pages)) from err
+            if last is None or last.total is not None:  # X-Total-Count: iter_pages checked the count
+                return pages
+            if body_total is not None and read >= body_total:
+                return pages
+            if not last.items:
+                if body_total is None:
+                    return pages
+                detail = f"is empty after {read} items, but the body's totalCount is {body_total}"
+                raise self._error(LmsPayloadError, endpoint, course_id, len(pages) - 1, detail)
+        detail = f"not sent: {self.max_pages} pages read (max_pages) and the listing had not ended"
+        raise self._error(LmsClientError, endpoint, course_id, len(pages), detail)
+
+    def _body_total(self, page: SisPage) -> int | None:
+        """``totalCount`` from the page's body, where vendors that send no headers put it."""
+        response = self._recorder.last
+        if response is None or str(response.request.url) != page.url:
+            return None
+        body = response.json()  # the client parsed this same body already
+        total = body.get("totalCount") if isinstance(body, dict) else None
+        return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+
+    def _raw(self, endpoint: str, course_id: str | None, index: int, page: SisPage, body_total: int | None) -> RawPage:
+        return {
+            "endpoint": endpoint, "course_id": course_id, "page_index": index, "url": page.url,
+            "params": dict(httpx.URL(page.url).params), "status": page.status_code,
+            "payload": self._scrub(json.dumps(page.items)),
+            "total": page.total if page.total is not None else body_total, "fetched_at": page.fetched_at,
+        }  # fmt: skip
+
+    def _refused(self, endpoint: str, course_id: str | None, index: int) -> RawPage | None:
+        """The 403 answer ``get_with_retries`` just refused, as a raw page (None if the last answer is another)."""
+        response = self._recorder.last
+        if response is None or response.status_code != 403:
+            return None
+        url = str(response.request.url)
+        return {
+            "endpoint": endpoint, "course_id": course_id, "page_index": index, "url": url,
+            "params": dict(httpx.URL(url).params), "status": 403, "payload": self._scrub(response.text),
+            "total": None, "fetched_at": datetime.now(UTC),
+        }  # fmt: skip
+
+    def _at_page(self, err: LmsPayloadError, endpoint: str, course_id: str | None, index: int) -> LmsPayloadError:
+        """The client's error, with the listing, page and full URL it happened on."""
+        response = self._recorder.last
+        url = str(response.request.url) if response is not None else "?"
+        of = f" of course {course_id}" if course_id is not None else ""
+        return LmsPayloadError(self._scrub(f"{err} ({endpoint}{of} page {index}: GET {url})"),
+                               connection_id=self.connection_id, endpoint=endpoint, offset=err.offset,
+                               status=err.status)  # fmt: skip
+
+    def _error(self, cls: type[LmsClientError], endpoint: str, course_id: str | None, index: int,
+               detail: str) -> LmsClientError:  # fmt: skip
+        response = self._recorder.last
+        url = str(response.request.url) if response is not None else "?"
+        of = f" of course {course_id}" if course_id is not None else ""
+        return cls(f"connection {self.connection_id!r}: GET {url} ({endpoint}{of} page {index}) {detail}",
+                   connection_id=self.connection_id, endpoint=endpoint)  # fmt: skip
+
+    def _scrub(self, text: str) -> str:
+        for secret in (self._secret, self._recorder.token):
+            if secret:
+                text = text.replace(secret, "[secret]")
+        return text
+
+
+def listed_classes(pages: Sequence[RawPage], connection_id: str) -> list[tuple[str, str]]:
+    """(class sourcedId, course sourcedId) of the classes on the class pages, in listing order, each once."""
+    found: dict[str, str] = {}
+    for page in pages:
+        if page["endpoint"] != "classes":
+            continue
+        for position, item in enumerate(json.loads(page["payload"])):
+            class_id, course = item.get("sourcedId"), item.get("course")
+            course_id = course.get("sourcedId") if isinstance(course, dict) else None
+            if not isinstance(class_id, str) or not class_id or not isinstance(course_id, str) or not course_id:
+                raise LmsPayloadError(
+                    f"connection {connection_id!r}: GET {page['url']} (classes page {page['page_index']}) item "
+                    f"{position} has no sourcedId or course.sourcedId", connection_id=connection_id,
+                    endpoint="classes",
+                )  # fmt: skip
+            found[class_id] = course_id
+    return list(found.items())

@@ -1,0 +1,533 @@
+"""A simulated LTI Advantage platform (provider-apis.md §3) as a WSGI app: Assignment and Grade Services 2.0 line
+items and results, and Names and Role Provisioning Services 2.0 memberships, over the same worlds as the other apps.
+
+One app serves several connections under ``/lti/{connection_id}/``; each LTI context is a world course:
+
+- ``GET contexts``: the contexts with the AGS and NRPS claims a tool would have stored from its launches (LTI has
+  no platform-wide listing of contexts; this stands in for the launch claims so that a client is *given* every
+  service URL). ``application/json``.
+- ``GET contexts/{course}/lineitems``: line items, ``application/vnd.ims.lis.v2.lineitemcontainer+json``.
+- ``GET {line item id}``: one line item, ``application/vnd.ims.lis.v2.lineitem+json``.
+- ``GET {line item id with /results before its query}``: results (``user_id`` filter: at most one),
+  ``application/vnd.ims.lis.v2.resultcontainer+json``.
+- ``GET contexts/{course}/memberships``: NRPS members, ``application/vnd.ims.lti-nrps.v2.membershipcontainer+json``.
+
+How the world becomes AGS (deterministic):
+
+- A line item per content of the course with at least one activity carrying ``assigned_grade``; ``resourceId`` is
+  the content id, ``scoreMaximum`` 100. About half the line item ids carry a query string (``?type_id=N``, as
+  Moodle's do), which the platform requires back: ``{id}/results`` built by string concatenation puts ``/results``
+  inside the query and answers 404 (peers-and-user-pains.md item 18).
+- A result per learner whose grade the gradebook holds: "87" is 87 of 100, "84.5%" 84.5 of 100, "17/20" 17 with
+  ``resultMaximum`` 20 (AGS lets a result's maximum differ from its line item's). An ungraded learner ("") has no
+  result at all (the platform MAY omit them, provider-apis.md §3.3), so AGS cannot tell ungraded from missing. A
+  non-numeric entry ("EX", "pass") is a result without ``resultScore`` (optional in AGS) whose ``comment`` holds the
+  gradebook's text: listed, with no score, never a 0.
+- Planted zeros: the world never grades below 40, so ``platform_grade`` scores one numeric cell in ``ZERO_EVERY``
+  (by a hash of learner and content) 0, keeping its maximum: a real graded 0 for clients to keep apart from "none".
+- ``userId`` is an opaque ``sub`` (``lti_user_id``: sha256 of the learner id, 16 hex digits), never the SIS id.
+  NRPS lists enrolled students (``Active``), students who left (``Inactive``, or ``Deleted`` for some) and the
+  instructor, each with ``lis_person_sourcedid`` = the world's id. Guests (learners never on the roster) are in
+  results but not properly in NRPS: in even-numbered courses they are absent, in odd ones they are listed without
+  ``lis_person_sourcedid``; either way nothing ties their ``sub`` to a student id.
+
+Paging on every listing: ``limit`` (default 10, at most 100; anything but a positive integer is a 400) and an
+opaque ``page``; the only end signal is a response without ``Link: <...>; rel="next"``. Results are paged over
+every learner with a grade entry and the ungraded ones dropped afterwards, so a page can be short, even empty,
+while a next link follows. Media types are strict on purpose: the ``Accept`` header must name the endpoint's media
+type, else 406 (``*/*`` and ``application/json`` included), so a client that sends the wrong one is caught.
+
+Requests are checked in this order: path (404), connection (404), rate limit (429 + Retry-After, every
+``rate_limit_every``-th request of a connection), method (405), token (401), scope (403), as-of date and
+``limit``/``page`` (400), context and line item with its ``type_id`` (404), Accept (406), injected fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import zlib
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from http import HTTPStatus
+from typing import NamedTuple
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+from lms_pipeline.simulator.world import CourseView, DateOutOfRangeError, World, instructor_name, student_name
+
+DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
+DEFAULT_LIMIT, MAX_LIMIT = 10, 100
+ZERO_EVERY = 40  # one numeric grade cell in ZERO_EVERY is scored 0 (planted: the world has no zeros)
+
+AGS = "https://purl.imsglobal.org/spec/lti-ags/scope/"
+LINEITEM_SCOPE, LINEITEM_READ_SCOPE, RESULT_SCOPE = AGS + "lineitem", AGS + "lineitem.readonly", AGS + "result.readonly"
+MEMBERSHIP_SCOPE = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
+ALL_SCOPES = (LINEITEM_READ_SCOPE, RESULT_SCOPE, MEMBERSHIP_SCOPE)
+AGS_CLAIM = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
+NRPS_CLAIM = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
+LEARNER = "http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"
+INSTRUCTOR = "http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"
+
+MEDIA_TYPES = {
+    "contexts": "application/json",
+    "lineitems": "application/vnd.ims.lis.v2.lineitemcontainer+json",
+    "lineitem": "application/vnd.ims.lis.v2.lineitem+json",
+    "results": "application/vnd.ims.lis.v2.resultcontainer+json",
+    "memberships": "application/vnd.ims.lti-nrps.v2.membershipcontainer+json",
+}
+# Reading line items needs either line item scope; the other listings need their own.
+REQUIRED_SCOPES = {
+    "lineitems": (LINEITEM_READ_SCOPE, LINEITEM_SCOPE),
+    "lineitem": (LINEITEM_READ_SCOPE, LINEITEM_SCOPE),
+    "results": (RESULT_SCOPE,),
+    "memberships": (MEMBERSHIP_SCOPE,),
+}
+JSON_TYPE = "application/json"
+
+Params = dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class LtiOptions:
+    """How the simulated platform behaves. ``scopes``: what every connection's token was granted."""
+
+    scopes: tuple[str, ...] = ALL_SCOPES
+    rate_limit_every: int = 0  # every N-th request of a connection answers 429 (0: never)
+    retry_after_seconds: float = 1.0  # the Retry-After of those answers
+
+    def __post_init__(self) -> None:
+        if self.rate_limit_every < 0 or self.retry_after_seconds < 0:
+            raise ValueError(f"rate_limit_every and retry_after_seconds must be >= 0: {self}")
+
+
+class _HttpError(Exception):
+    """Ends a request with an RFC 6750-style ``{"error", "error_description"}`` body."""
+
+    def __init__(self, status: int, error: str, description: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(description)
+        self.status, self.headers = status, headers or {}
+        self.body = json.dumps({"error": error, "error_description": description}).encode()
+
+
+@dataclass
+class _Fault:
+    connection_id: str
+    status: int
+    body: bytes | str | None
+    endpoint: str | None
+    course_id: str | None
+    times: int
+
+    def matches(self, connection_id: str, endpoint: str, course_id: str | None) -> bool:
+        return (
+            self.times > 0
+            and self.connection_id == connection_id
+            and self.endpoint in (None, endpoint)
+            and self.course_id in (None, course_id)
+        )
+
+
+class _Route(NamedTuple):
+    connection_id: str
+    endpoint: str  # contexts | lineitems | lineitem | results | memberships
+    course_id: str | None = None
+    content_id: str | None = None
+
+
+class _Entry(NamedTuple):
+    """One learner's grade cell on one line item: what the results listing pages over."""
+
+    user_id: str
+    grade: str  # the gradebook's text ("" when ungraded), planted zeros applied
+
+
+@dataclass(frozen=True)
+class _Context:
+    view: CourseView
+    line_items: dict[str, str]  # content id -> label, in content id order
+    cells: dict[str, list[_Entry]]  # content id -> grade cells sorted by user_id
+    members: list[dict]  # NRPS members sorted by user_id
+
+
+def lti_user_id(learner_id: str) -> str:
+    """The opaque LTI ``sub`` of a world learner: deterministic, and nothing like the SIS id."""
+    return hashlib.sha256(learner_id.encode()).hexdigest()[:16]
+
+
+def type_id(content_id: str) -> str | None:
+    """The ``type_id`` query parameter of a line item's id, or None when its id has no query (about half)."""
+    h = zlib.crc32(f"{content_id}|type".encode())
+    return str(1 + (h >> 1) % 9) if h % 2 else None
+
+
+def platform_grade(learner_id: str, content_id: str, world_grade: str | None) -> str | None:
+    """The grade text the platform holds for a cell: the world's, except the planted zeros (a numeric grade whose
+    hash picks it scores 0 and keeps its maximum: "17/20" -> "0/20", "84.5%" -> "0%", "87" -> "0")."""
+    if world_grade is None or result_score(world_grade) is None:
+        return world_grade
+    if zlib.crc32(f"{learner_id}|{content_id}|zero".encode()) % ZERO_EVERY:
+        return world_grade
+    if "/" in world_grade:
+        return "0/" + world_grade.split("/", 1)[1]
+    return "0%" if world_grade.endswith("%") else "0"
+
+
+def result_score(grade: str) -> tuple[float, float] | None:
+    """(resultScore, resultMaximum) of a gradebook entry; None when it has no numeric score ("", "EX", "pass")."""
+    number = r"(\d+(?:\.\d+)?)"
+    if match := re.fullmatch(number + "%?", grade.strip()):
+        return _number(match.group(1)), 100
+    if (match := re.fullmatch(number + "/" + number, grade.strip())) and float(match.group(2)) > 0:
+        return _number(match.group(1)), _number(match.group(2))
+    return None
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+class LtiPlatformApp:
+    """Serves each world's courses as LTI contexts at ``/lti/{connection_id}/...`` as of a simulated date
+    (``X-Simulated-Date`` header, else ``clock()``). ``options`` are LtiOptions fields."""
+
+    def __init__(
+        self,
+        worlds: Iterable[World],
+        tokens: Mapping[str, str],
+        clock: Callable[[], date] | None = None,
+        **options: object,
+    ) -> None:
+        self.worlds = {w.spec.connection_id: w for w in worlds}
+        self.options = LtiOptions(**options)  # type: ignore[arg-type]
+        self._tokens = dict(tokens)
+        self.clock = clock or (lambda: datetime.now(UTC).date())
+        self.request_log: list[dict] = []
+        self._faults: list[_Fault] = []
+        self._requests: dict[str, int] = defaultdict(int)
+        self._contexts: OrderedDict[tuple, dict[str, _Context]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ---- test controls ---------------------------------------------------------------------------------------
+    def inject_fault(
+        self,
+        connection_id: str,
+        *,
+        status: int = 500,
+        body: bytes | str | None = None,
+        endpoint: str | None = None,
+        course_id: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` matching requests (None matches any endpoint or course) with ``status`` and
+        ``body`` verbatim (with status 200: a malformed page), or an error body when ``body`` is None. A fault
+        answer has no Link header, so it ends the listing it lands in."""
+        with self._lock:
+            self._faults.append(_Fault(connection_id, status, body, endpoint, course_id, times))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.request_log.clear()
+
+    # ---- WSGI ------------------------------------------------------------------------------------------------
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        entry: dict = {"connection_id": None, "endpoint": None, "course_id": None, "content_id": None,
+                       "as_of": None, "status": None, "url": _request_url(environ),
+                       "accept": environ.get("HTTP_ACCEPT"), "next": None, "throttled": False,
+                       "params": {k: v[0] if len(v) == 1 else v for k, v in params.items()}}  # fmt: skip
+        headers: dict[str, str] = {}
+        try:
+            status, body, content_type = self._handle(environ, params, entry, headers)
+        except _HttpError as err:
+            status, body, content_type = err.status, err.body, JSON_TYPE
+            headers.update(err.headers)
+        entry["status"] = status
+        with self._lock:
+            self.request_log.append(entry)
+        start_response(
+            f"{status} {_reason(status)}",
+            [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers.items()],
+        )
+        return [body]
+
+    def _handle(
+        self, environ: WSGIEnvironment, params: Params, entry: dict, headers: dict[str, str]
+    ) -> tuple[int, bytes, str]:
+        route = _route(environ.get("PATH_INFO", ""))
+        entry.update(connection_id=route.connection_id, endpoint=route.endpoint, course_id=route.course_id,
+                     content_id=route.content_id)  # fmt: skip
+        world = self.worlds.get(route.connection_id)
+        if world is None:
+            raise _HttpError(404, "not_found", f"no connection {route.connection_id!r}")
+        self._throttle(route.connection_id, entry)
+        if environ.get("REQUEST_METHOD") != "GET":
+            raise _HttpError(405, "method_not_allowed", "only GET is served", {"Allow": "GET"})
+        self._authorize(environ.get("HTTP_AUTHORIZATION"), route)
+        entry["as_of"] = as_of = _as_of(environ.get(DATE_HEADER)) or self.clock()
+        limit, page = _limit(params), _page_number(params)
+        try:
+            contexts = self._context_views(world, as_of)
+        except DateOutOfRangeError as err:
+            raise _HttpError(400, "invalid_request", str(err)) from None
+        context = None if route.course_id is None else contexts.get(route.course_id)
+        if route.course_id is not None and context is None:
+            raise _HttpError(404, "not_found", f"no context {route.course_id!r}")
+        content_id = None if context is None or route.content_id is None else _line_item_of(context, route, params)
+        media_type = MEDIA_TYPES[route.endpoint]
+        if media_type not in _accepted(environ.get("HTTP_ACCEPT")):
+            raise _HttpError(406, "not_acceptable", f"{route.endpoint} are served as {media_type} only")
+        fault = self._take_fault(route)
+        if fault is not None:
+            if fault.body is None:
+                raise _HttpError(fault.status, "server_error", "simulated upstream error")
+            return fault.status, fault.body.encode() if isinstance(fault.body, str) else fault.body, media_type
+        url, base = entry["url"], f"{_origin(environ)}/lti/{quote(route.connection_id)}"
+        if context is None:
+            items = [_context_claims(base, c, self.options.scopes) for c in contexts.values()]
+            payload, more = _chunk(items, limit, page)
+        elif route.endpoint == "memberships":
+            members, more = _chunk(context.members, limit, page)
+            payload = {"id": url, "context": {"id": context.view.id, "label": f"C{context.view.number:05d}",
+                                              "title": context.view.name}, "members": members}  # fmt: skip
+        elif route.endpoint == "lineitems":
+            payload, more = _chunk([_line_item(base, context, c) for c in context.line_items], limit, page)
+        elif route.endpoint == "lineitem":
+            payload, more = _line_item(base, context, content_id), False  # type: ignore[arg-type]
+        else:
+            payload, more = _results(base, context, content_id, params, limit, page)  # type: ignore[arg-type]
+        if more:
+            entry["next"] = _link(url, page + 1, limit)
+            headers["Link"] = f'<{entry["next"]}>; rel="next"'
+        return 200, json.dumps(payload).encode(), media_type
+
+    # ---- throttling and auth ---------------------------------------------------------------------------------
+    def _throttle(self, connection_id: str, entry: dict) -> None:
+        every = self.options.rate_limit_every
+        with self._lock:
+            self._requests[connection_id] += 1
+            count = self._requests[connection_id]
+        if every and count % every == 0:
+            entry["throttled"] = True
+            raise _HttpError(429, "rate_limited", "too many requests",
+                             {"Retry-After": f"{self.options.retry_after_seconds:g}"})  # fmt: skip
+
+    def _authorize(self, header: str | None, route: _Route) -> None:
+        """401 for a missing or wrong token; 403 when the token lacks the endpoint's scope (RFC 6750 §3.1)."""
+        if header is None or header != f"Bearer {self._tokens.get(route.connection_id)}":
+            raise _HttpError(401, "invalid_token", "the access token is missing, expired or not valid here",
+                             {"WWW-Authenticate": 'Bearer error="invalid_token"'})  # fmt: skip
+        needed = REQUIRED_SCOPES.get(route.endpoint, ())
+        if needed and not set(needed) & set(self.options.scopes):
+            challenge = f'Bearer error="insufficient_scope", scope="{needed[0]}"'
+            raise _HttpError(403, "insufficient_scope", f"{route.endpoint} need the scope {needed[0]}",
+                             {"WWW-Authenticate": challenge})  # fmt: skip
+
+    def _take_fault(self, route: _Route) -> _Fault | None:
+        with self._lock:
+            fault = next((f for f in self._faults if f.matches(route.connection_id, route.endpoint, route.course_id)),
+                         None)  # fmt: skip
+            if fault is not None:
+                fault.times -= 1
+            return fault
+
+    # ---- the world in AGS and NRPS shapes --------------------------------------------------------------------
+    def _context_views(self, world: World, as_of: date) -> dict[str, _Context]:
+        """The day's contexts by course id; cached, as a scan asks for the same day hundreds of times."""
+        key = (world.spec.connection_id, as_of, world.churn_fired(as_of)[0])
+        with self._lock:
+            if key in self._contexts:
+                self._contexts.move_to_end(key)
+                return self._contexts[key]
+        contexts = _build_contexts(world, as_of)
+        with self._lock:
+            self._contexts[key] = contexts
+            while len(self._contexts) > 8:
+                self._contexts.popitem(last=False)
+        return contexts
+
+
+def _line_item_of(context: _Context, route: _Route, params: Params) -> str:
+    """The content a line item URL names; 404 unless its ``type_id`` is exactly the one its id carries."""
+    content_id = route.content_id or ""
+    given = params.get("type_id")
+    if content_id not in context.line_items or given != ([type_id(content_id)] if type_id(content_id) else None):
+        raise _HttpError(404, "not_found", f"no line item {content_id!r} with type_id {given} in {context.view.id}")
+    return content_id
+
+
+def _results(base: str, context: _Context, content_id: str, params: Params, limit: int,
+             page: int) -> tuple[list[dict], bool]:  # fmt: skip
+    """A page of results: paged over every grade cell, then the ungraded ones dropped (AGS omits them)."""
+    cells = context.cells[content_id]
+    if "user_id" in params:
+        cells = [c for c in cells if c.user_id == params["user_id"][0]]
+    chunk, more = _chunk(cells, limit, page)
+    item_id = _line_item_id(base, context.view.id, content_id)
+    path, _, query = item_id.partition("?")
+    results = []
+    for cell in chunk:
+        if cell.grade == "":
+            continue
+        result: dict = {"id": f"{path}/results/{cell.user_id}" + (f"?{query}" if query else ""),
+                        "scoreOf": item_id, "userId": cell.user_id}  # fmt: skip
+        numeric = result_score(cell.grade)
+        if numeric is None:
+            result.update(resultMaximum=100, comment=cell.grade)
+        else:
+            result.update(resultScore=numeric[0], resultMaximum=numeric[1])
+        results.append(result)
+    return results, more
+
+
+def _build_contexts(world: World, as_of: date) -> dict[str, _Context]:
+    views = world.roster_view(as_of)
+    emails = {s["id"]: s["emails"][0]["email"] for s in world.students(as_of)}
+    labels = {c["id"]: c["name"] for c in world.contents(as_of)}
+    cells: dict[str, dict[str, list[_Entry]]] = defaultdict(lambda: defaultdict(list))
+    guests: dict[str, set[str]] = defaultdict(set)
+    for activity in world.activities(as_of):
+        learner, course = activity["student_id"], activity["course_id"]
+        if learner.startswith("gst-"):
+            guests[course].add(learner)
+        if "assigned_grade" in activity:
+            grade = platform_grade(learner, activity["content_id"], activity["assigned_grade"]) or ""
+            cells[course][activity["content_id"]].append(_Entry(lti_user_id(learner), grade))
+    contexts = {}
+    for view in views:
+        graded = cells.get(view.id, {})
+        contexts[view.id] = _Context(
+            view=view,
+            line_items={c: labels.get(c, c) for c in sorted(graded)},
+            cells={c: sorted(entries) for c, entries in graded.items()},
+            members=sorted(_members(view, emails, sorted(guests.get(view.id, ()))), key=lambda m: m["user_id"]),
+        )
+    return contexts
+
+
+def _members(view: CourseView, emails: Mapping[str, str], guests: list[str]) -> list[dict]:
+    """NRPS members: students on the roster (Active) and who left (Inactive, some Deleted), the instructor, and in
+    odd-numbered courses the guests, listed without lis_person_sourcedid."""
+    members = [_person(sid, "Active", emails) for sid in view.enrolled]
+    members += [_person(sid, "Deleted" if zlib.crc32(f"{view.id}|{sid}".encode()) % 4 == 0 else "Inactive", emails)
+                for sid in view.dropped]  # fmt: skip
+    teacher = f"tch-{view.number:05d}"
+    members.append({"user_id": lti_user_id(teacher), "status": "Active", "name": instructor_name(view.number),
+                    "roles": [INSTRUCTOR], "lis_person_sourcedid": teacher})  # fmt: skip
+    if view.number % 2:
+        members += [
+            {"user_id": lti_user_id(g), "status": "Active", "name": "Guest", "roles": [LEARNER]} for g in guests
+        ]
+    return members
+
+
+def _person(sid: str, status: str, emails: Mapping[str, str]) -> dict:
+    first, last = student_name(int(sid.rsplit("-", 1)[1]))
+    return {"user_id": lti_user_id(sid), "status": status, "name": f"{first} {last}", "given_name": first,
+            "family_name": last, "email": emails.get(sid), "roles": [LEARNER], "lis_person_sourcedid": sid}  # fmt: skip
+
+
+def _line_item_id(base: str, course_id: str, content_id: str) -> str:
+    kind = type_id(content_id)
+    return f"{base}/contexts/{quote(course_id)}/lineitems/{quote(content_id)}/lineitem" + (
+        f"?type_id={kind}" if kind else ""
+    )
+
+
+def _line_item(base: str, context: _Context, content_id: str) -> dict:
+    return {"id": _line_item_id(base, context.view.id, content_id), "scoreMaximum": 100,
+            "label": context.line_items[content_id], "resourceId": content_id, "tag": "grade"}  # fmt: skip
+
+
+def _context_claims(base: str, context: _Context, scopes: tuple[str, ...]) -> dict:
+    """The claims a launch in this context carries: the AGS scopes granted and both service URLs."""
+    course = f"{base}/contexts/{quote(context.view.id)}"
+    return {
+        "id": context.view.id,
+        "label": f"C{context.view.number:05d}",
+        "title": context.view.name,
+        AGS_CLAIM: {"scope": [s for s in scopes if s.startswith(AGS)], "lineitems": f"{course}/lineitems"},
+        NRPS_CLAIM: {"context_memberships_url": f"{course}/memberships", "service_versions": ["2.0"]},
+    }
+
+
+# ---- paging and request parsing -------------------------------------------------------------------------------
+def _chunk(items: list, limit: int, page: int) -> tuple[list, bool]:
+    """Page ``page`` (from 1) of ``items`` and whether more follow."""
+    return items[(page - 1) * limit : page * limit], page * limit < len(items)
+
+
+def _link(url: str, page: int, limit: int) -> str:
+    """The request URL with page and limit replaced: every other parameter (type_id, user_id) is kept."""
+    base, _, query = url.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in ("page", "limit")]
+    return f"{base}?{urlencode([*kept, ('limit', str(limit)), ('page', str(page))])}"
+
+
+def _route(path: str) -> _Route:
+    """``/lti/{conn}/contexts[/{course}/(lineitems[/{content}/lineitem[/results]] | memberships)]``."""
+    parts = path.strip("/").split("/")
+    if len(parts) < 3 or parts[0] != "lti" or parts[2] != "contexts":
+        raise _HttpError(404, "not_found", f"no such path {path!r}")
+    conn, rest = parts[1], parts[3:]
+    if not rest:
+        return _Route(conn, "contexts")
+    if len(rest) == 2 and rest[1] in ("lineitems", "memberships"):
+        return _Route(conn, rest[1], rest[0])
+    if len(rest) in (4, 5) and rest[1] == "lineitems" and rest[3] == "lineitem" and rest[4:] in ([], ["results"]):
+        return _Route(conn, "results" if rest[4:] else "lineitem", rest[0], rest[2])
+    raise _HttpError(404, "not_found", f"no such path {path!r}")
+
+
+def _accepted(header: str | None) -> set[str]:
+    """The media types an Accept header names, parameters (q=...) dropped."""
+    return {part.split(";", 1)[0].strip().lower() for part in (header or "").split(",")}
+
+
+def _limit(params: Params) -> int:
+    raw = params.get("limit", [str(DEFAULT_LIMIT)])[0]
+    if not raw.isdigit() or int(raw) < 1:
+        raise _HttpError(400, "invalid_request", f"limit must be a positive integer, got {raw!r}")
+    return min(int(raw), MAX_LIMIT)
+
+
+def _page_number(params: Params) -> int:
+    raw = params.get("page", ["1"])[0]
+    if not raw.isdigit() or int(raw) < 1:
+        raise _HttpError(400, "invalid_request", f"invalid page {raw!r}")
+    return int(raw)
+
+
+def _as_of(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _HttpError(400, "invalid_request", f"X-Simulated-Date must be YYYY-MM-DD, got {value!r}") from None
+
+
+def _origin(environ: WSGIEnvironment) -> str:
+    return "http://" + (environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}")
+
+
+def _request_url(environ: WSGIEnvironment) -> str:
+    """The absolute URL as requested: links are built from it, and the log shows exactly what a client asked."""
+    query = environ.get("QUERY_STRING", "")
+    return f"{_origin(environ)}{quote(environ.get('PATH_INFO', ''))}" + (f"?{query}" if query else "")
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,191 @@
+"""OneRoster raw pages (``OneRosterRosterReader.roster_pages``) -> course rosters and course/class-student edges, in
+DuckDB SQL.
+
+Who is enrolled: an enrollment with ``role`` student and ``status`` active. ``tobedeleted`` (and 1.0's legacy
+``inactive``, which clients read as tobedeleted: provider-apis.md §2.6) is a student who left; teachers, aides and
+the like are not students. None of them makes an edge. ``beginDate``/``endDate`` are not read: the provider's
+status is the roster. A student in two sections of a course is one course edge and one class edge per section.
+
+Roster status, per course: ``not_exposed`` when any of its classes' enrollments were refused (a status-403 page:
+a course roster missing a section is not the course roster) or were not read at all; otherwise ``empty`` or
+``exposed`` by its active student enrollments. A course without classes is ``empty``: OneRoster enrollments hang
+off classes, and the class listing was read to its end. A refused roster is unknown, never empty.
+
+Ids are OneRoster ``sourcedId``s: ``course_id`` the course's, ``class_id`` the class's, ``student_id`` the
+enrollment's ``user.sourcedId``. A class's course is its ``course`` GUIDRef. ``is_active`` is ``metadata.lmsActive``
+where the provider sends it (OneRoster itself has no such flag), else ``status = 'active'``; ``updated_at`` is the
+course's ``dateLastModified``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import duckdb
+import pandas as pd
+
+ROSTER_COLUMNS = ["course_id", "course_name", "is_active", "roster_status", "student_count", "updated_at"]
+COURSE_EDGE_COLUMNS = ["course_id", "student_id"]
+CLASS_EDGE_COLUMNS = ["class_id", "course_id", "student_id"]
+PAGE_COLUMNS = ["endpoint", "course_id", "page_index", "url", "params", "status", "payload"]
+SHOWN_PROBLEMS = 5
+
+
+class OneRosterPayloadError(ValueError):
+    """Raw pages break OneRoster's contract; the message names the connection, each bad page's URL and index."""
+
+
+class OneRosterRosterFrames(NamedTuple):
+    course_rosters: pd.DataFrame
+    course_student_edges: pd.DataFrame
+    class_student_edges: pd.DataFrame
+
+
+# A page is checked as a whole before any item is read: the CASE stops at the first failing test, so json_type
+# never sees text that is not JSON.
+_PAGE_PROBLEMS_SQL = """
+SELECT endpoint, course_id, page_index, url, NULL AS position,
+    CASE
+        WHEN endpoint NOT IN ('courses', 'classes', 'enrollments') THEN 'unknown endpoint ' || endpoint
+        WHEN status = 403 AND endpoint = 'enrollments' THEN NULL  -- this class's roster is not shared with us
+        WHEN status IS DISTINCT FROM 200 THEN 'status ' || coalesce(status::VARCHAR, 'missing') || ' is not a page'
+        WHEN payload IS NULL THEN 'no body'
+        WHEN NOT json_valid(payload) THEN 'the body is not JSON'
+        WHEN json_type(payload) <> 'ARRAY' THEN 'the body is a JSON ' || lower(json_type(payload)) || ', not a list'
+        WHEN list_bool_or(list_transform(json_type(payload, '$[*]'), lambda t: t <> 'OBJECT'))
+            THEN 'the list holds an item that is not an object'
+    END AS problem
+FROM pages
+"""
+
+_ITEMS_SQL = """
+CREATE OR REPLACE TEMP TABLE items AS
+SELECT endpoint, course_id AS page_course_id, page_index, url,
+       unnest(list) AS item, generate_subscripts(list, 1) - 1 AS position
+FROM (SELECT *, CAST(payload AS JSON[]) AS list FROM pages WHERE status = 200)
+"""
+
+_ITEM_PROBLEMS_SQL = """
+SELECT endpoint, page_course_id AS course_id, page_index, url, position,
+    CASE
+        WHEN json_type(item, '$.sourcedId') IS DISTINCT FROM 'VARCHAR' THEN 'has no sourcedId'
+        WHEN endpoint = 'classes' AND json_type(item, '$.course.sourcedId') IS DISTINCT FROM 'VARCHAR'
+            THEN 'is a class without course.sourcedId'
+        WHEN endpoint <> 'enrollments' THEN NULL
+        WHEN json_type(item, '$.user.sourcedId') IS DISTINCT FROM 'VARCHAR'
+            THEN 'is an enrollment without user.sourcedId'
+        WHEN json_type(item, '$.class.sourcedId') IS DISTINCT FROM 'VARCHAR'
+            THEN 'is an enrollment without class.sourcedId'
+        WHEN json_type(item, '$.role') IS DISTINCT FROM 'VARCHAR' THEN 'is an enrollment without a role'
+        WHEN json_type(item, '$.status') IS DISTINCT FROM 'VARCHAR' THEN 'is an enrollment without a status'
+    END AS problem
+FROM items
+"""
+
+_TABLES_SQL = r"""
+CREATE OR REPLACE TEMP TABLE courses AS
+SELECT item->>'sourcedId' AS course_id, item->>'title' AS course_name,
+       coalesce(TRY_CAST(item->'metadata'->>'lmsActive' AS BOOLEAN), lower(item->>'status') = 'active') AS is_active,
+       TRY_CAST(item->>'dateLastModified' AS TIMESTAMPTZ) AS updated_at
+FROM items WHERE endpoint = 'courses'
+-- a course on two pages (the listing shifted while paged): keep the copy read last
+QUALIFY row_number() OVER (PARTITION BY item->>'sourcedId' ORDER BY page_index DESC, position DESC) = 1;
+
+CREATE OR REPLACE TEMP TABLE classes AS
+SELECT item->>'sourcedId' AS class_id, item->'course'->>'sourcedId' AS course_id
+FROM items WHERE endpoint = 'classes'
+QUALIFY row_number() OVER (PARTITION BY item->>'sourcedId' ORDER BY page_index DESC, position DESC) = 1;
+
+-- One row per class whose enrollments were asked (the class is the filter's class.sourcedId=...).
+CREATE OR REPLACE TEMP TABLE listings AS
+SELECT class_id, bool_or(status = 403) AS refused
+FROM (SELECT regexp_extract(json_extract_string(params, '$.filter'), 'class\.sourcedId\s*=\s*''([^'']*)''', 1)
+             AS class_id, status
+      FROM pages WHERE endpoint = 'enrollments')
+WHERE class_id <> '' GROUP BY ALL;
+
+CREATE OR REPLACE TEMP TABLE enrolled AS
+SELECT DISTINCT coalesce(c.course_id, i.page_course_id) AS course_id, i.item->'class'->>'sourcedId' AS class_id,
+       i.item->'user'->>'sourcedId' AS student_id
+FROM items i LEFT JOIN classes c ON c.class_id = (i.item->'class'->>'sourcedId')  -- -> binds looser than =
+WHERE i.endpoint = 'enrollments' AND lower(i.item->>'role') = 'student' AND lower(i.item->>'status') = 'active';
+
+CREATE OR REPLACE TEMP TABLE rosters AS
+WITH sections AS (
+    SELECT k.course_id, bool_or(coalesce(l.refused, true)) AS unknown  -- refused, or never asked
+    FROM classes k LEFT JOIN listings l USING (class_id) GROUP BY ALL
+), counts AS (SELECT course_id, count(DISTINCT student_id) AS students FROM enrolled GROUP BY ALL)
+SELECT c.course_id, c.course_name, c.is_active, c.updated_at,
+       CASE WHEN coalesce(s.unknown, false) THEN 'not_exposed'
+            WHEN coalesce(n.students, 0) = 0 THEN 'empty' ELSE 'exposed' END AS roster_status,
+       CASE WHEN NOT coalesce(s.unknown, false) THEN coalesce(n.students, 0) END AS student_count
+FROM courses c LEFT JOIN sections s USING (course_id) LEFT JOIN counts n USING (course_id);
+"""
+
+_ROSTERS_SQL = """
+SELECT course_id, course_name, is_active, roster_status, CAST(student_count AS BIGINT) AS student_count, updated_at
+FROM rosters ORDER BY course_id
+"""
+
+_COURSE_EDGES_SQL = """
+SELECT DISTINCT e.course_id, e.student_id
+FROM enrolled e JOIN rosters r USING (course_id) WHERE r.roster_status = 'exposed'
+ORDER BY ALL
+"""
+
+_CLASS_EDGES_SQL = """
+SELECT DISTINCT e.class_id, e.course_id, e.student_id
+FROM enrolled e JOIN rosters r USING (course_id) WHERE r.roster_status = 'exposed'
+ORDER BY ALL
+"""
+
+
+def normalize_oneroster_pages(
+    pages: pd.DataFrame | Sequence[Mapping[str, object]], connection_id: str
+) -> OneRosterRosterFrames:
+    """Rosters and edges of one full read of one connection from its raw pages (dicts as the reader returns them,
+    or a frame with their columns; ``params`` as a dict or its JSON text). Raises OneRosterPayloadError when a page
+    or item breaks the contract. Set-based: no Python loop touches an enrollment."""
+    frame = pages if isinstance(pages, pd.DataFrame) else pd.DataFrame(list(pages), columns=PAGE_COLUMNS)
+    frame = frame[PAGE_COLUMNS].astype({"course_id": "string", "page_index": "int64", "status": "Int64"})
+    frame["params"] = frame["params"].map(_params_json)  # one value per page, not per enrollment
+    with duckdb.connect() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.register("pages", frame)
+        _raise_on_problems(conn, _PAGE_PROBLEMS_SQL, connection_id)
+        conn.execute(_ITEMS_SQL)
+        _raise_on_problems(conn, _ITEM_PROBLEMS_SQL, connection_id)
+        conn.execute(_TABLES_SQL)
+        rosters = conn.execute(_ROSTERS_SQL).df()
+        course_edges = conn.execute(_COURSE_EDGES_SQL).df()
+        class_edges = conn.execute(_CLASS_EDGES_SQL).df()
+    rosters = rosters.astype({"is_active": "boolean", "student_count": "Int64"})
+    return OneRosterRosterFrames(rosters[ROSTER_COLUMNS], course_edges[COURSE_EDGE_COLUMNS],
+                                 class_edges[CLASS_EDGE_COLUMNS])  # fmt: skip
+
+
+def _params_json(params: object) -> str | None:
+    """A page's query parameters as JSON text, whether they come as a dict (reader) or as stored text."""
+    if params is None or isinstance(params, str):
+        return params
+    return json.dumps(dict(params))  # type: ignore[call-overload]
+
+
+def _raise_on_problems(conn: duckdb.DuckDBPyConnection, problems_sql: str, connection_id: str) -> None:
+    found = f"SELECT * FROM ({problems_sql}) WHERE problem IS NOT NULL"
+    total = conn.execute(f"SELECT count(*) FROM ({found})").fetchone()[0]  # type: ignore[index]
+    if not total:
+        return
+    rows = conn.execute(f"{found} ORDER BY endpoint, course_id, page_index, position LIMIT {SHOWN_PROBLEMS}")
+    lines = [
+        f"{endpoint} page {index}" + (f" of course {course}" if course is not None else "") + f" (GET {url}): "
+        + (f"item {position} {problem}" if position is not None else problem)
+        for endpoint, course, index, url, position, problem in rows.fetchall()
+    ]  # fmt: skip
+    more = f"\n  ... and {total - SHOWN_PROBLEMS} more" if total > SHOWN_PROBLEMS else ""
+    raise OneRosterPayloadError(
+        f"connection {connection_id!r}: {total} malformed OneRoster page(s) or item(s):\n  " + "\n  ".join(lines)
+        + more
+    )  # fmt: skip
