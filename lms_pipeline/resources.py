@@ -84,6 +84,29 @@ def sis_world(settings: Settings, sis: SisConfig, lms_world: World) -> SisWorld:
     return SisWorld(SisSpec(sis_id=sis.id, **params), lms_world, scheme_for)
 
 
+def simulated_systems(
+    settings: Settings, tokens: dict[str, str], sis_credentials: dict[str, tuple[str, str]]
+) -> tuple[Router, dict[str, World]]:
+    """Every embedded connection's world in its own dialect (``/lms``, ``/canvas``, ``/classroom``, ``/oneroster``)
+    and every embedded SIS (``/sis``), behind one WSGI router: what the embedded server and the simulator CLI
+    serve."""
+    embedded = [c for c in settings.connections if c.embedded]
+    worlds = {c.id: World(world_spec(settings, c)) for c in embedded}
+    sis_worlds = [
+        sis_world(settings, s, worlds[next(c.id for c in embedded if c.grades and c.grades.sis == s.id)])
+        for s in settings.sis if s.embedded
+    ]  # fmt: skip
+    dialect = {p: [worlds[c.id] for c in embedded if c.provider == p] for p in DIALECT_PREFIX}
+    oneroster = {c.id: (c.options.client_id, tokens[c.id]) for c in embedded if c.provider == "oneroster"}
+    return Router({
+        "lms": SimulatorApp(dialect["unified"], tokens),
+        "sis": SisSimulatorApp(sis_worlds, sis_credentials),
+        "canvas": CanvasSimulatorApp(dialect["canvas"], tokens),
+        "classroom": ClassroomSimulatorApp(dialect["google_classroom"], tokens),
+        "oneroster": OneRosterRosteringApp(dialect["oneroster"], oneroster),
+    }), worlds  # fmt: skip
+
+
 class _EmbeddedSimulator:
     """One simulator per process for the connections without a base_url, served on 127.0.0.1 (real HTTP).
 
@@ -92,11 +115,11 @@ class _EmbeddedSimulator:
     """
 
     _lock = threading.Lock()
-    _servers: dict[tuple, tuple[str, dict, SimulatorApp, SisSimulatorApp]] = {}
+    _servers: dict[tuple, tuple[str, dict, dict[str, World], SisSimulatorApp]] = {}
     _stack = ExitStack()
 
     @classmethod
-    def _serve(cls, settings: Settings) -> tuple[str, dict, SimulatorApp, SisSimulatorApp]:
+    def _serve(cls, settings: Settings) -> tuple[str, dict, dict[str, World], SisSimulatorApp]:
         embedded = [c for c in settings.connections if c.embedded]
         sis_list = [s for s in settings.sis if s.embedded]
         # The key holds what defines the worlds, not options such as write_back: the SIS keeps its written
@@ -106,27 +129,13 @@ class _EmbeddedSimulator:
         with cls._lock:
             if key not in cls._servers:
                 tokens: dict = {c.id: connection_token(c) or secrets.token_urlsafe(24) for c in embedded}
-                worlds = {c.id: World(world_spec(settings, c)) for c in embedded}
-                app = SimulatorApp(worlds.values(), tokens)
                 credentials = {
                     s.id: sis_credentials(s) or ("lms-pipeline", secrets.token_urlsafe(24)) for s in sis_list
                 }
-                sis_worlds = [
-                    sis_world(settings, s, worlds[next(c.id for c in embedded if c.grades and c.grades.sis == s.id)])
-                    for s in sis_list
-                ]  # fmt: skip
-                sis_app = SisSimulatorApp(sis_worlds, credentials)
+                router, worlds = simulated_systems(settings, tokens, credentials)
                 tokens.update({("sis", sis): pair for sis, pair in credentials.items()})
-                dialect = {p: [worlds[c.id] for c in embedded if c.provider == p] for p in DIALECT_PREFIX}
-                router = Router({
-                    "lms": app, "sis": sis_app,
-                    "canvas": CanvasSimulatorApp(dialect["canvas"], tokens),
-                    "classroom": ClassroomSimulatorApp(dialect["google_classroom"], tokens),
-                    "oneroster": OneRosterRosteringApp(dialect["oneroster"], {
-                        c.id: (c.options.client_id, tokens[c.id]) for c in embedded if c.provider == "oneroster"}),
-                })  # fmt: skip
                 base_url = cls._stack.enter_context(serve_in_thread(router, host="127.0.0.1", port=0))
-                cls._servers[key] = (base_url, tokens, app, sis_app)
+                cls._servers[key] = (base_url, tokens, worlds, router.apps["sis"])
             return cls._servers[key]
 
     @classmethod
@@ -138,7 +147,7 @@ class _EmbeddedSimulator:
 def embedded_worlds(settings: Settings) -> dict[str, World]:
     """The worlds this process's embedded simulator serves: their truth includes the mid-scan churn it applied,
     which a fresh World would not know."""
-    return _EmbeddedSimulator._serve(settings)[2].worlds
+    return _EmbeddedSimulator._serve(settings)[2]
 
 
 def embedded_sis(settings: Settings) -> SisSimulatorApp:

@@ -15,6 +15,7 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from lms_pipeline.assets import dialects
+from lms_pipeline.capabilities import capabilities
 from lms_pipeline.clients.errors import LmsClientError, LmsFetchError
 from lms_pipeline.clients.scans import Scan, catch_up, consistent_scan, single_pass
 from lms_pipeline.clients.unified import Page, UnifiedLmsClient
@@ -187,13 +188,14 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         options = conn.options
         refuse_live_backfill(conn, day, datetime.now(UTC).date(), config.allow_past_date_from_live)
         store = warehouse.warehouse()
-        if conn.provider != "unified":
+        if conn.provider != "unified":  # capabilities: no dialect but unified is polled incrementally yet
             yield from _fetch_dialect(context, conn, day, lms, store)
             return
         plan = plan_sync(
             day,
             load_base(store, connection_id, day),
-            supports_updated_gte=options.supports_updated_gte,
+            # The capability matrix says whether the dialect can be polled; the option says whether this tenant can.
+            supports_updated_gte=capabilities(conn.provider).incremental_sync and options.supports_updated_gte,
             full_scan_every_days=options.full_scan_every_days,
             overlap_minutes=options.incremental_overlap_minutes,
         )

@@ -12,7 +12,6 @@ import sys
 from datetime import date
 
 from lms_pipeline.config import ConfigError, load_settings
-from lms_pipeline.simulator import SimulatorApp, World
 from lms_pipeline.simulator.server import serve_forever
 
 
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--date", type=date.fromisoformat, help="as-of date when a request sends no date header")
     args = parser.parse_args(argv)
 
-    from lms_pipeline.resources import world_spec  # resources import dagster: keep --help fast
+    from lms_pipeline.resources import simulated_systems  # resources import dagster: keep --help fast
 
     try:
         settings = load_settings(args.config)
@@ -35,16 +34,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     embedded = [c for c in settings.connections if c.embedded]
     missing = [c.token_env for c in embedded if not os.environ.get(c.token_env)]
+    missing += [v for s in settings.sis if s.embedded for v in (s.client_id_env, s.client_secret_env)
+                if not os.environ.get(v)]  # fmt: skip
     if missing:
         print(f"set the token env var(s) first: {', '.join(missing)}", file=sys.stderr)
         return 2
-    app = SimulatorApp(
-        [World(world_spec(settings, c)) for c in embedded],
+    router, _ = simulated_systems(
+        settings,
         {c.id: os.environ[c.token_env] for c in embedded},
-        clock=(lambda: args.date) if args.date else None,
+        {s.id: (os.environ[s.client_id_env], os.environ[s.client_secret_env]) for s in settings.sis if s.embedded},
     )
-    print(f"serving {', '.join(c.id for c in embedded)} on http://{args.host}:{args.port}/lms/<connection>/course")
-    serve_forever(app, args.host, args.port)
+    if args.date:
+        for app in router.apps.values():
+            app.clock = lambda: args.date
+    print(f"serving {', '.join(c.id for c in embedded)} on http://{args.host}:{args.port}/<dialect>/<connection>/..."
+          " and the embedded SIS at /sis/<sis_id>/...")  # fmt: skip
+    serve_forever(router, args.host, args.port)
     return 0
 
 
