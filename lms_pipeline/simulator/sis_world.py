@@ -165,17 +165,26 @@ class SisWorld:
                 "roles": [{"roleType": "primary", "role": "student"}],
             }  # fmt: skip
             out.append(user)
+            if _h(f"old|{number}") % 25 == 0:  # an old record of the same person, deleted: must not make it ambiguous
+                out.append({**user, "sourcedId": f"{sis_user_id(number)}-old", "status": "tobedeleted"})
             if fate == "duplicate":
                 out.append({**user, "sourcedId": f"{sis_user_id(number)}-b", "identifier": f"S{900000 + number}"})
         return out
 
     def classes(self, day: date) -> list[dict]:
-        return [
-            {"sourcedId": f"cl-{c.number:05d}", "status": "active", "dateLastModified": c.created_at or
-             "2026-08-01T00:00:00Z", "title": c.name, "classCode": c.id, "classType": "scheduled",
-             "course": {"sourcedId": f"co-{c.number:05d}", "type": "course"}}
-            for c in self.lms.roster_view(day) if course_has_class(c.number)
-        ]  # fmt: skip
+        """One class per LMS course (classCode = the course id), and for some an old deleted class with the same
+        code (``tobedeleted``: it must not make the match ambiguous)."""
+        out = []
+        for c in self.lms.roster_view(day):
+            if not course_has_class(c.number):
+                continue
+            cls = {"sourcedId": f"cl-{c.number:05d}", "status": "active", "dateLastModified": c.created_at or
+                   "2026-08-01T00:00:00Z", "title": c.name, "classCode": c.id, "classType": "scheduled",
+                   "course": {"sourcedId": f"co-{c.number:05d}", "type": "course"}}  # fmt: skip
+            out.append(cls)
+            if c.number % 9 == 4:
+                out.append({**cls, "sourcedId": f"cl-{c.number:05d}-old", "status": "tobedeleted"})
+        return out
 
     # ---- gradebook -------------------------------------------------------------------------------------------
     def line_items(self, day: date) -> list[dict]:
