@@ -62,10 +62,13 @@ def test_a_student_who_drops_keeps_their_activity_as_not_enrolled_and_never_retu
         assert edges == world.true_course_edges(day)
     guests = seven_days.rows("SELECT DISTINCT student_id FROM lms.student_progress WHERE student_id LIKE 'gst-%'")
     assert guests, "the fixture world should have learners who never were on a roster"
-    assert seven_days.rows(
-        "SELECT student_id FROM lms.course_student_edges WHERE student_id LIKE 'gst-%' UNION ALL "
-        "SELECT student_id FROM lms.enrollment_changes WHERE student_id LIKE 'gst-%'"
-    ) == set()
+    assert (
+        seven_days.rows(
+            "SELECT student_id FROM lms.course_student_edges WHERE student_id LIKE 'gst-%' UNION ALL "
+            "SELECT student_id FROM lms.enrollment_changes WHERE student_id LIKE 'gst-%'"
+        )
+        == set()
+    )
     assert {s for (s,) in guests} <= {
         s for (s, state) in seven_days.rows("SELECT student_id, enrollment_state FROM lms.student_progress")
         if state != "enrolled"

@@ -1,12 +1,14 @@
-"""Client for the Google Classroom API v1: courses, their aliases and their students, token paging to the end.
+"""Client for the Google Classroom API v1: courses, their aliases, students, courseWork and student submissions,
+token paging to the end.
 
 Facts from provider-apis.md §5 and peers-and-user-pains.md item 2: only a missing or empty ``nextPageToken`` ends
 a listing (pages may be short, even empty, while a token is still given); ``pageSize`` above 30 is truncated
 silently, which is harmless here since a short page proves nothing; a token must be replayed with otherwise
 identical parameters, so every page of a listing is asked with the same ones; an empty-string ``pageToken`` is an
 error, so none is ever sent. 429 RESOURCE_EXHAUSTED and 5xx are retried (``get_with_retries``); a 403
-PERMISSION_DENIED on students.list means this course's roster is not ours to see: it is kept as a 403 page (the
-normalizer reads it as ``not_exposed``), not retried and not an error.
+PERMISSION_DENIED on students.list, courseWork.list or studentSubmissions.list means this course is not ours to see:
+it is kept as a 403 page (the normalizers read it as ``not_exposed`` / no grades), not retried and not an error.
+Submissions are listed once per course with courseWorkId ``-`` (every courseWork), not once per courseWork.
 
 The token travels only in the Authorization header and is scrubbed from every stored payload and error message.
 """
@@ -27,8 +29,14 @@ from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, 
 
 logger = logging.getLogger(__name__)
 
-Endpoint = Literal["courses", "aliases", "students"]
+Endpoint = Literal["courses", "aliases", "students", "courseWork", "studentSubmissions"]
 RawPage = dict[str, Any]
+
+# A course's listings a grade scan reads, in order: the alias names the course in the SIS, students.list gives the
+# profile emails the email identity needs (a submission names its user by id only), then the grades.
+GRADE_ENDPOINTS: tuple[Endpoint, ...] = ("aliases", "students", "courseWork", "studentSubmissions")
+# Listings whose 403 PERMISSION_DENIED is an answer about the course (kept as a page), not a failure.
+DENIABLE: frozenset[str] = frozenset({"students", "courseWork", "studentSubmissions"})
 
 # Asked for explicitly: a provider's default set of listed states can change under a pipeline (peers item 5).
 COURSE_STATES = ("ACTIVE", "ARCHIVED")
@@ -87,27 +95,47 @@ class ClassroomClient:
     def scan_rosters(self) -> list[RawPage]:
         """Every courses page, then each listed course's aliases and students pages: the raw material of one
         roster snapshot. Any failure raises, so a caller stores all or nothing."""
+        pages, course_ids = self._courses()
+        for course_id in course_ids:
+            pages += self.iter_pages("aliases", course_id)
+            pages += self.iter_pages("students", course_id)
+        return pages
+
+    def grade_pages(self, course_ids: list[str] | None = None) -> list[RawPage]:
+        """The raw material of one grade snapshot: the courses listing (unless ``course_ids``, Classroom ids or
+        aliases, are given), then each course's aliases, students, courseWork and studentSubmissions (courseWorkId
+        ``-``), every listing to its end. A course we may not see gives 403 pages, not an error; any failure raises,
+        so a caller stores all or nothing."""
+        pages: list[RawPage] = []
+        if course_ids is None:
+            pages, course_ids = self._courses()
+        for course_id in dict.fromkeys(course_ids):
+            for endpoint in GRADE_ENDPOINTS:
+                pages += self.iter_pages(endpoint, course_id)
+        return pages
+
+    def iter_pages(self, endpoint: Endpoint, course_id: str | None = None) -> Iterator[RawPage]:
+        """Yield every page of one listing: ``courses``, or a course's ``aliases``, ``students``, ``courseWork`` or
+        ``studentSubmissions`` (of every courseWork)."""
+        for page, _ in self._listing(endpoint, course_id):
+            yield page
+
+    def _courses(self) -> tuple[list[RawPage], list[str]]:
+        """Every courses page and the listed course ids, each once (a course repeated across pages is read once)."""
         pages: list[RawPage] = []
         course_ids: list[str] = []
         for page, body in self._listing("courses", None):
             pages.append(page)
             course_ids += self._course_ids(body, page)
-        for course_id in dict.fromkeys(course_ids):  # a course repeated across pages is read once
-            pages += self.iter_pages("aliases", course_id)
-            pages += self.iter_pages("students", course_id)
-        return pages
-
-    def iter_pages(self, endpoint: Endpoint, course_id: str | None = None) -> Iterator[RawPage]:
-        """Yield every page of one listing: ``courses``, or a course's ``aliases`` or ``students``."""
-        for page, _ in self._listing(endpoint, course_id):
-            yield page
+        return pages, list(dict.fromkeys(course_ids))
 
     # ---- paging ----------------------------------------------------------------------------------------------
     def _listing(self, endpoint: Endpoint, course_id: str | None) -> Iterator[tuple[RawPage, dict]]:
         """(raw page, parsed body) until a page without a token; bounded by ``max_pages``."""
         if (course_id is None) != (endpoint == "courses"):
-            raise ValueError(f"{endpoint}: course_id is required for aliases and students, and only for them")
-        path = "/v1/courses" if course_id is None else f"/v1/courses/{quote(course_id, safe='')}/{endpoint}"
+            raise ValueError(f"{endpoint}: course_id is required for every listing but courses, and only for them")
+        listing = "courseWork/-/studentSubmissions" if endpoint == "studentSubmissions" else endpoint
+        path = "/v1/courses" if course_id is None else f"/v1/courses/{quote(course_id, safe='')}/{listing}"
         target = RequestTarget(self.connection_id, endpoint, path)
         base: dict[str, object] = {"pageSize": self.page_size}
         if endpoint == "courses":
@@ -151,13 +179,14 @@ class ClassroomClient:
         return page, body
 
     def _not_exposed(self, err: LmsClientError, target: RequestTarget) -> httpx.Response | None:
-        """The 403 of a students listing whose course hides its roster; None for any other failure."""
+        """The 403 PERMISSION_DENIED of a course listing (``DENIABLE``) the course hides; None for any other
+        failure (a 403 on courses.list is a token problem and raises)."""
         response = self._last_response
-        if not (isinstance(err, LmsAuthError) and err.status == 403 and target.endpoint == "students"):
+        if not (isinstance(err, LmsAuthError) and err.status == 403 and target.endpoint in DENIABLE):
             return None
         if response is None or not _permission_denied(response):
             return None
-        logger.info("%s: roster not exposed (403 PERMISSION_DENIED)", target.describe())
+        logger.info("%s: course not exposed (403 PERMISSION_DENIED)", target.describe())
         return response
 
     def _body(self, response: httpx.Response, target: RequestTarget, index: int) -> dict:
