@@ -206,19 +206,18 @@ class UnifiedConnection(ConnectionConfig):
 class CanvasConnection(ConnectionConfig):
     provider: Literal["canvas"]
     options: CanvasOptions = CanvasOptions()
-    grades: None = Field(None, description="grade reconciliation reads Unified-style activities only, for now")
 
 
 class ClassroomConnection(ConnectionConfig):
     provider: Literal["google_classroom"]
     options: ClassroomOptions = ClassroomOptions()
-    grades: None = Field(None, description="grade reconciliation reads Unified-style activities only, for now")
+    grades: None = Field(None, description="grade reconciliation reads Unified activities or Canvas submissions")
 
 
 class OneRosterConnection(ConnectionConfig):
     provider: Literal["oneroster"]
     options: OneRosterOptions
-    grades: None = Field(None, description="grade reconciliation reads Unified-style activities only, for now")
+    grades: None = Field(None, description="grade reconciliation reads Unified activities or Canvas submissions")
 
 
 PROVIDERS = ("unified", "canvas", "google_classroom", "oneroster")

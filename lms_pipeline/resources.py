@@ -124,7 +124,7 @@ class _EmbeddedSimulator:
         sis_list = [s for s in settings.sis if s.embedded]
         # The key holds what defines the worlds, not options such as write_back: the SIS keeps its written
         # grades when an operator switches write-back on between runs.
-        key = (tuple((c.id, repr(world_spec(settings, c)), c.token_env) for c in embedded),
+        key = (tuple((c.id, c.provider, repr(world_spec(settings, c)), c.token_env) for c in embedded),
                tuple((s.id, repr(s.simulator), s.grading_schemes) for s in sis_list))  # fmt: skip
         with cls._lock:
             if key not in cls._servers:

@@ -275,12 +275,18 @@ class RawDialectPage(_Partitioned):
 class RawGradePage(_RawPage):
     system: Series[str] = pa.Field(isin=["lms", "sis"], description="lms: the LMS student list; sis: the SIS")
     collection: Series[str] = pa.Field(
-        isin=["student", "users", "classes", "lineItems", "results"], description="object listed"
-    )
+        isin=["student", "users", "classes", "lineItems", "results", "courses", "assignments", "submissions",
+              "grading_standards"],
+        description="object listed: the SIS's users, classes, lineItems, results; the LMS's student list (Unified) "
+        "or its courses, assignments, submissions and grading standards (Canvas)",
+    )  # fmt: skip
+    course_id: Series[str] = pa.Field(nullable=True, description="the LMS course a per-course listing belongs to")
+    url: Series[str] = pa.Field(nullable=True, description="the URL requested, where paging follows links")
+    status_code: Series[int] = pa.Field(isin=[200, 403], description="200, or 403: an LMS course refused (unknown)")
     total_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0, description="X-Total-Count the SIS sent")
 
     class Config:
-        unique = ["connection_id", "snapshot_date", "system", "collection", "page_index"]
+        unique = ["connection_id", "snapshot_date", "system", "collection", "course_id", "page_index"]
 
 
 class LmsGrade(_Partitioned):

@@ -163,6 +163,8 @@ TABLES: dict[str, str] = {
         snapshot_date DATE NOT NULL,
         system VARCHAR NOT NULL,
         collection VARCHAR NOT NULL,
+        course_id VARCHAR,
+        url VARCHAR,
         total_count BIGINT,"""
     + PAGE_COLUMNS,
     "lms_grades": """

@@ -41,8 +41,8 @@ SCHEMES = {
 class GradesPipeline:
     """A connections file with one embedded LMS connection reconciled against an embedded SIS, in ``tmp``."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
+    def __init__(self, tmp: Path, provider: str = "unified") -> None:
+        self.tmp, self.provider = tmp, provider
         self.instance = dg.DagsterInstance.ephemeral()
         self.config = tmp / "connections.yaml"
         (tmp / "schemes.yaml").write_text(yaml.safe_dump(SCHEMES))
@@ -64,9 +64,11 @@ class GradesPipeline:
                "write_back": write_back or {"enabled": False},
                "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05},
                "simulator": {"seed": 3, "conflict_on_post": True, "rate_limit_every": 7}}  # fmt: skip
-        connection = {"id": CONN, "provider": "unified", "token_env": "TEST_GRADES_LMS_TOKEN",
-                      "options": {"page_size": 50, "full_scan_every_days": 1, "fetch_classes": False,
-                                  "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05}},
+        options = {"page_size": 50, "fetch_classes": False,
+                   "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05}}  # fmt: skip
+        if self.provider == "unified":
+            options["full_scan_every_days"] = 1
+        connection = {"id": CONN, "provider": self.provider, "token_env": "TEST_GRADES_LMS_TOKEN", "options": options,
                       "simulator": {"seed": 7, "n_courses": 25, "n_students": 500, "remove_prob": 0.0},
                       "grades": {"sis": SIS}}  # fmt: skip
         self.config.write_text(yaml.safe_dump({"start_date": START.isoformat(), "warehouse": str(self.db),

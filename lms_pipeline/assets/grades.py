@@ -16,7 +16,7 @@ import pandas as pd
 from lms_pipeline.assets.roster import table_metadata, table_spec
 from lms_pipeline.clients.errors import LmsClientError
 from lms_pipeline.clients.oneroster import OneRosterClient
-from lms_pipeline.config import SisConfig
+from lms_pipeline.config import ConnectionConfig, SisConfig
 from lms_pipeline.grade_inputs import (
     ASSIGNMENT_MAP_COLUMNS,
     STUDENT_MAP_COLUMNS,
@@ -29,8 +29,10 @@ from lms_pipeline.grade_inputs import (
 from lms_pipeline.partitions import split_key
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
 from lms_pipeline.schemas import DISCREPANCY_STATUSES, SchemaViolation, validate
-from lms_pipeline.transforms.grades import extract_lms_grades, to_letters
+from lms_pipeline.transforms.canvas_grades import normalize_canvas_grades
+from lms_pipeline.transforms.grades import extract_lms_grades, parse_grades, to_letters
 from lms_pipeline.transforms.reconcile import lms_student_emails, reconcile, sis_frames
+from lms_pipeline.warehouse import Warehouse
 
 GROUP = "grades"
 SIS_COLLECTIONS = (("rostering", "users"), ("rostering", "classes"), ("gradebook", "lineItems"),
@@ -61,11 +63,7 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
         started = time.monotonic()
         rows = []
         try:
-            with lms.client(connection_id, day) as client:
-                for index, page in enumerate(client.iter_pages("student", {"fields": ["id", "emails"]})):
-                    rows.append(_page_row("lms", "student", index, page.offset, page.params, page.fetched_at,
-                                          page.status_code, page.attempts, page.items, None))  # fmt: skip
-                lms_stats = client.stats.as_dict()
+            rows, lms_stats = _lms_grade_pages(lms, lms.settings().connection(connection_id), day)
             with lms.sis_client(connection_id, day) as sis_client:
                 for service, collection in SIS_COLLECTIONS:
                     for index, page in enumerate(sis_client.iter_pages(service, collection)):
@@ -123,13 +121,11 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
             yield dg.MaterializeResult(asset_key="grade_discrepancies", metadata=_skipped(connection_id).metadata)
             return
         store = warehouse.warehouse()
-        progress_pages = store.read_partition("raw_progress_pages", connection_id, day)
         grade_pages = store.read_partition("raw_grade_pages", connection_id, day)
-        contents = store.read_partition("course_contents", connection_id, day)[["course_id", "content_id", "name"]]
+        conn = lms.settings().connection(connection_id)
         try:
             sis_data = sis_frames(grade_pages)
-            students = lms_student_emails(grade_pages)
-            grades = extract_lms_grades(progress_pages)
+            grades, students, contents = _lms_side(conn, store, day, grade_pages)
             student_map, assignment_map, schemes, assignment, stale_rows = _grade_inputs(
                 sis, connection_id, sis_data, students, grades, contents
             )
@@ -142,7 +138,7 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
                 "lms_grades": validate("lms_grades", grades.drop(columns=["snapshot_date"]).assign(**part)),
                 "grade_discrepancies": validate("grade_discrepancies", report.assign(**part, sis_id=sis.id)),
             }
-        except (GradeInputError, SchemaViolation) as exc:
+        except (GradeInputError, SchemaViolation, ValueError) as exc:  # payload errors are ValueErrors naming the page
             raise dg.Failure(description=f"grade reconciliation refused; nothing was written: {exc}") from None
         store.replace_partition(frames, connection_id, day)
         published = store.publish()
@@ -229,7 +225,58 @@ def _page_row(system, collection, index, offset, params, fetched_at, status, att
     return {"system": system, "collection": collection, "page_index": index, "page_offset": offset,
             "request_params": json.dumps(params, sort_keys=True, default=str), "fetched_at": fetched_at,
             "status_code": status, "attempts": attempts, "item_count": len(items),
-            "payload": json.dumps(items, separators=(",", ":")), "total_count": total}  # fmt: skip
+            "payload": json.dumps(items, separators=(",", ":")), "total_count": total, "course_id": None,
+            "url": None}  # fmt: skip
+
+
+def _lms_side(conn: ConnectionConfig, store: Warehouse, day, grade_pages: pd.DataFrame) -> tuple:  # noqa: ANN001
+    """(parsed LMS grades, LMS student emails, LMS contents) of the day, from the stored pages of the connection's
+    dialect: Unified activities (stored by the progress assets) or Canvas submissions."""
+    if conn.provider == "canvas":
+        pages = grade_pages[grade_pages["system"] == "lms"].rename(
+            columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
+        )
+        frames = normalize_canvas_grades(pages.assign(course_id=pd.to_numeric(pages["course_id"]).astype("Int64")),
+                                         conn.id)  # fmt: skip
+        grades = frames.grades
+        # A letter-graded assignment still has its score: compare the score (the SIS's scheme decides letters), so a
+        # letter the LMS rounded differently never hides a percent.
+        by_score = (grades["grading_type"] == "letter_grade") & grades["score"].notna() & (grades["raw_grade"] != "EX")
+        grades = grades.assign(raw_grade=grades["raw_grade"].where(~by_score, grades["score"].map("{:g}".format)))
+        columns = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
+        grades = parse_grades(grades[columns].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
+        return grades, frames.students[["student_id", "email"]], frames.contents[["course_id", "content_id", "name"]]
+    progress_pages = store.read_partition("raw_progress_pages", conn.id, day)
+    contents = store.read_partition("course_contents", conn.id, day)[["course_id", "content_id", "name"]]
+    return extract_lms_grades(progress_pages), lms_student_emails(grade_pages), contents
+
+
+def _dialect_row(page: dict) -> dict:
+    """A dialect client's raw page as a raw_grade_pages row (a 403 page is kept: its course's grades are unknown)."""
+    body = json.loads(page["payload"]) if page["status"] == 200 else []
+    course = page.get("course_id")
+    return {
+        "system": "lms", "collection": page["endpoint"], "page_index": page["page_index"], "page_offset": 0,
+        "request_params": json.dumps(page.get("params") or {}, sort_keys=True, default=str),
+        "fetched_at": page["fetched_at"], "status_code": page["status"], "attempts": 1,
+        "item_count": len(body) if isinstance(body, list) else 1, "payload": page["payload"], "total_count": None,
+        "url": page["url"], "course_id": None if course is None else str(course),
+    }  # fmt: skip
+
+
+def _lms_grade_pages(lms: LmsApiResource, conn: ConnectionConfig, day) -> tuple[list[dict], dict]:  # noqa: ANN001
+    """The LMS side of the grade sources: the student list (Unified: grades come from the stored activities), or
+    the courses, assignments, submissions and grading standards (Canvas)."""
+    rows = []
+    if conn.provider == "canvas":
+        with lms.dialect_client(conn.id, day) as client:
+            rows = [_dialect_row(page) for page in client.grade_pages()]
+            return rows, client.stats.as_dict()
+    with lms.client(conn.id, day) as client:
+        for index, page in enumerate(client.iter_pages("student", {"fields": ["id", "emails"]})):
+            rows.append(_page_row("lms", "student", index, page.offset, page.params, page.fetched_at,
+                                  page.status_code, page.attempts, page.items, None))  # fmt: skip
+        return rows, client.stats.as_dict()
 
 
 def _grade_inputs(sis: SisConfig, connection_id: str, sis_data: dict, students: pd.DataFrame, grades: pd.DataFrame,
@@ -241,18 +288,18 @@ def _grade_inputs(sis: SisConfig, connection_id: str, sis_data: dict, students: 
     assignment_map = read_mapping(a_path, ASSIGNMENT_MAP_COLUMNS, assignment_key, "sis_line_item_id")
     student_map = student_map[student_map["lms_connection_id"] == connection_id]
     assignment_map = assignment_map[assignment_map["lms_connection_id"] == connection_id]
+    # SIS ids must exist: the SIS is listed in full, so an unknown one is a typo. A row for an LMS user or content
+    # not seen today is stale (the student left, the course ended; a dialect may list only users with grades):
+    # it is set aside and counted, not an error.
     check_known(student_map, s_path, "sis_user_id", sis_data["users"]["sourced_id"], f"SIS {sis.id} user")
-    check_known(student_map, s_path, "lms_user_id", set(students["student_id"]) | set(grades["student_id"]),
-                f"LMS {connection_id} user")  # fmt: skip
-    # A row for an LMS content not seen today is stale (its course ended or was removed), not an error: it is set
-    # aside and counted. A row for a content the LMS has must name a line item the SIS has.
+    seen_users = set(students["student_id"]) | set(grades["student_id"])
+    live_students = student_map["lms_user_id"].isin(seen_users)
     known = set(zip(contents["course_id"], contents["content_id"], strict=True))
     known |= set(zip(grades["course_id"], grades["content_id"], strict=True))
-    live = [
-        pair in known for pair in zip(assignment_map["lms_course_id"], assignment_map["lms_content_id"], strict=True)
-    ]
-    stale = int(len(assignment_map) - sum(live))
-    assignment_map = assignment_map[live]
+    pairs = zip(assignment_map["lms_course_id"], assignment_map["lms_content_id"], strict=True)
+    live_items = [pair in known for pair in pairs]
+    stale = int((~live_students).sum() + len(assignment_map) - sum(live_items))
+    student_map, assignment_map = student_map[live_students], assignment_map[live_items]
     check_known(assignment_map, a_path, "sis_line_item_id", sis_data["lineItems"]["sourced_id"],
                 f"SIS {sis.id} line item")  # fmt: skip
     schemes, assignment = load_schemes(sis.path("grading_schemes"), connection_id)

@@ -1,5 +1,6 @@
-"""Client for the Canvas LMS REST API (provider-apis.md §4): courses, and each course's student enrollments and
-sections, paged by following ``Link: rel="next"`` and nothing else.
+"""Client for the Canvas LMS REST API (provider-apis.md §4): courses, each course's student enrollments and
+sections, and for grades each course's assignments, grading standards and submissions, paged by following
+``Link: rel="next"`` and nothing else.
 
 Canvas facts this client is built around:
 
@@ -10,10 +11,13 @@ Canvas facts this client is built around:
 - Which enrollments Canvas lists by default changed under its users (peers-and-user-pains.md item 5), so every
   enrollments request names its ``type[]`` and every ``state[]`` it wants; each raw page records the parameters
   it was fetched with.
+- Submissions are read with ``student_ids[]=all``: without it Canvas lists only the caller's own submissions (none
+  for a teacher's token), and more than 100 explicit ids is a 400. ``include[]=user`` brings each student's login.
 - Throttling is 429, or on older instances 403 with the body ``403 Forbidden (Rate Limit Exceeded)``; both are
-  retried with backoff. A 403 with Canvas's ``{"status": "unauthorized"}`` body on a course's enrollments (or
-  sections) means the token may not read that roster: it is returned as a page with status 403, for the
-  normalizer to mark the course ``not_exposed``, not raised. A 401 (bad token) raises LmsAuthError.
+  retried with backoff. A 403 with Canvas's ``{"status": "unauthorized"}`` body on any course listing
+  (enrollments, sections, assignments, grading standards, submissions) means the token may not read that part of
+  the course: it is returned as a page with status 403, for the normalizer to treat as unknown (a roster
+  ``not_exposed``, no grades), not raised. A 401 (bad token) raises LmsAuthError.
 
 The token travels only in the Authorization header and is scrubbed from any server text quoted in an error; no
 raw page, URL or log line holds it.
@@ -155,6 +159,32 @@ class CanvasClient:
     def section_pages(self, course_id: int) -> list[RawPage]:
         return self._listing("sections", f"api/v1/courses/{course_id}/sections", [("per_page", self.per_page)],
                              course_id)  # fmt: skip
+
+    def grade_pages(self, course_ids: Sequence[int] | None = None) -> list[RawPage]:
+        """The course listing (it holds the courses' SIS ids), then for each course (default: every listed one) its
+        assignments, grading standards and submissions. All or nothing like ``roster_pages``, except a listing the
+        token may not read (a status-403 page: no grades for that course, not an error)."""
+        pages = self.course_pages()
+        wanted = listed_course_ids(pages, self.connection_id) if course_ids is None else list(dict.fromkeys(course_ids))
+        for course_id in wanted:
+            pages += self.assignment_pages(course_id)
+            pages += self.grading_standard_pages(course_id)
+            pages += self.submission_pages(course_id)
+        return pages
+
+    def assignment_pages(self, course_id: int) -> list[RawPage]:
+        return self._listing("assignments", f"api/v1/courses/{course_id}/assignments", [("per_page", self.per_page)],
+                             course_id)  # fmt: skip
+
+    def grading_standard_pages(self, course_id: int) -> list[RawPage]:
+        """The standards the course owns (account-level ones are not listed here, provider-apis.md §4.7)."""
+        return self._listing("grading_standards", f"api/v1/courses/{course_id}/grading_standards",
+                             [("per_page", self.per_page)], course_id)  # fmt: skip
+
+    def submission_pages(self, course_id: int) -> list[RawPage]:
+        """Every student's submissions, flat (one item per submission): ``student_ids[]=all`` and the user object."""
+        params = [("student_ids[]", "all"), ("include[]", "user"), ("per_page", self.per_page)]
+        return self._listing("submissions", f"api/v1/courses/{course_id}/students/submissions", params, course_id)
 
     # ---- paging -----------------------------------------------------------------------------------------------
     def _listing(

@@ -2,7 +2,9 @@
 
 One app serves several connections: ``/canvas/{connection_id}/api/v1/...`` selects the world, and each connection
 has its own bearer token. Endpoints: ``GET /courses`` (numbered pages, ``state[]`` over workflow_state),
-``GET /courses/:id/enrollments`` (bookmark pages, ``type[]``, ``state[]``) and ``GET /courses/:id/sections``.
+``GET /courses/:id/enrollments`` (bookmark pages, ``type[]``, ``state[]``) and ``GET /courses/:id/sections``; for
+grades (§4.5, §4.7, §4.8) ``GET /courses/:id/assignments`` and ``GET /courses/:id/grading_standards`` (numbered
+pages) and ``GET /courses/:id/students/submissions`` (flat, bookmark pages by submission id).
 
 Canvas behaviours simulated (the checklist at the end of provider-apis.md): ``per_page`` defaults to 10 and is
 clamped to 100 (a non-positive or non-numeric value means the default, as in lib/api.rb); ``Link`` URLs are
@@ -17,8 +19,20 @@ How the world becomes enrollments (deterministic, from zlib.crc32 of course and 
 an active StudentEnrollment in their section; every student who left has one enrollment that is deleted, inactive
 or completed; some courses have invited students who are not on the roster; every course has one TeacherEnrollment.
 
+How the world becomes grades: each content of a course is an assignment (id = the integer of the content id's
+digits, "cnt-00007-02" -> 702; the world's content id in ``integration_id``, as Canvas has no SIS id to put it in;
+100 points possible). A share of them (``letter_grade_share``, a quarter by default, by crc32) are ``letter_grade``
+assignments graded with the course's grading standard: Canvas's default scheme, or in a third of the courses a
+scheme whose cutoffs (.545, .55, .555, .56) are fractions that binary floats push above their exact value, so only
+an exact (Decimal) comparison gives the right letter at those boundaries. Every world activity with an
+``assigned_grade`` is one submission, whatever the learner's enrollment state: "87", "84.5%" and "17/20" are graded
+scores out of 100 (87.0, 84.5, 85.0), "EX" is excused (no score), "" is submitted and not graded yet, and "pass" is
+a graded complete/incomplete-style grade without a score. Students' user ids are their numbers; guests (never on a
+roster, no SIS id and no email) are 9,000,000 + their number.
+
 Requests are checked in this order: path (404), connection (404), rate limit (403/429), method (405), token (401),
-as-of date and filters (400), injected fault, course (404), roster permission (403), page parameter (400).
+as-of date and filters (400), injected fault, course (404), roster permission (403, enrollments and submissions),
+page parameter (400).
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import threading
 import time
 import zlib
@@ -35,6 +50,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from http import HTTPStatus
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -50,7 +66,7 @@ from lms_pipeline.simulator.world import (
 
 DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 10, 100  # Api::PER_PAGE and MAX_PER_PAGE in canvas-lms lib/api.rb
-ENDPOINTS = ("courses", "enrollments", "sections")
+ENDPOINTS = ("courses", "enrollments", "sections", "assignments", "grading_standards", "submissions")
 ENROLLMENT_TYPES = ("StudentEnrollment", "TeacherEnrollment", "TaEnrollment", "DesignerEnrollment",
                     "ObserverEnrollment")  # fmt: skip
 ENROLLMENT_STATES = ("active", "invited", "creation_pending", "deleted", "rejected", "completed", "inactive")
@@ -59,11 +75,23 @@ LEFT_STATES = ("deleted", "inactive", "completed")  # how a student who left the
 COURSE_STATES = ("unpublished", "available", "completed", "deleted")
 JSON_TYPE, TEXT_TYPE = "application/json; charset=utf-8", "text/plain; charset=utf-8"
 TEACHER_USER_BASE = 1_000_000  # teacher user ids: disjoint from the students' 1..n_students
+GUEST_USER_BASE = 9_000_000  # guests' user ids ("gst-00007" -> 9000007): disjoint from students and teachers
+POINTS_POSSIBLE = Decimal(100)  # every simulated assignment is out of 100 points
+MAX_STUDENT_IDS = 100  # submissions_api_controller.rb: more explicit student_ids[] than this is a 400
+# Canvas's default grading scheme (GradingStandard.default_grading_standard), lower bounds as fractions 0-1.
+DEFAULT_SCHEME = (("A", 0.94), ("A-", 0.90), ("B+", 0.87), ("B", 0.84), ("B-", 0.80), ("C+", 0.77), ("C", 0.74),
+                  ("C-", 0.70), ("D+", 0.67), ("D", 0.64), ("D-", 0.61), ("F", 0.0))  # fmt: skip
+# Cutoffs whose float * 100 lands above the exact value (0.545 * 100 == 54.50000000000001): a float comparison gives
+# 54.5% the letter below "D-", Canvas's BigDecimal comparison gives "D-".
+BOUNDARY_SCHEME = (("A", 0.9), ("B", 0.8), ("C", 0.7), ("C-", 0.56), ("D+", 0.555), ("D", 0.55), ("D-", 0.545),
+                   ("F", 0.0))  # fmt: skip
+_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 NOT_FOUND = "The specified resource does not exist."
 NOT_AUTHORIZED = {"status": "unauthorized", "errors": [{"message": "user not authorized to perform that action"}]}
 
 Params = dict[str, list[str]]
 EnrollmentKey = tuple[str, str, int]  # Canvas lists enrollments by type, sortable name, id: the bookmark
+SubmissionKey = tuple[int]  # the flat submissions listing is ordered by submission id
 
 
 class _HttpError(Exception):
@@ -89,11 +117,14 @@ class CanvasOptions:
     request_cost: float = 1.0  # X-Request-Cost of an admitted request
     timer: Callable[[], float] = time.monotonic  # inject a fake clock to make the bucket deterministic
     second_section_share: float = 0.0  # share of students with a second active enrollment in another section
+    letter_grade_share: float = 0.25  # share of assignments graded as letters (by crc32 of the content id)
 
     def __post_init__(self) -> None:
         if self.throttle_status not in (403, 429):
             raise ValueError(f"throttle_status must be 403 or 429, got {self.throttle_status}")
-        if min(self.leak_rate, self.preflight_penalty, self.request_cost, self.second_section_share) < 0:
+        rates = (self.leak_rate, self.preflight_penalty, self.request_cost, self.second_section_share,
+                 self.letter_grade_share)  # fmt: skip
+        if min(rates) < 0:
             raise ValueError(f"rates, costs and shares must be >= 0: {self}")
 
 
@@ -137,6 +168,24 @@ class _Request:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _SubmissionQuery:
+    """The parameters of ``GET /courses/:id/students/submissions`` this app honours."""
+
+    student_ids: frozenset[int] | None  # None: student_ids[]=all; empty: omitted (the caller's own submissions)
+    graded_since: datetime | None
+    include_user: bool
+
+
+@dataclass(frozen=True)
+class _Gradebook:
+    """One course's grade listings on one day, built once: paging asks for the same course many times."""
+
+    assignments: list[dict]
+    standards: list[dict]
+    submissions: list[tuple[SubmissionKey, dict]]  # sorted by id; each with its ``user``, dropped unless asked
+
+
 class CanvasSimulatorApp:
     """Serves each world as Canvas REST at ``/canvas/{connection_id}/api/v1/...`` as of a simulated date.
 
@@ -160,6 +209,8 @@ class CanvasSimulatorApp:
         self._faults: list[_Fault] = []
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._views: OrderedDict[tuple, dict[int, CourseView]] = OrderedDict()
+        self._gradebooks: OrderedDict[tuple, _Gradebook] = OrderedDict()
+        self._emails: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
     # ---- test controls ---------------------------------------------------------------------------------------
@@ -224,11 +275,12 @@ class CanvasSimulatorApp:
         entry["as_of"] = as_of = _as_of(environ.get(DATE_HEADER)) or self.clock()
         per_page = _per_page(params)
         states = (
-            None
-            if endpoint == "sections"
-            else _choices(params, "state[]", ENROLLMENT_STATES if endpoint == "enrollments" else COURSE_STATES)
+            _choices(params, "state[]", ENROLLMENT_STATES if endpoint == "enrollments" else COURSE_STATES)
+            if endpoint in ("courses", "enrollments")
+            else None
         )
         types = _choices(params, "type[]", ENROLLMENT_TYPES) if endpoint == "enrollments" else None
+        query = _submission_query(params) if endpoint == "submissions" else None
         fault = self._take_fault(connection_id, endpoint, course_id)
         if fault is not None:
             if fault.body is None:
@@ -247,8 +299,18 @@ class CanvasSimulatorApp:
                 raise _HttpError(404, NOT_FOUND)
             if endpoint == "sections":
                 items, links = _numbered(self._sections(view), params, per_page, entry["url"])
+            elif endpoint in ("assignments", "grading_standards"):
+                book = self._gradebook(world, view, as_of)
+                listed = book.assignments if endpoint == "assignments" else book.standards
+                items, links = _numbered(listed, params, per_page, entry["url"])
             elif not view.exposed:
                 raise _HttpError(403, "not authorized", body=json.dumps(NOT_AUTHORIZED).encode())
+            elif endpoint == "submissions":
+                assert query is not None
+                keyed = _select_submissions(self._gradebook(world, view, as_of).submissions, query)
+                items, links = _bookmarked(keyed, params, per_page, entry["url"], (int,))
+                if not query.include_user:
+                    items = [{k: v for k, v in item.items() if k != "user"} for item in items]
             else:
                 wanted = DEFAULT_ENROLLMENT_STATES if states is None else states
                 keyed = [(key, e) for key, e in self._enrollments(world, view)
@@ -379,6 +441,100 @@ class CanvasSimulatorApp:
         })  # fmt: skip
         return (kind, user["sortable_name"], enrollment_id), record
 
+    # ---- grades ----------------------------------------------------------------------------------------------
+    def _gradebook(self, world: World, view: CourseView, as_of: date) -> _Gradebook:
+        """The course's assignments, grading standard and submissions on ``as_of``; cached per course and day."""
+        key = (world.spec.connection_id, as_of, world.churn_fired(as_of)[0], view.number)
+        with self._lock:
+            if key in self._gradebooks:
+                self._gradebooks.move_to_end(key)
+                return self._gradebooks[key]
+        standard = self._grading_standard(view)
+        scheme = [(entry["name"], entry["value"]) for entry in standard["grading_scheme"]]
+        contents = [k for k in world.contents(as_of) if view.id in k["course_ids"]]
+        assignments = {k["id"]: self._assignment(view, k, standard["id"]) for k in contents}
+        emails = self._email_book(world, as_of)
+        submissions = sorted(
+            (
+                self._submission(assignments[a["content_id"]], a, scheme, emails)
+                for a in world.activities_of(as_of, view.id)
+                if "assigned_grade" in a and a["content_id"] in assignments
+            ),
+            key=lambda keyed: keyed[0],
+        )
+        book = _Gradebook(list(assignments.values()), [standard], submissions)
+        with self._lock:
+            self._gradebooks[key] = book
+            while len(self._gradebooks) > 256:
+                self._gradebooks.popitem(last=False)
+        return book
+
+    @staticmethod
+    def _grading_standard(view: CourseView) -> dict:
+        """The course's own standard (grading_standards_api_controller.rb), values as fractions 0-1."""
+        boundary = _hash(view.id, "scheme") % 3 == 0
+        return {
+            "id": view.number, "title": "Boundary scheme" if boundary else "Default Grading Scheme",
+            "context_type": "Course", "context_id": view.number,
+            "grading_scheme": [{"name": name, "value": value}
+                               for name, value in (BOUNDARY_SCHEME if boundary else DEFAULT_SCHEME)],
+        }  # fmt: skip
+
+    def _assignment(self, view: CourseView, content: dict, standard_id: int) -> dict:
+        letter = _hash(content["id"], "letter") % 1000 < self.options.letter_grade_share * 1000
+        return {
+            "id": _digits(content["id"]), "name": content["name"], "course_id": view.number,
+            "points_possible": float(POINTS_POSSIBLE), "grading_type": "letter_grade" if letter else "points",
+            "grading_standard_id": standard_id if letter else None, "integration_id": content["id"],
+            "published": content["is_active"], "created_at": content["created_at"],
+            "updated_at": content["updated_at"], "due_at": None, "assignment_group_id": 1,
+            "omit_from_final_grade": False, "post_to_sis": True,
+        }  # fmt: skip
+
+    def _submission(self, assignment: dict, activity: dict, scheme: Sequence[tuple[str, float]],
+                    emails: Mapping[str, str]) -> tuple[SubmissionKey, dict]:  # fmt: skip
+        """One activity's grade as Canvas's Submission object: score out of points_possible, grade as text."""
+        learner, given = activity["student_id"], activity["assigned_grade"]
+        guest = learner.startswith("gst-")
+        user_id = (GUEST_USER_BASE if guest else 0) + _number(learner)
+        percent = _percent(given)
+        excused = given.strip().upper() == "EX"
+        if excused or given.strip() == "":
+            score, grade = None, None
+        elif percent is None:  # a complete/incomplete-style grade: text without a score
+            score, grade = None, given
+        else:
+            score = percent * POINTS_POSSIBLE / 100
+            grade = score_to_grade(percent, scheme) if assignment["grading_type"] == "letter_grade" else _text(score)
+        graded = excused or grade is not None
+        stamp = activity["updated_at"]
+        user = {"id": user_id, "name": f"Guest {_number(learner)}" if guest else " ".join(student_name(user_id)),
+                "login_id": emails.get(learner), **({} if guest else {"sis_user_id": learner})}  # fmt: skip
+        submission_id = assignment["id"] * 10**7 + user_id
+        record = {
+            "id": submission_id, "assignment_id": assignment["id"], "user_id": user_id,
+            **({} if guest else {"sis_user_id": learner}),
+            "score": None if score is None else float(score), "grade": grade,
+            "entered_score": None if score is None else float(score), "entered_grade": grade, "excused": excused,
+            "late": False, "missing": False, "workflow_state": "graded" if graded else "submitted",
+            "submitted_at": activity.get("completed_at", stamp), "graded_at": stamp if graded else None,
+            "posted_at": stamp if graded else None, "attempt": 1,
+            "grader_id": TEACHER_USER_BASE + assignment["course_id"] if graded else None,
+            "user": self._sis(user),
+        }  # fmt: skip
+        return (submission_id,), self._sis(record)
+
+    def _email_book(self, world: World, as_of: date) -> dict[str, str]:
+        """Student id -> login email; the pool is the same every day, so it is read once per connection."""
+        connection_id = world.spec.connection_id
+        with self._lock:
+            book = self._emails.get(connection_id)
+        if book is None:
+            book = {s["id"]: s["emails"][0]["email"] for s in world.students(as_of) if s.get("emails")}
+            with self._lock:
+                self._emails[connection_id] = book
+        return book
+
     def _sis(self, record: dict) -> dict:
         """Without SIS permission Canvas leaves every sis_* field out (enrollments_api_controller.rb)."""
         if self.options.sis_permission:
@@ -407,11 +563,16 @@ def _numbered(items: list[dict], params: Params, per_page: int, url: str) -> tup
 
 
 def _bookmarked(
-    keyed: list[tuple[EnrollmentKey, dict]], params: Params, per_page: int, url: str
+    keyed: Sequence[tuple[tuple, dict]],
+    params: Params,
+    per_page: int,
+    url: str,
+    shape: tuple[type, ...] = (str, str, int),
 ) -> tuple[list[dict], dict[str, str]]:
-    """``page=bookmark:<b64 of the last key read>`` pages: no page numbers, so no ``rel="last"``."""
+    """``page=bookmark:<b64 of the last key read>`` pages: no page numbers, so no ``rel="last"``. ``shape`` is the
+    types of the listing's sort key (enrollments: type, sortable name, id)."""
     raw = _first(params, "page") or "first"
-    start = 0 if raw == "first" else bisect_right([key for key, _ in keyed], _bookmark_key(raw))
+    start = 0 if raw == "first" else bisect_right([key for key, _ in keyed], _bookmark_key(raw, shape))
     chunk = keyed[start : start + per_page]
     links = {"current": _link(url, raw, per_page)}
     if start + per_page < len(keyed):
@@ -420,21 +581,23 @@ def _bookmarked(
     return [record for _, record in chunk], links
 
 
-def _bookmark(key: EnrollmentKey) -> str:
+def _bookmark(key: tuple) -> str:
     return "bookmark:" + base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
 
 
-def _bookmark_key(raw: str) -> EnrollmentKey:
+def _bookmark_key(raw: str, shape: tuple[type, ...]) -> tuple:
     if not raw.startswith("bookmark:"):
         raise _HttpError(400, f"page must be 'first' or a bookmark, got {raw!r}")
     token = raw.removeprefix("bookmark:")
     try:
-        kind, name, number = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (binascii.Error, ValueError, TypeError):
         raise _HttpError(400, "invalid bookmark") from None
-    if not (isinstance(kind, str) and isinstance(name, str) and isinstance(number, int)):
+    if not isinstance(key, list) or len(key) != len(shape):
         raise _HttpError(400, "invalid bookmark")
-    return kind, name, number
+    if not all(isinstance(part, kind) and not isinstance(part, bool) for part, kind in zip(key, shape, strict=True)):
+        raise _HttpError(400, "invalid bookmark")
+    return tuple(key)
 
 
 def _link(url: str, page: str, per_page: int) -> str:
@@ -446,14 +609,17 @@ def _link(url: str, page: str, per_page: int) -> str:
 
 # ---- request parsing ------------------------------------------------------------------------------------------
 def _route(path: str) -> tuple[str, str, int | None]:
-    """(connection_id, endpoint, Canvas course id) from ``/canvas/{connection}/api/v1/courses[/{id}/{endpoint}]``."""
+    """(connection_id, endpoint, Canvas course id) from ``/canvas/{connection}/api/v1/courses[/{id}/{endpoint}]``;
+    ``/courses/{id}/students/submissions`` is the ``submissions`` endpoint."""
     parts = path.strip("/").split("/")
     if len(parts) < 5 or parts[0] != "canvas" or parts[2:5] != ["api", "v1", "courses"]:
         raise _HttpError(404, NOT_FOUND)
     if len(parts) == 5:
         return parts[1], "courses", None
-    if len(parts) == 7 and parts[5].isdigit() and parts[6] in ENDPOINTS[1:]:
+    if len(parts) == 7 and parts[5].isdigit() and parts[6] in ENDPOINTS[1:] and parts[6] != "submissions":
         return parts[1], parts[6], int(parts[5])
+    if len(parts) == 8 and parts[5].isdigit() and parts[6:] == ["students", "submissions"]:
+        return parts[1], "submissions", int(parts[5])
     raise _HttpError(404, NOT_FOUND)
 
 
@@ -484,6 +650,45 @@ def _choices(params: Params, name: str, allowed: Sequence[str]) -> frozenset[str
     return values
 
 
+def _submission_query(params: Params) -> _SubmissionQuery:
+    """student_ids[] (``all``, or at most 100 integer ids; omitted: the caller's own, none for a teacher token),
+    graded_since (ISO 8601 with a time and zone, else 400) and include[] (unknown values ignored, as Canvas does)."""
+    raw_ids = params.get("student_ids[]", [])
+    student_ids: frozenset[int] | None
+    if "all" in raw_ids:
+        student_ids = None
+    elif len(raw_ids) > MAX_STUDENT_IDS:
+        raise _HttpError(400, "too many students", body=json.dumps({"error": "too many students"}).encode())
+    elif not all(value.isdigit() for value in raw_ids):
+        raise _HttpError(400, f"student_ids[] must be 'all' or user ids, got {sorted(set(raw_ids))[:3]}")
+    else:
+        student_ids = frozenset(int(value) for value in raw_ids)
+    since = _first(params, "graded_since")
+    graded_since = None
+    if since is not None:
+        try:
+            graded_since = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            graded_since = None
+        if graded_since is None or "T" not in since or graded_since.tzinfo is None:
+            raise _HttpError(400, f"graded_since must be an ISO 8601 time (YYYY-MM-DDTHH:MM:SSZ), got {since!r}")
+    return _SubmissionQuery(student_ids, graded_since, "user" in params.get("include[]", []))
+
+
+def _select_submissions(
+    keyed: list[tuple[SubmissionKey, dict]], query: _SubmissionQuery
+) -> list[tuple[SubmissionKey, dict]]:
+    """The submissions the query asks for: its students, graded at or after graded_since."""
+    ids, since = query.student_ids, query.graded_since
+    if ids is None and since is None:
+        return keyed
+    return [
+        (key, s) for key, s in keyed
+        if (ids is None or s["user_id"] in ids)
+        and (since is None or (s["graded_at"] is not None and _utc(s["graded_at"]) >= since))
+    ]  # fmt: skip
+
+
 def _first(params: Params, name: str) -> str | None:
     return params[name][0] if name in params else None
 
@@ -505,6 +710,40 @@ def _workflow_state(view: CourseView) -> str:
 def _number(world_id: str) -> int:
     """Canvas's integer id from a world id: "stu-00042" -> 42, "cls-00007" -> 7."""
     return int(world_id.rsplit("-", 1)[1])
+
+
+def _digits(world_id: str) -> int:
+    """Canvas's integer id of a content: the digits of its world id, "cnt-00007-02" -> 702 (course, index)."""
+    return int("".join(ch for ch in world_id if ch.isdigit()))
+
+
+def _percent(grade: str) -> Decimal | None:
+    """The percent a world grade string means ("87", "84.5%", "17/20" -> 85), exactly; None when it has none."""
+    text = grade.strip()
+    if text.endswith("%") and _NUMBER.fullmatch(text[:-1].strip()):
+        return Decimal(text[:-1].strip())
+    top, slash, bottom = text.partition("/")
+    if slash and _NUMBER.fullmatch(top.strip()) and _NUMBER.fullmatch(bottom.strip()) and Decimal(bottom) > 0:
+        return Decimal(top) * 100 / Decimal(bottom)
+    return Decimal(text) if _NUMBER.fullmatch(text) else None
+
+
+def score_to_grade(percent: Decimal, scheme: Sequence[tuple[str, float]]) -> str:
+    """Canvas's GradingStandard#score_to_grade: a negative percent counts as 0; the letter is the entry with the
+    highest lower bound <= percent, else the lowest entry. Bounds are fractions 0-1 compared exactly (BigDecimal in
+    Canvas, Decimal of their shortest text here): 0.545 means 54.5, not 54.50000000000001."""
+    percent = max(percent, Decimal(0))
+    bounds = sorted(((Decimal(str(value)) * 100, name) for name, value in scheme), reverse=True)
+    return next((name for bound, name in bounds if percent >= bound), bounds[-1][1])
+
+
+def _text(number: Decimal) -> str:
+    """A score as Canvas writes it in ``grade``: 87 -> "87", 84.5 -> "84.5"."""
+    return format(number.normalize(), "f")
+
+
+def _utc(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _hash(*parts: str) -> int:
