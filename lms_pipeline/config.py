@@ -211,13 +211,14 @@ class CanvasConnection(ConnectionConfig):
 class ClassroomConnection(ConnectionConfig):
     provider: Literal["google_classroom"]
     options: ClassroomOptions = ClassroomOptions()
-    grades: None = Field(None, description="grade reconciliation reads Unified activities or Canvas submissions")
 
 
 class OneRosterConnection(ConnectionConfig):
     provider: Literal["oneroster"]
     options: OneRosterOptions
-    grades: None = Field(None, description="grade reconciliation reads Unified activities or Canvas submissions")
+    grades: None = Field(
+        None, description="grades: Unified activities, Canvas or Classroom submissions (not OneRoster)"
+    )
 
 
 PROVIDERS = ("unified", "canvas", "google_classroom", "oneroster")

@@ -276,9 +276,10 @@ class RawGradePage(_RawPage):
     system: Series[str] = pa.Field(isin=["lms", "sis"], description="lms: the LMS student list; sis: the SIS")
     collection: Series[str] = pa.Field(
         isin=["student", "users", "classes", "lineItems", "results", "courses", "assignments", "submissions",
-              "grading_standards"],
-        description="object listed: the SIS's users, classes, lineItems, results; the LMS's student list (Unified) "
-        "or its courses, assignments, submissions and grading standards (Canvas)",
+              "grading_standards", "aliases", "students", "courseWork", "studentSubmissions"],
+        description="object listed: the SIS's users, classes, lineItems, results; the LMS's student list (Unified), "
+        "its courses, assignments, submissions and grading standards (Canvas), or its courses, aliases, students, "
+        "courseWork and studentSubmissions (Google Classroom)",
     )  # fmt: skip
     course_id: Series[str] = pa.Field(nullable=True, description="the LMS course a per-course listing belongs to")
     url: Series[str] = pa.Field(nullable=True, description="the URL requested, where paging follows links")

@@ -48,6 +48,9 @@ class GradesPipeline:
         (tmp / "schemes.yaml").write_text(yaml.safe_dump(SCHEMES))
         self.write_config()
         self.sis_world: SisWorld = embedded_sis(load_settings(self.config)).worlds[SIS]
+        students = self.sis_world.lms.students(START)  # the school's directory export (Classroom has no SIS id)
+        (tmp / "directory.csv").write_text("email,student_id\n" + "".join(
+            f"{s['emails'][0]['email']},{s['id']}\n" for s in students))  # fmt: skip
         self.student_rows = self.sis_world.other_email_students()
         self.item_rows = self.sis_world.renamed_line_items(DAYS[0])
         self.write_maps()
@@ -68,6 +71,8 @@ class GradesPipeline:
                    "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05}}  # fmt: skip
         if self.provider == "unified":
             options["full_scan_every_days"] = 1
+        if self.provider == "google_classroom":
+            options.update(identity="email", student_directory=str(self.tmp / "directory.csv"))
         connection = {"id": CONN, "provider": self.provider, "token_env": "TEST_GRADES_LMS_TOKEN", "options": options,
                       "simulator": {"seed": 7, "n_courses": 25, "n_students": 500, "remove_prob": 0.0},
                       "grades": {"sis": SIS}}  # fmt: skip

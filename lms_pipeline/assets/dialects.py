@@ -65,7 +65,7 @@ def normalize(conn: ConnectionConfig, stored: pd.DataFrame, day: date) -> Roster
         frames = normalize_oneroster_pages(pages, conn.id)
         rosters, edges, class_edges = frames.course_rosters, frames.course_student_edges, frames.class_student_edges
     else:
-        frames = normalize_classroom_pages(pages, **_identity(conn.options))
+        frames = normalize_classroom_pages(pages, **classroom_identity(conn.options))
         rosters, edges = frames.course_rosters, frames.course_student_edges[["course_id", "student_id"]]
         class_edges = pd.DataFrame({"class_id": [], "course_id": [], "student_id": []}, dtype=str)
     if not capabilities(conn.provider).rosters_visible:
@@ -82,7 +82,7 @@ def normalize(conn: ConnectionConfig, stored: pd.DataFrame, day: date) -> Roster
     return RosterFrames(rosters, edges.assign(**part), class_edges.assign(**part))
 
 
-def _identity(options: ClassroomOptions) -> dict:
+def classroom_identity(options: ClassroomOptions) -> dict:
     """Classroom has no SIS id field: student ids are its own, or the directory's id for the profile email."""
     if options.identity == "provider":
         return {"identity": "provider"}

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import pandas as pd
 
+from lms_pipeline.assets import dialects
 from lms_pipeline.assets.roster import table_metadata, table_spec
 from lms_pipeline.clients.errors import LmsClientError
 from lms_pipeline.clients.oneroster import OneRosterClient
@@ -30,6 +31,7 @@ from lms_pipeline.partitions import split_key
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
 from lms_pipeline.schemas import DISCREPANCY_STATUSES, SchemaViolation, validate
 from lms_pipeline.transforms.canvas_grades import normalize_canvas_grades
+from lms_pipeline.transforms.classroom_grades import normalize_classroom_grades
 from lms_pipeline.transforms.grades import extract_lms_grades, parse_grades, to_letters
 from lms_pipeline.transforms.reconcile import lms_student_emails, reconcile, sis_frames
 from lms_pipeline.warehouse import Warehouse
@@ -231,7 +233,7 @@ def _page_row(system, collection, index, offset, params, fetched_at, status, att
 
 def _lms_side(conn: ConnectionConfig, store: Warehouse, day, grade_pages: pd.DataFrame) -> tuple:  # noqa: ANN001
     """(parsed LMS grades, LMS student emails, LMS contents) of the day, from the stored pages of the connection's
-    dialect: Unified activities (stored by the progress assets) or Canvas submissions."""
+    dialect: Unified activities (stored by the progress assets), Canvas submissions or Classroom submissions."""
     if conn.provider == "canvas":
         pages = grade_pages[grade_pages["system"] == "lms"].rename(
             columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
@@ -246,6 +248,17 @@ def _lms_side(conn: ConnectionConfig, store: Warehouse, day, grade_pages: pd.Dat
         columns = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
         grades = parse_grades(grades[columns].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
         return grades, frames.students[["student_id", "email"]], frames.contents[["course_id", "content_id", "name"]]
+    if conn.provider == "google_classroom":
+        pages = grade_pages[grade_pages["system"] == "lms"].rename(
+            columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
+        )
+        identity = dialects.classroom_identity(conn.options)
+        frames = normalize_classroom_grades(pages, **identity)
+        columns = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
+        grades = parse_grades(frames.grades[columns].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
+        # Classroom has no SIS id: the directory that identified the students also gives their emails.
+        students = identity.get("directory", pd.DataFrame(columns=["email", "student_id"]))
+        return grades, students[["student_id", "email"]], frames.contents[["course_id", "content_id", "name"]]
     progress_pages = store.read_partition("raw_progress_pages", conn.id, day)
     contents = store.read_partition("course_contents", conn.id, day)[["course_id", "content_id", "name"]]
     return extract_lms_grades(progress_pages), lms_student_emails(grade_pages), contents
@@ -266,9 +279,9 @@ def _dialect_row(page: dict) -> dict:
 
 def _lms_grade_pages(lms: LmsApiResource, conn: ConnectionConfig, day) -> tuple[list[dict], dict]:  # noqa: ANN001
     """The LMS side of the grade sources: the student list (Unified: grades come from the stored activities), or
-    the courses, assignments, submissions and grading standards (Canvas)."""
+    the grade pages of the connection's dialect (Canvas, Google Classroom)."""
     rows = []
-    if conn.provider == "canvas":
+    if conn.provider in ("canvas", "google_classroom"):
         with lms.dialect_client(conn.id, day) as client:
             rows = [_dialect_row(page) for page in client.grade_pages()]
             return rows, client.stats.as_dict()

@@ -318,10 +318,12 @@ class SisWorld:
         day: date,
         student_map: Mapping[str, str] | None = None,
         assignment_map: Mapping[tuple[str, str], str] | None = None,
+        lms_grades: Mapping[tuple[str, str, str], str | None] | None = None,
     ) -> dict[tuple[str, ...], str]:
         """The status every discrepancy row must get, given the mapping-file rows (LMS user -> SIS user,
         (course, content) -> line item). Keys: ("lms", course, learner, content) for rows with an LMS grade,
-        ("sis", result sourcedId) for SIS results that no LMS grade row reaches."""
+        ("sis", result sourcedId) for SIS results that no LMS grade row reaches. ``lms_grades`` are the grade
+        strings as a dialect presents them (default: the Unified activities' ``assigned_grade``)."""
         student_map, assignment_map = dict(student_map or {}), dict(assignment_map or {})
         courses = {c.id: c for c in self.lms.roster_view(day)}
         items = {li["sourcedId"]: li for li in self.line_items(day)}
@@ -344,7 +346,8 @@ class SisWorld:
 
         out: dict[tuple[str, ...], str] = {}
         reached: set[str] = set()
-        for (course_id, learner, content_id), raw in self.lms.true_grades(day).items():
+        presented = self.lms.true_grades(day) if lms_grades is None else lms_grades
+        for (course_id, learner, content_id), raw in presented.items():
             if raw is None:
                 continue
             text, user, li = raw.strip().upper(), sis_student(learner), sis_item(course_id, content_id)
