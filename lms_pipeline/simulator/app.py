@@ -18,10 +18,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from http import HTTPStatus
-from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+from lms_pipeline.simulator.common import FaultBook, RequestLog, logged_params, parse_as_of, query_params, respond
 from lms_pipeline.simulator.world import DateOutOfRangeError, World
 
 DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
@@ -39,24 +38,6 @@ class _HttpError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
-
-
-@dataclass
-class _Fault:
-    connection_id: str
-    status: int
-    body: bytes | str | None
-    endpoint: str | None
-    offset: int | None
-    times: int
-
-    def matches(self, connection_id: str, endpoint: str, offset: int) -> bool:
-        return (
-            self.times > 0
-            and self.connection_id == connection_id
-            and self.endpoint in (None, endpoint)
-            and self.offset in (None, offset)
-        )
 
 
 @dataclass(frozen=True)
@@ -81,8 +62,8 @@ class SimulatorApp:
         self.worlds = {w.spec.connection_id: w for w in worlds}
         self._tokens = dict(tokens)
         self.clock = clock or (lambda: datetime.now(UTC).date())
-        self.request_log: list[dict] = []
-        self._faults: list[_Fault] = []
+        self.request_log = RequestLog()
+        self._faults = FaultBook()
         self._counts: dict[str, int] = {}
         self._list_requests: dict[tuple[str, date], int] = {}
         self._lock = threading.Lock()
@@ -100,34 +81,26 @@ class SimulatorApp:
     ) -> None:
         """Answer the next ``times`` matching requests (None matches any) with ``status`` and ``body`` verbatim,
         or a JSON error when ``body`` is None; with status 200 a body makes a malformed page."""
-        with self._lock:
-            self._faults.append(_Fault(connection_id, status, body, endpoint, offset, times))
+        self._faults.add(connection_id, status, body, times, endpoint=endpoint, offset=offset)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        self._faults.clear()
 
     def reset_log(self) -> None:
-        with self._lock:
-            self.request_log.clear()
+        self.request_log.reset()
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        params = query_params(environ)
         entry: dict = {"connection_id": None, "endpoint": None, "as_of": None, "status": None,
-                       "params": {k: v[0] if len(v) == 1 else v for k, v in params.items()}}  # fmt: skip
+                       "params": logged_params(params)}  # fmt: skip
         try:
             status, body, headers = self._handle(environ, params, entry)
         except _HttpError as err:
             status, body, headers = err.status, json.dumps({"message": err.message}).encode(), err.headers
         entry["status"] = status
-        with self._lock:
-            self.request_log.append(entry)
-        start_response(
-            f"{status} {_reason(status)}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items()],
-        )
-        return [body]
+        self.request_log.append(entry)
+        return respond(start_response, status, body, "application/json", headers)
 
     def _handle(self, environ: WSGIEnvironment, params: Params, entry: dict) -> tuple[int, bytes, dict[str, str]]:
         parts = environ.get("PATH_INFO", "").strip("/").split("/")
@@ -147,11 +120,11 @@ class SimulatorApp:
         if endpoint not in ENDPOINTS:
             raise _HttpError(404, f"Object {endpoint} not found")
         query = _query(params, with_updated_gte=world.spec.supports_updated_gte, with_sort=world.spec.supports_sort)
-        fault = self._take_fault(connection_id, endpoint, query.offset)
+        fault = self._faults.take(connection_id, endpoint=endpoint, offset=query.offset)
         if fault is not None:
             if fault.body is None:
                 raise _HttpError(fault.status, "Simulated upstream error")
-            return fault.status, fault.body.encode() if isinstance(fault.body, str) else fault.body, {}
+            return fault.status, fault.payload, {}
         try:
             self._churn(world, endpoint, as_of)
             items = self._records(world, endpoint, as_of, params)
@@ -177,13 +150,6 @@ class SimulatorApp:
             self._list_requests[key] = seen = self._list_requests.get(key, 0) + 1
         if seen > 1:
             world.fire(as_of)
-
-    def _take_fault(self, connection_id: str, endpoint: str, offset: int) -> _Fault | None:
-        with self._lock:
-            fault = next((f for f in self._faults if f.matches(connection_id, endpoint, offset)), None)
-            if fault is not None:
-                fault.times -= 1
-            return fault
 
     @staticmethod
     def _records(world: World, endpoint: str, as_of: date, params: Params) -> list[dict]:
@@ -272,12 +238,10 @@ def _int(params: Params, name: str, default: int) -> int:
 
 
 def _as_of(value: str | None) -> date | None:
-    if value is None:
-        return None
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise _HttpError(400, f"X-Simulated-Date must be YYYY-MM-DD, got {value!r}") from None
+        return parse_as_of(value)
+    except ValueError as err:
+        raise _HttpError(400, str(err)) from None
 
 
 def _timestamp(value: str) -> str:
@@ -289,10 +253,3 @@ def _timestamp(value: str) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"

@@ -51,10 +51,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from http import HTTPStatus
-from urllib.parse import parse_qs, parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+from lms_pipeline.simulator.common import (
+    FaultBook,
+    RequestLog,
+    logged_params,
+    parse_as_of,
+    query_params,
+    reason,
+    request_url,
+    respond,
+)
 from lms_pipeline.simulator.world import (
     CourseView,
     DateOutOfRangeError,
@@ -140,24 +149,6 @@ class _Bucket:
 
 
 @dataclass
-class _Fault:
-    connection_id: str
-    status: int
-    body: bytes | str | None
-    endpoint: str | None
-    course_id: int | None
-    times: int
-
-    def matches(self, connection_id: str, endpoint: str, course_id: int | None) -> bool:
-        return (
-            self.times > 0
-            and self.connection_id == connection_id
-            and self.endpoint in (None, endpoint)
-            and self.course_id in (None, course_id)
-        )
-
-
-@dataclass
 class _Request:
     """One request's context: the log entry it fills and the bucket it was admitted to (None: not admitted)."""
 
@@ -205,8 +196,8 @@ class CanvasSimulatorApp:
         self.options = CanvasOptions(**options)  # type: ignore[arg-type]
         self._tokens = dict(tokens)
         self.clock = clock or (lambda: datetime.now(UTC).date())
-        self.request_log: list[dict] = []
-        self._faults: list[_Fault] = []
+        self.request_log = RequestLog()
+        self._faults = FaultBook()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._views: OrderedDict[tuple, dict[int, CourseView]] = OrderedDict()
         self._gradebooks: OrderedDict[tuple, _Gradebook] = OrderedDict()
@@ -227,23 +218,20 @@ class CanvasSimulatorApp:
         """Answer the next ``times`` matching requests (None matches any endpoint or course) with ``status`` and
         ``body`` verbatim, or a Canvas JSON error when ``body`` is None; with status 200 a body makes a malformed
         page. A fault answer carries no Link header, so it ends the listing it lands in."""
-        with self._lock:
-            self._faults.append(_Fault(connection_id, status, body, endpoint, course_id, times))
+        self._faults.add(connection_id, status, body, times, endpoint=endpoint, course_id=course_id)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        self._faults.clear()
 
     def reset_log(self) -> None:
-        with self._lock:
-            self.request_log.clear()
+        self.request_log.reset()
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        params = query_params(environ)
         entry: dict = {"connection_id": None, "endpoint": None, "course_id": None, "as_of": None, "status": None,
-                       "params": {k: v[0] if len(v) == 1 else v for k, v in params.items()},
-                       "url": _request_url(environ), "next": None, "throttled": False}  # fmt: skip
+                       "params": logged_params(params), "url": request_url(environ), "next": None,
+                       "throttled": False}  # fmt: skip
         request = _Request(environ, params, entry)
         content_type = JSON_TYPE
         try:
@@ -253,13 +241,8 @@ class CanvasSimulatorApp:
             request.headers.update(err.headers)
         request.headers.update(self._settle(request))
         entry["status"] = status
-        with self._lock:
-            self.request_log.append(entry)
-        start_response(
-            f"{status} {_reason(status)}",
-            [("Content-Type", content_type), ("Content-Length", str(len(body))), *request.headers.items()],
-        )
-        return [body]
+        self.request_log.append(entry)
+        return respond(start_response, status, body, content_type, request.headers)
 
     def _handle(self, request: _Request) -> tuple[int, bytes]:
         environ, params, entry = request.environ, request.params, request.entry
@@ -281,11 +264,11 @@ class CanvasSimulatorApp:
         )
         types = _choices(params, "type[]", ENROLLMENT_TYPES) if endpoint == "enrollments" else None
         query = _submission_query(params) if endpoint == "submissions" else None
-        fault = self._take_fault(connection_id, endpoint, course_id)
+        fault = self._faults.take(connection_id, endpoint=endpoint, course_id=course_id)
         if fault is not None:
             if fault.body is None:
                 raise _HttpError(fault.status, "Simulated upstream error")
-            return fault.status, fault.body.encode() if isinstance(fault.body, str) else fault.body
+            return fault.status, fault.payload
         try:
             views = self._course_views(world, as_of)
         except DateOutOfRangeError as err:
@@ -336,7 +319,7 @@ class CanvasSimulatorApp:
                 remaining = opts.bucket_capacity - bucket.level
                 headers = {"X-Request-Cost": "0.0", "X-Rate-Limit-Remaining": f"{remaining:.1f}"}
                 status = opts.throttle_status
-                text = f"{status} {_reason(status)} (Rate Limit Exceeded)"
+                text = f"{status} {reason(status)} (Rate Limit Exceeded)"
                 request.entry["throttled"] = True
                 raise _HttpError(status, text, headers, body=text.encode(), content_type=TEXT_TYPE)
             bucket.level += opts.preflight_penalty
@@ -359,13 +342,6 @@ class CanvasSimulatorApp:
             raise _HttpError(401, "user authorization required", {"WWW-Authenticate": 'Bearer realm="canvas-lms"'})
         if header != f"Bearer {self._tokens.get(connection_id)}":
             raise _HttpError(401, "Invalid access token.", {"WWW-Authenticate": 'Bearer realm="canvas-lms"'})
-
-    def _take_fault(self, connection_id: str, endpoint: str, course_id: int | None) -> _Fault | None:
-        with self._lock:
-            fault = next((f for f in self._faults if f.matches(connection_id, endpoint, course_id)), None)
-            if fault is not None:
-                fault.times -= 1
-            return fault
 
     # ---- the world in Canvas's shapes ------------------------------------------------------------------------
     def _course_views(self, world: World, as_of: date) -> dict[int, CourseView]:
@@ -623,13 +599,6 @@ def _route(path: str) -> tuple[str, str, int | None]:
     raise _HttpError(404, NOT_FOUND)
 
 
-def _request_url(environ: WSGIEnvironment) -> str:
-    """The absolute URL as requested: links are built from it, and the log shows exactly what a client asked."""
-    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
-    query = environ.get("QUERY_STRING", "")
-    return f"http://{host}{quote(environ.get('PATH_INFO', ''))}" + (f"?{query}" if query else "")
-
-
 def _per_page(params: Params) -> int:
     """lib/api.rb: a missing, non-numeric or non-positive per_page means the default; above the max, the max."""
     try:
@@ -694,12 +663,10 @@ def _first(params: Params, name: str) -> str | None:
 
 
 def _as_of(value: str | None) -> date | None:
-    if value is None:
-        return None
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise _HttpError(400, f"X-Simulated-Date must be YYYY-MM-DD, got {value!r}") from None
+        return parse_as_of(value)
+    except ValueError as err:
+        raise _HttpError(400, str(err)) from None
 
 
 # ---- small helpers --------------------------------------------------------------------------------------------
@@ -761,10 +728,3 @@ def _invited(view: CourseView, n_students: int) -> list[str]:
         if sid not in on_roster and sid not in invited:
             invited.append(sid)
     return invited
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"

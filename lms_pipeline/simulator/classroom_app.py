@@ -63,11 +63,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from http import HTTPStatus
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from lms_pipeline.simulator.app import DATE_HEADER
+from lms_pipeline.simulator.common import FaultBook, RequestLog, logged_params, parse_as_of, query_params, respond
 from lms_pipeline.simulator.world import CourseView, DateOutOfRangeError, World
 
 MAX_PAGE_SIZE = 30  # larger pageSize values are truncated silently (code-dot-org#17113, Empirical-Core#2834)
@@ -168,26 +168,6 @@ class _HttpError(Exception):
         self.status, self.message, self.detail, self.headers = status, message, detail, headers or {}
 
 
-@dataclass
-class _Fault:
-    connection_id: str
-    status: int
-    body: bytes | str | None
-    endpoint: str | None
-    course_id: str | None
-    page: int | None
-    times: int
-
-    def matches(self, connection_id: str, endpoint: str, course_id: str | None, page: int) -> bool:
-        return (
-            self.times > 0
-            and self.connection_id == connection_id
-            and self.endpoint in (None, endpoint)
-            and self.course_id in (None, course_id)
-            and self.page in (None, page)
-        )
-
-
 @dataclass(frozen=True)
 class _Request:
     """A list request's validated paging state."""
@@ -243,8 +223,8 @@ class ClassroomSimulatorApp:
         self.emails_scope = emails_scope
         self.short_page_every, self.empty_page_every = short_page_every, empty_page_every
         self.rate_limit, self.rate_window, self._monotonic = rate_limit, rate_window, monotonic
-        self.request_log: list[dict] = []
-        self._faults: list[_Fault] = []
+        self.request_log = RequestLog()
+        self._faults = FaultBook()
         self._windows: dict[str, deque[float]] = {}
         self._views: OrderedDict[tuple[str, date], _DayView] = OrderedDict()
         self._grade_views: OrderedDict[tuple[str, date], _GradeView] = OrderedDict()
@@ -266,23 +246,20 @@ class ClassroomSimulatorApp:
         """Answer the next ``times`` matching requests (None matches any; ``course_id`` is the Classroom id,
         ``page`` the page index a token points at) with ``status`` and ``body`` verbatim, or a Google error when
         ``body`` is None; with status 200 a body makes a malformed page."""
-        with self._lock:
-            self._faults.append(_Fault(connection_id, status, body, endpoint, course_id, page, times))
+        self._faults.add(connection_id, status, body, times, endpoint=endpoint, course_id=course_id, page=page)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        self._faults.clear()
 
     def reset_log(self) -> None:
-        with self._lock:
-            self.request_log.clear()
+        self.request_log.reset()
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        params = query_params(environ)
         entry: dict = {"connection_id": None, "endpoint": None, "course_id": None, "as_of": None, "status": None,
                        "page_index": None, "items": None, "next_page_token": False, "detail": None,
-                       "params": {k: v[0] if len(v) == 1 else v for k, v in params.items()}}  # fmt: skip
+                       "params": logged_params(params)}  # fmt: skip
         try:
             status, body, headers = self._handle(environ, params, entry)
         except _HttpError as err:
@@ -290,14 +267,8 @@ class ClassroomSimulatorApp:
             body = json.dumps({"error": {"code": err.status, "message": err.message,
                                          "status": GOOGLE_STATUS.get(err.status, "UNKNOWN")}}).encode()  # fmt: skip
         entry["status"] = status
-        with self._lock:
-            self.request_log.append(entry)
-        start_response(
-            f"{status} {_reason(status)}",
-            [("Content-Type", "application/json; charset=UTF-8"), ("Content-Length", str(len(body))),
-             *headers.items()],
-        )  # fmt: skip
-        return [body]
+        self.request_log.append(entry)
+        return respond(start_response, status, body, "application/json; charset=UTF-8", headers)
 
     def _handle(self, environ: WSGIEnvironment, params: Params, entry: dict) -> tuple[int, bytes, dict[str, str]]:
         path = environ.get("PATH_INFO", "")
@@ -316,11 +287,11 @@ class ClassroomSimulatorApp:
         states = _states(endpoint, params)
         request = _request(params, f"{path}|{as_of}|{sorted(states)}")
         entry["page_index"] = request.index
-        fault = self._take_fault(connection_id, endpoint, course_ref, request.index)
+        fault = self._faults.take(connection_id, endpoint=endpoint, course_id=course_ref, page=request.index)
         if fault is not None:
             if fault.body is None:
                 raise _HttpError(fault.status, "Simulated upstream error")
-            return fault.status, fault.body.encode() if isinstance(fault.body, str) else fault.body, {}
+            return fault.status, fault.payload, {}
         try:
             view = self._view(world, as_of)
         except DateOutOfRangeError as err:
@@ -347,13 +318,6 @@ class ClassroomSimulatorApp:
                 raise _HttpError(429, "Quota exceeded for quota metric 'Requests' and limit 'Requests per minute "
                                  "per user' of service 'classroom.googleapis.com'.")  # fmt: skip
             window.append(now)
-
-    def _take_fault(self, connection_id: str, endpoint: str, course_ref: str | None, page: int) -> _Fault | None:
-        with self._lock:
-            fault = next((f for f in self._faults if f.matches(connection_id, endpoint, course_ref, page)), None)
-            if fault is not None:
-                fault.times -= 1
-            return fault
 
     # ---- the world in Classroom's shapes ---------------------------------------------------------------------
     def _view(self, world: World, as_of: date) -> _DayView:
@@ -571,16 +535,7 @@ def _untoken(token: str) -> tuple[int, int, int]:
 
 
 def _as_of(value: str | None) -> date | None:
-    if value is None:
-        return None
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise _HttpError(400, INVALID_ARGUMENT, f"X-Simulated-Date must be YYYY-MM-DD, got {value!r}") from None
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+        return parse_as_of(value)
+    except ValueError as err:
+        raise _HttpError(400, INVALID_ARGUMENT, str(err)) from None

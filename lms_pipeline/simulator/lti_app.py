@@ -53,11 +53,20 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from http import HTTPStatus
 from typing import NamedTuple
-from urllib.parse import parse_qs, parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+from lms_pipeline.simulator.common import (
+    FaultBook,
+    RequestLog,
+    logged_params,
+    origin,
+    parse_as_of,
+    query_params,
+    request_url,
+    respond,
+)
 from lms_pipeline.simulator.world import CourseView, DateOutOfRangeError, World, instructor_name, student_name
 
 DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
@@ -112,24 +121,6 @@ class _HttpError(Exception):
         super().__init__(description)
         self.status, self.headers = status, headers or {}
         self.body = json.dumps({"error": error, "error_description": description}).encode()
-
-
-@dataclass
-class _Fault:
-    connection_id: str
-    status: int
-    body: bytes | str | None
-    endpoint: str | None
-    course_id: str | None
-    times: int
-
-    def matches(self, connection_id: str, endpoint: str, course_id: str | None) -> bool:
-        return (
-            self.times > 0
-            and self.connection_id == connection_id
-            and self.endpoint in (None, endpoint)
-            and self.course_id in (None, course_id)
-        )
 
 
 class _Route(NamedTuple):
@@ -207,8 +198,8 @@ class LtiPlatformApp:
         self.options = LtiOptions(**options)  # type: ignore[arg-type]
         self._tokens = dict(tokens)
         self.clock = clock or (lambda: datetime.now(UTC).date())
-        self.request_log: list[dict] = []
-        self._faults: list[_Fault] = []
+        self.request_log = RequestLog()
+        self._faults = FaultBook()
         self._requests: dict[str, int] = defaultdict(int)
         self._contexts: OrderedDict[tuple, dict[str, _Context]] = OrderedDict()
         self._lock = threading.Lock()
@@ -227,24 +218,21 @@ class LtiPlatformApp:
         """Answer the next ``times`` matching requests (None matches any endpoint or course) with ``status`` and
         ``body`` verbatim (with status 200: a malformed page), or an error body when ``body`` is None. A fault
         answer has no Link header, so it ends the listing it lands in."""
-        with self._lock:
-            self._faults.append(_Fault(connection_id, status, body, endpoint, course_id, times))
+        self._faults.add(connection_id, status, body, times, endpoint=endpoint, course_id=course_id)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        self._faults.clear()
 
     def reset_log(self) -> None:
-        with self._lock:
-            self.request_log.clear()
+        self.request_log.reset()
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        params = query_params(environ)
         entry: dict = {"connection_id": None, "endpoint": None, "course_id": None, "content_id": None,
-                       "as_of": None, "status": None, "url": _request_url(environ),
+                       "as_of": None, "status": None, "url": request_url(environ),
                        "accept": environ.get("HTTP_ACCEPT"), "next": None, "throttled": False,
-                       "params": {k: v[0] if len(v) == 1 else v for k, v in params.items()}}  # fmt: skip
+                       "params": logged_params(params)}  # fmt: skip
         headers: dict[str, str] = {}
         try:
             status, body, content_type = self._handle(environ, params, entry, headers)
@@ -252,13 +240,8 @@ class LtiPlatformApp:
             status, body, content_type = err.status, err.body, JSON_TYPE
             headers.update(err.headers)
         entry["status"] = status
-        with self._lock:
-            self.request_log.append(entry)
-        start_response(
-            f"{status} {_reason(status)}",
-            [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers.items()],
-        )
-        return [body]
+        self.request_log.append(entry)
+        return respond(start_response, status, body, content_type, headers)
 
     def _handle(
         self, environ: WSGIEnvironment, params: Params, entry: dict, headers: dict[str, str]
@@ -286,12 +269,12 @@ class LtiPlatformApp:
         media_type = MEDIA_TYPES[route.endpoint]
         if media_type not in _accepted(environ.get("HTTP_ACCEPT")):
             raise _HttpError(406, "not_acceptable", f"{route.endpoint} are served as {media_type} only")
-        fault = self._take_fault(route)
+        fault = self._faults.take(route.connection_id, endpoint=route.endpoint, course_id=route.course_id)
         if fault is not None:
             if fault.body is None:
                 raise _HttpError(fault.status, "server_error", "simulated upstream error")
-            return fault.status, fault.body.encode() if isinstance(fault.body, str) else fault.body, media_type
-        url, base = entry["url"], f"{_origin(environ)}/lti/{quote(route.connection_id)}"
+            return fault.status, fault.payload, media_type
+        url, base = entry["url"], f"{origin(environ)}/lti/{quote(route.connection_id)}"
         if context is None:
             items = [_context_claims(base, c, self.options.scopes) for c in contexts.values()]
             payload, more = _chunk(items, limit, page)
@@ -331,14 +314,6 @@ class LtiPlatformApp:
             challenge = f'Bearer error="insufficient_scope", scope="{needed[0]}"'
             raise _HttpError(403, "insufficient_scope", f"{route.endpoint} need the scope {needed[0]}",
                              {"WWW-Authenticate": challenge})  # fmt: skip
-
-    def _take_fault(self, route: _Route) -> _Fault | None:
-        with self._lock:
-            fault = next((f for f in self._faults if f.matches(route.connection_id, route.endpoint, route.course_id)),
-                         None)  # fmt: skip
-            if fault is not None:
-                fault.times -= 1
-            return fault
 
     # ---- the world in AGS and NRPS shapes --------------------------------------------------------------------
     def _context_views(self, world: World, as_of: date) -> dict[str, _Context]:
@@ -508,26 +483,7 @@ def _page_number(params: Params) -> int:
 
 
 def _as_of(value: str | None) -> date | None:
-    if value is None:
-        return None
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise _HttpError(400, "invalid_request", f"X-Simulated-Date must be YYYY-MM-DD, got {value!r}") from None
-
-
-def _origin(environ: WSGIEnvironment) -> str:
-    return "http://" + (environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}")
-
-
-def _request_url(environ: WSGIEnvironment) -> str:
-    """The absolute URL as requested: links are built from it, and the log shows exactly what a client asked."""
-    query = environ.get("QUERY_STRING", "")
-    return f"{_origin(environ)}{quote(environ.get('PATH_INFO', ''))}" + (f"?{query}" if query else "")
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+        return parse_as_of(value)
+    except ValueError as err:
+        raise _HttpError(400, "invalid_request", str(err)) from None

@@ -51,11 +51,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from http import HTTPStatus
 from typing import Literal
 from urllib.parse import parse_qs, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+from lms_pipeline.simulator.common import FaultBook, RequestLog, query_params, respond
 from lms_pipeline.simulator.sis_app import DATE_HEADER, SCOPE_ROOT, _as_of, _base_url, _ImsxError, _int, _read
 from lms_pipeline.simulator.world import DAY_SECONDS, CourseView, DateOutOfRangeError, World, student_name
 
@@ -115,20 +115,6 @@ class _Listings:
     students: dict[str, list[dict]]  # class id -> its enrolled students as OneRoster users
 
 
-@dataclass
-class _Fault:
-    connection_id: str
-    status: int
-    body: str | None
-    endpoint: str | None
-    class_id: str | None
-    times: int
-
-    def matches(self, connection_id: str, endpoint: str, class_id: str | None) -> bool:
-        return (self.times > 0 and self.connection_id == connection_id and self.endpoint in (None, endpoint)
-                and self.class_id in (None, class_id))  # fmt: skip
-
-
 class _Filter:
     """A parsed ``filter``: at most two predicates, all joined by AND or all by OR."""
 
@@ -178,10 +164,10 @@ class OneRosterRosteringApp:
         self.options = OneRosterOptions(**options)  # type: ignore[arg-type]
         self._credentials = dict(credentials)
         self.clock = clock or (lambda: datetime.now(UTC).date())
-        self.request_log: list[dict] = []
+        self.request_log = RequestLog()
         self._tokens: dict[str, tuple[str, float, frozenset[str]]] = {}  # token -> (connection, expires, scopes)
         self._counts: dict[str, int] = {}
-        self._faults: list[_Fault] = []
+        self._faults = FaultBook()
         self._days: OrderedDict[tuple, _Listings] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -209,20 +195,17 @@ class OneRosterRosteringApp:
         """Answer the next ``times`` matching list requests (None matches any endpoint or class; a request's class
         is the path's, or the filter's ``class.sourcedId``) with ``status`` and ``body`` verbatim, or an imsx body
         when ``body`` is None. With status 200 a body makes a malformed page."""
-        with self._lock:
-            self._faults.append(_Fault(connection_id, status, body, endpoint, class_id, times))
+        self._faults.add(connection_id, status, body, times, endpoint=endpoint, class_id=class_id)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        self._faults.clear()
 
     def reset_log(self) -> None:
-        with self._lock:
-            self.request_log.clear()
+        self.request_log.reset()
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        params = query_params(environ)
         entry: dict = {"method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO", ""),
                        "connection_id": None, "endpoint": None, "class_id": None, "as_of": None,
                        "params": {k: v[0] for k, v in params.items()}, "status": None}  # fmt: skip
@@ -232,13 +215,8 @@ class OneRosterRosteringApp:
         except _ImsxError as err:
             status, body, headers = err.status, err.body(), err.headers
         entry["status"] = status
-        with self._lock:
-            self.request_log.append(entry)
-        start_response(
-            f"{status} {_reason(status)}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items()],
-        )
-        return [body]
+        self.request_log.append(entry)
+        return respond(start_response, status, body, "application/json", headers)
 
     def _handle(self, environ: WSGIEnvironment, params: Params, entry: dict) -> tuple[int, bytes, dict[str, str]]:
         parts = environ.get("PATH_INFO", "").strip("/").split("/")
@@ -267,9 +245,9 @@ class OneRosterRosteringApp:
         where = _Filter(params.get("filter", [None])[0], collection)
         targets = {class_id} if class_id is not None else where.equals("class.sourcedId")
         entry["class_id"] = class_id or (min(targets) if targets else None)
-        fault = self._take_fault(parts[1], endpoint, entry["class_id"])
+        fault = self._faults.take(parts[1], endpoint=endpoint, class_id=entry["class_id"])
         if fault is not None:
-            body = fault.body.encode() if fault.body is not None else _ImsxError(fault.status, "internal_server_error",
+            body = fault.payload if fault.body is not None else _ImsxError(fault.status, "internal_server_error",
                                                                                  "Simulated fault").body()  # fmt: skip
             return fault.status, body, {}
         if endpoint == "students" and class_id not in listings.students:
@@ -291,13 +269,6 @@ class OneRosterRosteringApp:
             self._counts[connection_id] = count = self._counts.get(connection_id, 0) + 1
         if every and count % every == 0:
             raise _ImsxError(429, "server_busy", "Too many requests")
-
-    def _take_fault(self, connection_id: str, endpoint: str, class_id: str | None) -> _Fault | None:
-        with self._lock:
-            fault = next((f for f in self._faults if f.matches(connection_id, endpoint, class_id)), None)
-            if fault is not None:
-                fault.times -= 1
-            return fault
 
     # ---- auth (as sis_app) -----------------------------------------------------------------------------------
     def _token(self, connection_id: str, environ: WSGIEnvironment) -> dict:
@@ -499,10 +470,3 @@ def _holds(record: dict, path: list[str], op: str, wanted: object) -> bool:
     if op == "~":
         return str(wanted).lower() in str(have).lower()
     return COMPARISONS[op](have, wanted)
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"

@@ -25,10 +25,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
-from http import HTTPStatus
 from urllib.parse import parse_qs, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+from lms_pipeline.simulator.common import RequestLog, origin, parse_as_of, query_params, respond
 from lms_pipeline.simulator.sis_world import SCORE_STATUSES, SisWorld
 
 DATE_HEADER = "HTTP_X_SIMULATED_DATE"
@@ -67,7 +67,7 @@ class SisSimulatorApp:
         self._tokens: dict[str, tuple[str, float, frozenset[str]]] = {}  # token -> (sis_id, expires, scopes)
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.request_log: list[dict] = []
+        self.request_log = RequestLog()
 
     def expire_tokens(self) -> None:
         """Make every issued token expire now (tests of the client's refresh)."""
@@ -82,13 +82,8 @@ class SisSimulatorApp:
         except _ImsxError as err:
             status, body, headers = err.status, err.body(), err.headers
         entry["status"] = status
-        with self._lock:
-            self.request_log.append(entry)
-        start_response(
-            f"{status} {HTTPStatus(status).phrase}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items()],
-        )
-        return [body]
+        self.request_log.append(entry)
+        return respond(start_response, status, body, "application/json", headers)
 
     # ---- routing ---------------------------------------------------------------------------------------------
     def _handle(self, environ: WSGIEnvironment, entry: dict) -> tuple[int, object, dict[str, str]]:
@@ -174,7 +169,7 @@ class SisSimulatorApp:
     def _list(
         self, world: SisWorld, day: date, collection: str, environ: WSGIEnvironment
     ) -> tuple[int, dict, dict[str, str]]:
-        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        params = query_params(environ)
         limit, offset = _int(params, "limit", 100), _int(params, "offset", 0)
         if limit < 1 or offset < 0:
             raise _ImsxError(400, "invaliddata", "limit must be >= 1 and offset >= 0")
@@ -280,14 +275,11 @@ def _int(params: dict[str, list[str]], name: str, default: int) -> int:
 
 
 def _as_of(value: str | None) -> date | None:
-    if value is None:
-        return None
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise _ImsxError(400, "invaliddata", f"X-Simulated-Date must be YYYY-MM-DD, got {value!r}") from None
+        return parse_as_of(value)
+    except ValueError as err:
+        raise _ImsxError(400, "invaliddata", str(err)) from None
 
 
 def _base_url(environ: WSGIEnvironment) -> str:
-    host = environ.get("HTTP_HOST") or f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
-    return f"http://{host}{environ.get('PATH_INFO', '')}"
+    return f"{origin(environ)}{environ.get('PATH_INFO', '')}"

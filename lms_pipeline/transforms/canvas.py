@@ -23,11 +23,12 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 
+from lms_pipeline.transforms.pages import page_frame, raise_on_problems
+
 ROSTER_COLUMNS = ["course_id", "course_name", "is_active", "roster_status", "student_count", "updated_at"]
 COURSE_EDGE_COLUMNS = ["course_id", "student_id"]
 CLASS_EDGE_COLUMNS = ["class_id", "course_id", "student_id"]
 PAGE_COLUMNS = ["endpoint", "course_id", "page_index", "url", "status", "payload"]
-SHOWN_PROBLEMS = 5
 
 
 class CanvasPayloadError(ValueError):
@@ -139,14 +140,13 @@ def normalize_canvas_pages(
     """Rosters and edges of one scan of one connection from its raw pages (dicts as the client returns them, or a
     frame with their columns). Raises CanvasPayloadError when a page or item breaks the contract. Set-based: no
     Python loop touches an enrollment."""
-    frame = pages if isinstance(pages, pd.DataFrame) else pd.DataFrame(list(pages), columns=PAGE_COLUMNS)
-    frame = frame[PAGE_COLUMNS].astype({"course_id": "Int64", "page_index": "int64", "status": "Int64"})
+    frame = page_frame(pages, PAGE_COLUMNS, {"course_id": "Int64", "page_index": "int64", "status": "Int64"})
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
         conn.register("pages", frame)
-        _raise_on_problems(conn, _PAGE_PROBLEMS_SQL, connection_id)
+        raise_on_canvas_problems(conn, _PAGE_PROBLEMS_SQL, connection_id)
         conn.execute(_ITEMS_SQL)
-        _raise_on_problems(conn, _ITEM_PROBLEMS_SQL, connection_id)
+        raise_on_canvas_problems(conn, _ITEM_PROBLEMS_SQL, connection_id)
         conn.execute(_TABLES_SQL)
         rosters = conn.execute(_ROSTERS_SQL).df()
         course_edges = conn.execute(_COURSE_EDGES_SQL).df()
@@ -156,18 +156,6 @@ def normalize_canvas_pages(
                               class_edges[CLASS_EDGE_COLUMNS])  # fmt: skip
 
 
-def _raise_on_problems(conn: duckdb.DuckDBPyConnection, problems_sql: str, connection_id: str) -> None:
-    found = f"SELECT * FROM ({problems_sql}) WHERE problem IS NOT NULL"
-    total = conn.execute(f"SELECT count(*) FROM ({found})").fetchone()[0]  # type: ignore[index]
-    if not total:
-        return
-    rows = conn.execute(f"{found} ORDER BY endpoint, course_id, page_index, position LIMIT {SHOWN_PROBLEMS}")
-    lines = [
-        f"{endpoint} page {index}" + (f" of course {course}" if course is not None else "") + f" (GET {url}): "
-        + (f"item {position} {problem}" if position is not None else problem)
-        for endpoint, course, index, url, position, problem in rows.fetchall()
-    ]  # fmt: skip
-    more = f"\n  ... and {total - SHOWN_PROBLEMS} more" if total > SHOWN_PROBLEMS else ""
-    raise CanvasPayloadError(
-        f"connection {connection_id!r}: {total} malformed Canvas page(s) or item(s):\n  " + "\n  ".join(lines) + more
-    )
+def raise_on_canvas_problems(conn: duckdb.DuckDBPyConnection, problems_sql: str, connection_id: str) -> None:
+    """Raise CanvasPayloadError listing the first problems ``problems_sql`` finds (the grade normalizer's too)."""
+    raise_on_problems(conn, problems_sql, CanvasPayloadError, f"connection {connection_id!r}: ", label="Canvas ")

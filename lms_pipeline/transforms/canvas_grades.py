@@ -31,7 +31,8 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 
-from lms_pipeline.transforms.canvas import PAGE_COLUMNS, CanvasPayloadError, _raise_on_problems
+from lms_pipeline.transforms.canvas import PAGE_COLUMNS, CanvasPayloadError, raise_on_canvas_problems
+from lms_pipeline.transforms.pages import page_frame
 
 GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at", "updated_at",
                  "score", "grading_type"]  # fmt: skip
@@ -176,14 +177,13 @@ def normalize_canvas_grades(
     """Grades, assignments and student emails of one scan of one connection from its raw pages (dicts as the client
     returns them, or a frame with their columns). Raises CanvasPayloadError, naming the connection and each bad
     page's URL and index, when a page or item breaks the contract. Set-based: no Python loop touches a submission."""
-    frame = pages if isinstance(pages, pd.DataFrame) else pd.DataFrame(list(pages), columns=PAGE_COLUMNS)
-    frame = frame[PAGE_COLUMNS].astype({"course_id": "Int64", "page_index": "int64", "status": "Int64"})
+    frame = page_frame(pages, PAGE_COLUMNS, {"course_id": "Int64", "page_index": "int64", "status": "Int64"})
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
         conn.register("pages", frame)
-        _raise_on_problems(conn, _PAGE_PROBLEMS_SQL, connection_id)
+        raise_on_canvas_problems(conn, _PAGE_PROBLEMS_SQL, connection_id)
         conn.execute(_ITEMS_SQL)
-        _raise_on_problems(conn, _ITEM_PROBLEMS_SQL, connection_id)
+        raise_on_canvas_problems(conn, _ITEM_PROBLEMS_SQL, connection_id)
         conn.execute(_TABLES_SQL)
         grades = conn.execute(_GRADES_SQL).df()
         contents = conn.execute(_CONTENTS_SQL).df()

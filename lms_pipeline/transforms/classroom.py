@@ -24,6 +24,7 @@ from typing import Literal, NamedTuple
 import duckdb
 import pandas as pd
 
+from lms_pipeline.transforms.pages import page_frame, raise_on_problems
 from lms_pipeline.transforms.rosters import MalformedPayloadError
 
 Identity = Literal["email", "provider"]
@@ -148,15 +149,14 @@ def normalize_classroom_pages(
     ``directory`` (columns ``email, student_id``) is required with ``identity="email"`` and ignored otherwise.
     Raises MalformedPayloadError naming connection, URL and page for any page or item that breaks the contract.
     """
-    frame = pages if isinstance(pages, pd.DataFrame) else pd.DataFrame(list(pages), columns=PAGE_COLUMNS)
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
-        conn.register("pages", frame[PAGE_COLUMNS])
-        conn.register("directory", _directory(identity, directory))
-        _raise_on(conn, _PAGE_PROBLEMS_SQL)
-        _raise_on(conn, _LISTING_PROBLEMS_SQL)
+        conn.register("pages", page_frame(pages, PAGE_COLUMNS))
+        conn.register("directory", email_directory(identity, directory))
+        raise_on_classroom_problems(conn, _PAGE_PROBLEMS_SQL)
+        raise_on_classroom_problems(conn, _LISTING_PROBLEMS_SQL)
         conn.execute(_ITEMS_SQL)
-        _raise_on(conn, _ITEM_PROBLEMS_SQL)
+        raise_on_classroom_problems(conn, _ITEM_PROBLEMS_SQL)
         conn.execute(_ROSTERS_SQL)
         rosters = conn.execute(f"SELECT {', '.join(ROSTER_COLUMNS)} FROM rosters ORDER BY course_id").df()
         edges = conn.execute(_EDGES_SQL).df()
@@ -164,7 +164,7 @@ def normalize_classroom_pages(
     return ClassroomFrames(rosters, edges[EDGE_COLUMNS])
 
 
-def _directory(identity: Identity, directory: pd.DataFrame | None) -> pd.DataFrame:
+def email_directory(identity: Identity, directory: pd.DataFrame | None) -> pd.DataFrame:
     """The email -> student id map, lower-cased; an email naming two students would make edges up, so it raises."""
     if identity not in ("email", "provider"):
         raise ValueError(f"identity must be 'email' or 'provider', got {identity!r}")
@@ -180,14 +180,14 @@ def _directory(identity: Identity, directory: pd.DataFrame | None) -> pd.DataFra
     return out
 
 
-def _raise_on(conn: duckdb.DuckDBPyConnection, problems_sql: str, shown: int = 5) -> None:
-    """Raise MalformedPayloadError listing the first problems found by ``problems_sql``."""
-    rows = conn.execute(
-        f"SELECT * FROM ({problems_sql}) AS p(connection_id, url, page_index, problem) WHERE problem IS NOT NULL "
-        "ORDER BY ALL"
-    ).fetchall()
-    if not rows:
-        return
-    lines = [f"connection {c!r}: page {page} of GET {url}: {problem}" for c, url, page, problem in rows[:shown]]
-    more = f"\n  ... and {len(rows) - shown} more" if len(rows) > shown else ""
-    raise MalformedPayloadError(f"{len(rows)} malformed page(s) or item(s):\n  " + "\n  ".join(lines) + more)
+def raise_on_classroom_problems(conn: duckdb.DuckDBPyConnection, problems_sql: str, shown: int = 5) -> None:
+    """Raise MalformedPayloadError listing the first problems found by ``problems_sql`` (rows of connection, URL,
+    page index and problem); the grade normalizer checks its pages with it too."""
+    raise_on_problems(
+        conn,
+        f"SELECT * FROM ({problems_sql}) AS p(connection_id, url, page_index, problem)",
+        MalformedPayloadError,
+        shown=shown,
+        line=lambda c, url, page, problem: f"connection {c!r}: page {page} of GET {url}: {problem}",
+        order_by="ALL",
+    )

@@ -38,7 +38,8 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 
-from lms_pipeline.transforms.classroom import PAGE_COLUMNS, Identity, _directory, _raise_on
+from lms_pipeline.transforms.classroom import PAGE_COLUMNS, Identity, email_directory, raise_on_classroom_problems
+from lms_pipeline.transforms.pages import page_frame
 
 GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "draft_grade", "state",
                  "graded_at", "classroom_user_id", "identity_matched"]  # fmt: skip
@@ -193,15 +194,14 @@ def normalize_classroom_grades(
     ``directory`` (columns ``email, student_id``) is required with ``identity="email"`` and ignored otherwise.
     Raises MalformedPayloadError naming connection, URL and page for any page or item that breaks the contract.
     """
-    frame = pages if isinstance(pages, pd.DataFrame) else pd.DataFrame(list(pages), columns=PAGE_COLUMNS)
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
-        conn.register("pages", frame[PAGE_COLUMNS])
-        conn.register("directory", _directory(identity, directory))
-        _raise_on(conn, _PAGE_PROBLEMS_SQL)
-        _raise_on(conn, _LISTING_PROBLEMS_SQL)
+        conn.register("pages", page_frame(pages, PAGE_COLUMNS))
+        conn.register("directory", email_directory(identity, directory))
+        raise_on_classroom_problems(conn, _PAGE_PROBLEMS_SQL)
+        raise_on_classroom_problems(conn, _LISTING_PROBLEMS_SQL)
         conn.execute(_ITEMS_SQL)
-        _raise_on(conn, _ITEM_PROBLEMS_SQL)
+        raise_on_classroom_problems(conn, _ITEM_PROBLEMS_SQL)
         conn.execute(_COURSES_SQL)
         conn.execute(_WORK_SQL)
         grades = conn.execute(_GRADES_SQL).df()

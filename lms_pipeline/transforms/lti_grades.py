@@ -28,10 +28,11 @@ from collections.abc import Mapping, Sequence
 import duckdb
 import pandas as pd
 
+from lms_pipeline.transforms.pages import page_frame, raise_on_problems
+
 GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "score_given", "score_maximum", "percent",
                  "grade_status", "lti_user_id", "identity_matched", "comment"]  # fmt: skip
 PAGE_COLUMNS = ["endpoint", "course_id", "page_index", "url", "status", "payload"]
-SHOWN_PROBLEMS = 5
 _NUMBER_OR_NULL = "('UBIGINT', 'BIGINT', 'DOUBLE', 'NULL')"  # json_type of a JSON number, or of null
 
 
@@ -156,8 +157,7 @@ def normalize_lti_grades(pages: pd.DataFrame | Sequence[Mapping[str, object]], c
     with their columns), one row per (course, content, student). Raises LtiPayloadError when a page or item breaks
     the contract, a result names a line item its context did not list, or two results land on one key. Set-based:
     no Python loop touches a result."""
-    frame = pages if isinstance(pages, pd.DataFrame) else pd.DataFrame(list(pages), columns=PAGE_COLUMNS)
-    frame = frame[PAGE_COLUMNS].astype({"course_id": "string", "page_index": "int64", "status": "Int64"})
+    frame = page_frame(pages, PAGE_COLUMNS, {"course_id": "string", "page_index": "int64", "status": "Int64"})
     with duckdb.connect() as conn:
         conn.execute("CREATE MACRO _text(d) AS rtrim(rtrim(CAST(d AS VARCHAR), '0'), '.')")  # 84.500000 -> 84.5
         conn.register("pages", frame)
@@ -174,18 +174,15 @@ def normalize_lti_grades(pages: pd.DataFrame | Sequence[Mapping[str, object]], c
 
 
 def _raise_on_problems(conn: duckdb.DuckDBPyConnection, problems_sql: str, connection_id: str) -> None:
-    found = f"SELECT * FROM ({problems_sql}) WHERE problem IS NOT NULL"
-    total = conn.execute(f"SELECT count(*) FROM ({found})").fetchone()[0]  # type: ignore[index]
-    if not total:
-        return
-    rows = conn.execute(f"{found} ORDER BY endpoint, course_id, page_index, position LIMIT {SHOWN_PROBLEMS}")
-    lines = [
+    raise_on_problems(
+        conn, problems_sql, LtiPayloadError, f"connection {connection_id!r}: ", label="LTI ", line=_problem_line
+    )
+
+
+def _problem_line(endpoint: str, course: object, index: object, url: object, position: object, problem: str) -> str:
+    """As ``pages.page_problem``, but a link or duplicate problem may have no page index or URL to name."""
+    return (
         f"{endpoint}" + (f" page {index}" if index is not None else "")
         + (f" of course {course}" if course is not None else "") + (f" (GET {url})" if url is not None else "")
         + ": " + (f"item {position} {problem}" if position is not None else problem)
-        for endpoint, course, index, url, position, problem in rows.fetchall()
-    ]  # fmt: skip
-    more = f"\n  ... and {total - SHOWN_PROBLEMS} more" if total > SHOWN_PROBLEMS else ""
-    raise LtiPayloadError(
-        f"connection {connection_id!r}: {total} malformed LTI page(s) or item(s):\n  " + "\n  ".join(lines) + more
-    )
+    )  # fmt: skip

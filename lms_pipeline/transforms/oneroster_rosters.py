@@ -26,11 +26,12 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 
+from lms_pipeline.transforms.pages import page_frame, raise_on_problems
+
 ROSTER_COLUMNS = ["course_id", "course_name", "is_active", "roster_status", "student_count", "updated_at"]
 COURSE_EDGE_COLUMNS = ["course_id", "student_id"]
 CLASS_EDGE_COLUMNS = ["class_id", "course_id", "student_id"]
 PAGE_COLUMNS = ["endpoint", "course_id", "page_index", "url", "params", "status", "payload"]
-SHOWN_PROBLEMS = 5
 
 
 class OneRosterPayloadError(ValueError):
@@ -148,8 +149,7 @@ def normalize_oneroster_pages(
     """Rosters and edges of one full read of one connection from its raw pages (dicts as the reader returns them,
     or a frame with their columns; ``params`` as a dict or its JSON text). Raises OneRosterPayloadError when a page
     or item breaks the contract. Set-based: no Python loop touches an enrollment."""
-    frame = pages if isinstance(pages, pd.DataFrame) else pd.DataFrame(list(pages), columns=PAGE_COLUMNS)
-    frame = frame[PAGE_COLUMNS].astype({"course_id": "string", "page_index": "int64", "status": "Int64"})
+    frame = page_frame(pages, PAGE_COLUMNS, {"course_id": "string", "page_index": "int64", "status": "Int64"})
     frame["params"] = frame["params"].map(_params_json)  # one value per page, not per enrollment
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
@@ -174,18 +174,4 @@ def _params_json(params: object) -> str | None:
 
 
 def _raise_on_problems(conn: duckdb.DuckDBPyConnection, problems_sql: str, connection_id: str) -> None:
-    found = f"SELECT * FROM ({problems_sql}) WHERE problem IS NOT NULL"
-    total = conn.execute(f"SELECT count(*) FROM ({found})").fetchone()[0]  # type: ignore[index]
-    if not total:
-        return
-    rows = conn.execute(f"{found} ORDER BY endpoint, course_id, page_index, position LIMIT {SHOWN_PROBLEMS}")
-    lines = [
-        f"{endpoint} page {index}" + (f" of course {course}" if course is not None else "") + f" (GET {url}): "
-        + (f"item {position} {problem}" if position is not None else problem)
-        for endpoint, course, index, url, position, problem in rows.fetchall()
-    ]  # fmt: skip
-    more = f"\n  ... and {total - SHOWN_PROBLEMS} more" if total > SHOWN_PROBLEMS else ""
-    raise OneRosterPayloadError(
-        f"connection {connection_id!r}: {total} malformed OneRoster page(s) or item(s):\n  " + "\n  ".join(lines)
-        + more
-    )  # fmt: skip
+    raise_on_problems(conn, problems_sql, OneRosterPayloadError, f"connection {connection_id!r}: ", label="OneRoster ")

@@ -1,0 +1,125 @@
+"""Pieces every simulated provider app shares: injected faults, the request log, the simulated date and the status
+line. Each app keeps its own routes, error bodies and error types; these only hold what was the same in all of them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import date
+from http import HTTPStatus
+from urllib.parse import parse_qs, quote
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+Params = dict[str, list[str]]
+
+
+@dataclass
+class Fault:
+    """One injected answer for the next ``times`` requests of a connection whose request matches ``where`` (a None
+    value there matches anything)."""
+
+    connection_id: str
+    status: int
+    body: bytes | str | None
+    where: dict[str, object]
+    times: int
+
+    def matches(self, connection_id: str, seen: dict[str, object]) -> bool:
+        return (
+            self.times > 0
+            and self.connection_id == connection_id
+            and all(wanted is None or seen.get(key) == wanted for key, wanted in self.where.items())
+        )
+
+    @property
+    def payload(self) -> bytes:
+        """The body verbatim as bytes (only when one was given: None means the app's own error body)."""
+        return self.body.encode() if isinstance(self.body, str) else self.body or b""
+
+
+class FaultBook:
+    """The faults a test injected; served threads take them one request at a time, hence the lock."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def add(self, connection_id: str, status: int, body: bytes | str | None, times: int, **where: object) -> None:
+        with self._lock:
+            self._faults.append(Fault(connection_id, status, body, where, times))
+
+    def take(self, connection_id: str, **seen: object) -> Fault | None:
+        """The first fault matching the request, with one use spent; None when none matches."""
+        with self._lock:
+            fault = next((f for f in self._faults if f.matches(connection_id, seen)), None)
+            if fault is not None:
+                fault.times -= 1
+            return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+
+class RequestLog(list[dict]):
+    """Every request an app answered, in order, for tests to read; served threads append to it concurrently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def append(self, entry: dict) -> None:
+        with self._lock:
+            super().append(entry)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.clear()
+
+
+def query_params(environ: WSGIEnvironment) -> Params:
+    return parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+
+
+def logged_params(params: Params) -> dict[str, str | list[str]]:
+    """Parameters as the log shows them: a value given once as itself, a repeated one as its list."""
+    return {k: v[0] if len(v) == 1 else v for k, v in params.items()}
+
+
+def parse_as_of(value: str | None) -> date | None:
+    """The X-Simulated-Date header's day (None when absent); ValueError with the message every app answers 400 with."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"X-Simulated-Date must be YYYY-MM-DD, got {value!r}") from None
+
+
+def reason(status: int) -> str:
+    """The status line's phrase; an injected status Python does not know still gets one."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def respond(
+    start_response: StartResponse, status: int, body: bytes, content_type: str, headers: dict[str, str]
+) -> list[bytes]:
+    start_response(
+        f"{status} {reason(status)}",
+        [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers.items()],
+    )
+    return [body]
+
+
+def origin(environ: WSGIEnvironment) -> str:
+    return "http://" + (environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}")
+
+
+def request_url(environ: WSGIEnvironment) -> str:
+    """The absolute URL as requested: links are built from it, and the log shows exactly what a client asked."""
+    query = environ.get("QUERY_STRING", "")
+    return f"{origin(environ)}{quote(environ.get('PATH_INFO', ''))}" + (f"?{query}" if query else "")
