@@ -15,12 +15,11 @@ How the backfill is launched, and why (checked on dagster 1.13.27):
   dependencies, launching each day's assets in up to 3 runs, one backfill-daemon tick (30 s) apart. Measured: 2
   connections x 4 days took 24 runs and 5.6 minutes, so 14 days would take well over 10.
 
-A job backfill ignores those dependencies, so days run in any order and an incremental day may build on an older
-snapshot than the day before. The assertions therefore hold for any order: every (connection, day) equals the
-simulator's truth. The worlds are chosen so that this is true of the pipeline in any order: the polled connection
-removes no courses and exposes every roster (an incremental poll cannot see removals or exposure flips until the
-next full scan, see the README), and drops are rare enough that a day compared with a much older one never trips
-the mass-drop guard.
+A job backfill ignores those dependencies, so days could run in any order; the instance limits runs to one per
+connection (as ``data/dagster_home/dagster.yaml`` does), so a connection's days run in queue order, one at a time,
+while the three connections run in parallel: every (connection, day) equals the simulator's truth, and every
+change set compares with the day before. The polled connection removes no courses and exposes every roster (an
+incremental poll cannot see removals or exposure flips until the next full scan, see the README).
 """
 
 from __future__ import annotations
@@ -36,6 +35,9 @@ import dagster as dg
 import duckdb
 import pytest
 
+from lms_pipeline.config import load_settings
+from lms_pipeline.resources import world_spec
+from lms_pipeline.simulator import World
 from lms_pipeline_tests.dagster_processes import (
     BIN,
     DagsterSandbox,
@@ -44,6 +46,7 @@ from lms_pipeline_tests.dagster_processes import (
     query,
     stored_edges,
 )
+from lms_pipeline_tests.test_pipeline_roster import expected_changes
 
 START = date(2026, 9, 1)
 DAYS = [START + timedelta(days=i) for i in range(14)]
@@ -78,6 +81,11 @@ INSTANCE = {
             "dequeue_interval_seconds": 1,
             "dequeue_use_threads": True,
             "dequeue_num_workers": MAX_CONCURRENT_RUNS,
+            # As in data/dagster_home/dagster.yaml: one run at a time per connection, so a connection's days run in
+            # the order the backfill queued them and every change set compares with the day before.
+            "tag_concurrency_limits": [
+                {"key": "dagster/partition/connection", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+            ],
         },
     }
 }
@@ -235,6 +243,20 @@ def test_backfill_of_42_partitions_with_parallel_runs_matches_truth_and_never_bl
         if stored_edges(sandbox.db, conn["id"], day) != sandbox.true_edges(conn["id"], day)
     ]
     assert not wrong, f"course_student_edges differ from the truth for {wrong}"
+    # With one run per connection at a time, every change set compares with the day before and equals the truth.
+    settings = load_settings(sandbox.config_file)
+    bad_sets = []
+    for conn in CONNECTIONS:
+        world = World(world_spec(settings, settings.connection(conn["id"])))
+        for prev, day in zip(DAYS, DAYS[1:], strict=False):
+            key = [conn["id"], day]
+            compared = query(sandbox.db, "SELECT previous_snapshot_date FROM lms.enrollment_change_sets "
+                             "WHERE connection_id = ? AND snapshot_date = ?", key)  # fmt: skip
+            stored = set(query(sandbox.db, "SELECT course_id, student_id, change_type FROM lms.enrollment_changes "
+                               "WHERE connection_id = ? AND snapshot_date = ?", key))  # fmt: skip
+            if compared != [(prev,)] or stored != expected_changes(world, prev, day):
+                bad_sets.append(f"{conn['id']}|{day} (compared with {compared})")
+    assert not bad_sets, f"change sets not against the previous day or not the true difference: {bad_sets}"
     assert not analyst.failures, analyst.failures[:5]
     assert len(set(analyst.counts)) > 1, "the analyst never saw a new publish while the backfill ran"
     final = query(sandbox.published, "SELECT count(*) FROM lms.course_student_edges")[0][0]
