@@ -82,7 +82,8 @@ CAPABILITIES: dict[str, Capabilities] = {
             incremental_filter="none",
             deletions_visible="NRPS `status: Deleted|Inactive`",
             not_exposed_signal="403 on a service without its scope",
-            grades="line items and results (`resultScore`/`resultMaximum`); ungraded learners omitted",
+            grades="line items and results (`resultScore`/`resultMaximum`; used with `grades.source: lti_ags`); "
+            "ungraded learners omitted",
             grading_scheme="no",
             write_back="scores (`POST {lineitem}/scores`; not used)",
             incremental_sync=False,

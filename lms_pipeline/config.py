@@ -158,6 +158,17 @@ class GradesOptions(_Strict):
     """Grade reconciliation of this connection against an SIS (``sis`` names an entry of the file's ``sis`` list)."""
 
     sis: str
+    source: Literal["native", "lti_ags"] = Field(
+        "native",
+        description="where LMS grades are read: native = the dialect's own (Unified activities, Canvas or "
+        "Classroom submissions); lti_ags = the platform's LTI Assignment and Grade Services (Unified connections)",
+    )
+    lti_base_url: str | None = Field(None, description="LTI platform root; absent: the embedded platform")
+
+    @field_validator("lti_base_url")
+    @classmethod
+    def _lti_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
 
 
 class ConnectionConfig(_Strict):
@@ -203,14 +214,24 @@ class UnifiedConnection(ConnectionConfig):
     options: UnifiedOptions = UnifiedOptions()
 
 
+def _native_grades_only(conn: ConnectionConfig) -> ConnectionConfig:
+    if conn.grades is not None and conn.grades.source != "native":
+        raise ValueError(f"grades.source {conn.grades.source!r} is for unified connections only")
+    return conn
+
+
 class CanvasConnection(ConnectionConfig):
     provider: Literal["canvas"]
     options: CanvasOptions = CanvasOptions()
+
+    _native = model_validator(mode="after")(_native_grades_only)
 
 
 class ClassroomConnection(ConnectionConfig):
     provider: Literal["google_classroom"]
     options: ClassroomOptions = ClassroomOptions()
+
+    _native = model_validator(mode="after")(_native_grades_only)
 
 
 class OneRosterConnection(ConnectionConfig):

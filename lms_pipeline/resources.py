@@ -22,6 +22,7 @@ from dagster_duckdb import DuckDBResource
 from lms_pipeline.clients.canvas import CanvasClient
 from lms_pipeline.clients.classroom import ClassroomClient
 from lms_pipeline.clients.http import RetrySettings
+from lms_pipeline.clients.lti_ags import LtiAgsClient
 from lms_pipeline.clients.oneroster import READ_SCOPES, WRITE_SCOPE, OneRosterClient
 from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.clients.unified import UnifiedLmsClient
@@ -30,6 +31,7 @@ from lms_pipeline.grade_inputs import load_schemes
 from lms_pipeline.simulator import SimulatorApp, World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.canvas_app import CanvasSimulatorApp
 from lms_pipeline.simulator.classroom_app import ClassroomSimulatorApp
+from lms_pipeline.simulator.lti_app import LtiPlatformApp
 from lms_pipeline.simulator.oneroster_app import OneRosterRosteringApp
 from lms_pipeline.simulator.server import Router
 from lms_pipeline.simulator.sis_app import SisSimulatorApp
@@ -104,6 +106,8 @@ def simulated_systems(
         "canvas": CanvasSimulatorApp(dialect["canvas"], tokens),
         "classroom": ClassroomSimulatorApp(dialect["google_classroom"], tokens),
         "oneroster": OneRosterRosteringApp(dialect["oneroster"], oneroster),
+        # The LTI platform of the Unified connections whose grades are read through AGS.
+        "lti": LtiPlatformApp([worlds[c.id] for c in embedded if c.grades and c.grades.source == "lti_ags"], tokens),
     }), worlds  # fmt: skip
 
 
@@ -124,7 +128,8 @@ class _EmbeddedSimulator:
         sis_list = [s for s in settings.sis if s.embedded]
         # The key holds what defines the worlds, not options such as write_back: the SIS keeps its written
         # grades when an operator switches write-back on between runs.
-        key = (tuple((c.id, c.provider, repr(world_spec(settings, c)), c.token_env) for c in embedded),
+        key = (tuple((c.id, c.provider, repr(world_spec(settings, c)), c.token_env, c.grades and c.grades.source)
+                     for c in embedded),
                tuple((s.id, repr(s.simulator), s.grading_schemes) for s in sis_list))  # fmt: skip
         with cls._lock:
             if key not in cls._servers:
@@ -223,6 +228,22 @@ class LmsApiResource(dg.ConfigurableResource):
                                            page_size=page_size, simulated_date=day)  # fmt: skip
         else:
             raise ValueError(f"connection {conn.id!r}: no dialect client for provider {conn.provider!r}")
+        with client:
+            yield client
+
+    @contextmanager
+    def lti_client(self, connection_id: str, snapshot_date: date) -> Iterator[LtiAgsClient]:
+        """The LTI AGS (+ NRPS) client of a connection whose grades are read through its platform's AGS."""
+        conn = self.settings().connection(connection_id)
+        if conn.grades is None or conn.grades.source != "lti_ags":
+            raise KeyError(f"connection {connection_id!r} does not read grades through LTI AGS")
+        base_url, token = self._endpoint(conn)
+        if conn.grades.lti_base_url:
+            base_url = conn.grades.lti_base_url
+        elif conn.embedded:
+            base_url = base_url.replace(f"/{DIALECT_PREFIX[conn.provider]}/", "/lti/", 1)
+        client = LtiAgsClient(conn.id, base_url, token, retry=_retry(conn.options.retry),
+                              simulated_date=snapshot_date if conn.simulated_clock else None)  # fmt: skip
         with client:
             yield client
 

@@ -276,10 +276,11 @@ class RawGradePage(_RawPage):
     system: Series[str] = pa.Field(isin=["lms", "sis"], description="lms: the LMS student list; sis: the SIS")
     collection: Series[str] = pa.Field(
         isin=["student", "users", "classes", "lineItems", "results", "courses", "assignments", "submissions",
-              "grading_standards", "aliases", "students", "courseWork", "studentSubmissions"],
+              "grading_standards", "aliases", "students", "courseWork", "studentSubmissions", "contexts", "lineitems",
+              "memberships"],
         description="object listed: the SIS's users, classes, lineItems, results; the LMS's student list (Unified), "
         "its courses, assignments, submissions and grading standards (Canvas), or its courses, aliases, students, "
-        "courseWork and studentSubmissions (Google Classroom)",
+        "courseWork and studentSubmissions (Google Classroom), or LTI contexts, lineitems, results and memberships",
     )  # fmt: skip
     course_id: Series[str] = pa.Field(nullable=True, description="the LMS course a per-course listing belongs to")
     url: Series[str] = pa.Field(nullable=True, description="the URL requested, where paging follows links")
@@ -287,7 +288,7 @@ class RawGradePage(_RawPage):
     total_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0, description="X-Total-Count the SIS sent")
 
     class Config:
-        unique = ["connection_id", "snapshot_date", "system", "collection", "course_id", "page_index"]
+        unique = ["connection_id", "snapshot_date", "system", "collection", "course_id", "url", "page_index"]
 
 
 class LmsGrade(_Partitioned):

@@ -41,8 +41,8 @@ SCHEMES = {
 class GradesPipeline:
     """A connections file with one embedded LMS connection reconciled against an embedded SIS, in ``tmp``."""
 
-    def __init__(self, tmp: Path, provider: str = "unified") -> None:
-        self.tmp, self.provider = tmp, provider
+    def __init__(self, tmp: Path, provider: str = "unified", grade_source: str = "native") -> None:
+        self.tmp, self.provider, self.grade_source = tmp, provider, grade_source
         self.instance = dg.DagsterInstance.ephemeral()
         self.config = tmp / "connections.yaml"
         (tmp / "schemes.yaml").write_text(yaml.safe_dump(SCHEMES))
@@ -75,7 +75,7 @@ class GradesPipeline:
             options.update(identity="email", student_directory=str(self.tmp / "directory.csv"))
         connection = {"id": CONN, "provider": self.provider, "token_env": "TEST_GRADES_LMS_TOKEN", "options": options,
                       "simulator": {"seed": 7, "n_courses": 25, "n_students": 500, "remove_prob": 0.0},
-                      "grades": {"sis": SIS}}  # fmt: skip
+                      "grades": {"sis": SIS, "source": self.grade_source}}  # fmt: skip
         self.config.write_text(yaml.safe_dump({"start_date": START.isoformat(), "warehouse": str(self.db),
                                                "sis": [sis], "connections": [connection]}))  # fmt: skip
 

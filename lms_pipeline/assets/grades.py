@@ -33,6 +33,7 @@ from lms_pipeline.schemas import DISCREPANCY_STATUSES, SchemaViolation, validate
 from lms_pipeline.transforms.canvas_grades import normalize_canvas_grades
 from lms_pipeline.transforms.classroom_grades import normalize_classroom_grades
 from lms_pipeline.transforms.grades import extract_lms_grades, parse_grades, to_letters
+from lms_pipeline.transforms.lti_grades import lti_sides, normalize_lti_grades
 from lms_pipeline.transforms.reconcile import lms_student_emails, reconcile, sis_frames
 from lms_pipeline.warehouse import Warehouse
 
@@ -248,6 +249,18 @@ def _lms_side(conn: ConnectionConfig, store: Warehouse, day, grade_pages: pd.Dat
         columns = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
         grades = parse_grades(grades[columns].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
         return grades, frames.students[["student_id", "email"]], frames.contents[["course_id", "content_id", "name"]]
+    if conn.grades is not None and conn.grades.source == "lti_ags":
+        pages = grade_pages[grade_pages["system"] == "lms"].rename(
+            columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
+        )
+        frame = normalize_lti_grades(pages, conn.id)
+        # AGS gives "<score>/<maximum>"; a learner listed without a score is ungraded (""), never 0.
+        frame = frame.assign(raw_grade=frame["raw_grade"].where(frame["grade_status"] != "ungraded", ""),
+                             points_possible=None, graded_at=pd.NaT)  # fmt: skip
+        columns = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
+        grades = parse_grades(frame[columns].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
+        contents, students = lti_sides(pages)
+        return grades, students, contents
     if conn.provider == "google_classroom":
         pages = grade_pages[grade_pages["system"] == "lms"].rename(
             columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
@@ -281,6 +294,10 @@ def _lms_grade_pages(lms: LmsApiResource, conn: ConnectionConfig, day) -> tuple[
     """The LMS side of the grade sources: the student list (Unified: grades come from the stored activities), or
     the grade pages of the connection's dialect (Canvas, Google Classroom)."""
     rows = []
+    if conn.grades is not None and conn.grades.source == "lti_ags":
+        with lms.lti_client(conn.id, day) as client:
+            rows = [_dialect_row(page) for page in client.grade_pages()]
+            return rows, client.stats.as_dict()
     if conn.provider in ("canvas", "google_classroom"):
         with lms.dialect_client(conn.id, day) as client:
             rows = [_dialect_row(page) for page in client.grade_pages()]

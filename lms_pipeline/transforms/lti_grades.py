@@ -186,3 +186,31 @@ def _problem_line(endpoint: str, course: object, index: object, url: object, pos
         + (f" of course {course}" if course is not None else "") + (f" (GET {url})" if url is not None else "")
         + ": " + (f"item {position} {problem}" if position is not None else problem)
     )  # fmt: skip
+
+
+_SIDES_SQL = {
+    # Line items name their content (``label``) and point to it (``resourceId``): what title matching needs.
+    "contents": """
+        SELECT DISTINCT course_id, coalesce(i.resourceId, 'lti-lineitem:' || i.id) AS content_id, i.label AS name
+        FROM (SELECT course_id, unnest(from_json(payload, '[{"id": "VARCHAR", "label": "VARCHAR",
+                                                         "resourceId": "VARCHAR"}]')) AS i
+              FROM pages WHERE endpoint = 'lineitems')
+        ORDER BY 1, 2""",
+    # NRPS members with a sourced id and an email: the LMS side of the email match with the SIS.
+    "students": """
+        SELECT DISTINCT m.lis_person_sourcedid AS student_id, m.email AS email
+        FROM (SELECT unnest(from_json(payload, '{"members": [{"lis_person_sourcedid": "VARCHAR",
+                                                              "email": "VARCHAR"}]}').members) AS m
+              FROM pages WHERE endpoint = 'memberships')
+        WHERE m.lis_person_sourcedid IS NOT NULL AND m.email IS NOT NULL
+        ORDER BY 1, 2""",
+}
+
+
+def lti_sides(pages: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(contents: course_id, content_id, name; students: student_id, email) from pages ``normalize_lti_grades``
+    has already accepted."""
+    frame = page_frame(pages, PAGE_COLUMNS, {"course_id": "string", "page_index": "int64", "status": "Int64"})
+    with duckdb.connect() as conn:
+        conn.register("pages", frame)
+        return conn.execute(_SIDES_SQL["contents"]).df(), conn.execute(_SIDES_SQL["students"]).df()
