@@ -2,7 +2,9 @@
 lettered, the discrepancy report, and the opt-in write-back with its journal.
 
 A connection without ``grades.sis`` in the connections file materializes these as skipped (nothing fetched,
-nothing written). LMS grades come from the activity pages the progress assets stored: one fetch serves both.
+nothing written). LMS grades come from the connection's grade source: a Unified connection's activity pages (which
+the progress assets already stored: one fetch serves both) or its LTI platform's AGS; a Canvas or Classroom
+connection's submissions. Each source's own normalizer turns them into the same parsed grades.
 """
 
 import hashlib
@@ -56,8 +58,9 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
     def raw_grade_pages(
         context: dg.AssetExecutionContext, lms: LmsApiResource, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
-        """The SIS gradebook (users, classes, line items, results; OneRoster 1.2) and the LMS student list (for
-        emails), stored as fetched: the replayable input of the reconciliation. Each SIS listing must add up to
+        """The SIS gradebook (users, classes, line items, results; OneRoster 1.2) and the LMS side (the Unified
+        student list for emails, or the grade pages of LTI AGS, Canvas or Classroom), stored as fetched: the
+        replayable input of the reconciliation. Each SIS listing must add up to
         its X-Total-Count, or nothing is stored."""
         connection_id, day = split_key(context)
         sis = lms.settings().sis_of(connection_id)
@@ -232,13 +235,27 @@ def _page_row(system, collection, index, offset, params, fetched_at, status, att
             "url": None}  # fmt: skip
 
 
+GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
+
+
 def _lms_side(conn: ConnectionConfig, store: Warehouse, day, grade_pages: pd.DataFrame) -> tuple:  # noqa: ANN001
     """(parsed LMS grades, LMS student emails, LMS contents) of the day, from the stored pages of the connection's
-    dialect: Unified activities (stored by the progress assets), Canvas submissions or Classroom submissions."""
+    grade source: Unified activities (stored by the progress assets), LTI AGS, Canvas or Classroom submissions."""
+
+    def parsed(grades: pd.DataFrame) -> pd.DataFrame:
+        return parse_grades(grades[GRADE_COLUMNS].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
+
+    pages = grade_pages[grade_pages["system"] == "lms"].rename(
+        columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
+    )
+    if conn.grades is not None and conn.grades.source == "lti_ags":
+        frame = normalize_lti_grades(pages, conn.id)
+        # AGS gives "<score>/<maximum>"; a learner listed without a score is ungraded (""), never 0.
+        frame = frame.assign(raw_grade=frame["raw_grade"].where(frame["grade_status"] != "ungraded", ""),
+                             points_possible=None, graded_at=pd.NaT)  # fmt: skip
+        contents, students = lti_sides(pages)
+        return parsed(frame), students, contents
     if conn.provider == "canvas":
-        pages = grade_pages[grade_pages["system"] == "lms"].rename(
-            columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
-        )
         frames = normalize_canvas_grades(pages.assign(course_id=pd.to_numeric(pages["course_id"]).astype("Int64")),
                                          conn.id)  # fmt: skip
         grades = frames.grades
@@ -246,32 +263,15 @@ def _lms_side(conn: ConnectionConfig, store: Warehouse, day, grade_pages: pd.Dat
         # letter the LMS rounded differently never hides a percent.
         by_score = (grades["grading_type"] == "letter_grade") & grades["score"].notna() & (grades["raw_grade"] != "EX")
         grades = grades.assign(raw_grade=grades["raw_grade"].where(~by_score, grades["score"].map("{:g}".format)))
-        columns = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
-        grades = parse_grades(grades[columns].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
-        return grades, frames.students[["student_id", "email"]], frames.contents[["course_id", "content_id", "name"]]
-    if conn.grades is not None and conn.grades.source == "lti_ags":
-        pages = grade_pages[grade_pages["system"] == "lms"].rename(
-            columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
-        )
-        frame = normalize_lti_grades(pages, conn.id)
-        # AGS gives "<score>/<maximum>"; a learner listed without a score is ungraded (""), never 0.
-        frame = frame.assign(raw_grade=frame["raw_grade"].where(frame["grade_status"] != "ungraded", ""),
-                             points_possible=None, graded_at=pd.NaT)  # fmt: skip
-        columns = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
-        grades = parse_grades(frame[columns].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
-        contents, students = lti_sides(pages)
-        return grades, students, contents
+        return parsed(grades), frames.students[["student_id", "email"]], frames.contents[["course_id", "content_id",
+                                                                                           "name"]]  # fmt: skip
     if conn.provider == "google_classroom":
-        pages = grade_pages[grade_pages["system"] == "lms"].rename(
-            columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
-        )
         identity = dialects.classroom_identity(conn.options)
         frames = normalize_classroom_grades(pages, **identity)
-        columns = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
-        grades = parse_grades(frames.grades[columns].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
         # Classroom has no SIS id: the directory that identified the students also gives their emails.
         students = identity.get("directory", pd.DataFrame(columns=["email", "student_id"]))
-        return grades, students[["student_id", "email"]], frames.contents[["course_id", "content_id", "name"]]
+        return parsed(frames.grades), students[["student_id", "email"]], frames.contents[["course_id", "content_id",
+                                                                                           "name"]]  # fmt: skip
     progress_pages = store.read_partition("raw_progress_pages", conn.id, day)
     contents = store.read_partition("course_contents", conn.id, day)[["course_id", "content_id", "name"]]
     return extract_lms_grades(progress_pages), lms_student_emails(grade_pages), contents
