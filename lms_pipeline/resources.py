@@ -183,8 +183,7 @@ class LmsApiResource(dg.ConfigurableResource):
         self, connection_id: str, snapshot_date: date, page_size: int | None = None
     ) -> Iterator[UnifiedLmsClient]:
         conn = self.settings().connection(connection_id)
-        base_url, token = self._endpoint(conn)
-        base_url = base_url.removesuffix(f"/lms/{conn.id}")  # the Unified client adds /lms/<connection> itself
+        base_url, token = self._endpoint(conn)  # the Unified client adds /lms/<connection> itself
         headers = {SIMULATED_DATE_HEADER: snapshot_date.isoformat()} if conn.simulated_clock else {}
         client = UnifiedLmsClient(
             conn.id,
@@ -197,12 +196,13 @@ class LmsApiResource(dg.ConfigurableResource):
         with client:
             yield client
 
-    def _endpoint(self, conn: ConnectionConfig) -> tuple[str, str]:
-        """(base URL, token) of a connection: the embedded simulator's, or the configured API and its token."""
+    def _endpoint(self, conn: ConnectionConfig, embedded_path: str | None = None) -> tuple[str, str]:
+        """(base URL, token) of a connection: the configured API and its token, or the embedded simulator's, where
+        a dialect's app is mounted at ``/<embedded_path>/<connection>`` (none: the server root)."""
         settings = self.settings()
         if conn.embedded:
             base_url, tokens = _EmbeddedSimulator.endpoint(settings)
-            return f"{base_url}/{DIALECT_PREFIX[conn.provider]}/{conn.id}", tokens[conn.id]
+            return (f"{base_url}/{embedded_path}/{conn.id}" if embedded_path else base_url), tokens[conn.id]
         token = connection_token(conn)
         if token is None:
             raise MissingTokenError(
@@ -216,7 +216,7 @@ class LmsApiResource(dg.ConfigurableResource):
     ) -> Iterator[CanvasClient | ClassroomClient | OneRosterRosterReader]:
         """The roster client of a non-Unified connection (Canvas REST, Google Classroom, OneRoster 1.2)."""
         conn = self.settings().connection(connection_id)
-        base_url, token = self._endpoint(conn)
+        base_url, token = self._endpoint(conn, embedded_path=DIALECT_PREFIX[conn.provider])
         day = snapshot_date if conn.simulated_clock else None
         retry, page_size = _retry(conn.options.retry), conn.options.page_size
         if conn.provider == "canvas":
@@ -237,11 +237,9 @@ class LmsApiResource(dg.ConfigurableResource):
         conn = self.settings().connection(connection_id)
         if conn.grades is None or conn.grades.source != "lti_ags":
             raise KeyError(f"connection {connection_id!r} does not read grades through LTI AGS")
-        base_url, token = self._endpoint(conn)
+        base_url, token = self._endpoint(conn, embedded_path="lti")
         if conn.grades.lti_base_url:
             base_url = conn.grades.lti_base_url
-        elif conn.embedded:
-            base_url = base_url.replace(f"/{DIALECT_PREFIX[conn.provider]}/", "/lti/", 1)
         client = LtiAgsClient(conn.id, base_url, token, retry=_retry(conn.options.retry),
                               simulated_date=snapshot_date if conn.simulated_clock else None)  # fmt: skip
         with client:
