@@ -39,4 +39,4 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) data/*.duckdb data/*.duckdb.* data/dagster_home/storage data/dagster_home/history data/dagster_home/schedules data/dagster_home/.logs_queue data/dagster_home/.telemetry
+	rm -rf $(VENV) data/*.duckdb data/*.duckdb.* data/*_published data/dagster_home/storage data/dagster_home/history data/dagster_home/schedules data/dagster_home/.logs_queue data/dagster_home/.telemetry
