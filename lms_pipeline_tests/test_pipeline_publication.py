@@ -88,9 +88,10 @@ def test_a_fetch_whose_normalization_fails_changes_nothing_stored(pipeline: Pipe
 
     assert stored_runs(pipeline, "sync_log", DAY2) == good_run, "sync_log (and its high-water mark) unchanged"
     assert stored_runs(pipeline, "raw_course_pages", DAY2) == good_run, "the day's raw pages still rebuild it"
-    assert pipeline.query(
-        "SELECT * FROM lms.course_student_edges WHERE snapshot_date = ? ORDER BY ALL", [DAY2]
-    ).to_json() == snapshot
+    assert (
+        pipeline.query("SELECT * FROM lms.course_student_edges WHERE snapshot_date = ? ORDER BY ALL", [DAY2]).to_json()
+        == snapshot
+    )
     assert pipeline.rows("SELECT DISTINCT run_id FROM lms_staging.sync_log") == {(failed.run_id,)}, (
         "the failed attempt is kept, apart"
     )
