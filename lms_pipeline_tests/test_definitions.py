@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from lms_pipeline.definitions import ROSTER_JOB, defs
 
@@ -18,6 +19,7 @@ TABLES = ["raw_course_pages", "sync_log", "course_rosters", "course_student_edge
           "grade_sync_log", "raw_dialect_pages"]  # fmt: skip
 
 
+@pytest.mark.slow  # a Dagster process: ~15 s
 def test_workspace_validates_from_the_cli() -> None:
     dagster = Path(sys.executable).with_name("dagster")
     env = {**os.environ, "DAGSTER_HOME": str(REPO / "data" / "dagster_home")}
