@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: demo test ui bench lint lock clean
+.PHONY: demo test test-fast ui bench lint lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
@@ -24,6 +24,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# The inner loop: lint and every test but the slow ones (Dagster runs, real processes); CI runs `make test`.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"
+
 ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
@@ -39,4 +44,4 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) data/*.duckdb data/*.duckdb.* data/dagster_home/storage data/dagster_home/history data/dagster_home/schedules data/dagster_home/.logs_queue data/dagster_home/.telemetry
+	rm -rf $(VENV) data/*.duckdb data/*.duckdb.* data/*_published data/dagster_home/storage data/dagster_home/history data/dagster_home/schedules data/dagster_home/.logs_queue data/dagster_home/.telemetry

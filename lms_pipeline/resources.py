@@ -16,7 +16,6 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 from dagster_duckdb import DuckDBResource
 
 from lms_pipeline.clients.canvas import CanvasClient
@@ -275,23 +274,14 @@ class LmsApiResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse, configured through Dagster's DuckDB integration."""
+    """The DuckDB warehouse, configured through Dagster's DuckDB integration (its ``database`` path).
+
+    Connections are opened by ``Warehouse`` itself, not by ``DuckDBResource.get_connection()``: that one retries a
+    lock conflict for ~100 s before naming it and leaks the connection (and the file lock) when the block raises
+    (dagster-duckdb 0.29; shared/docs/dagster-duckdb-notes.md §d).
+    """
 
     duckdb: DuckDBResource
 
-    @contextmanager
-    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        # DuckDBResource.get_connection() closes its connection only on a clean exit (no try/finally in
-        # dagster-duckdb 0.29), so an exception inside the block would leak the connection and its file lock
-        # for the life of the process. Catch inside, let the resource close, then re-raise.
-        failure: BaseException | None = None
-        with self.duckdb.get_connection() as conn:
-            try:
-                yield conn
-            except BaseException as exc:  # re-raised below, after the connection is closed
-                failure = exc
-        if failure is not None:
-            raise failure
-
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.duckdb.database, connect=self._connect)
+        return Warehouse(self.duckdb.database)

@@ -136,6 +136,22 @@ class EnrollmentChangeSet(_Partitioned):
         unique = ["connection_id", "snapshot_date"]
 
 
+class ChangeSetHold(_Partitioned):
+    """A change set the mass-drop guard held: its day stays out of every analysts' table until it is released."""
+
+    held_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC, description="when the guard held it")
+    run_id: Series[str] = pa.Field(description="Dagster run that held it")
+    reason: Series[str] = pa.Field(description="why, in words, with how to release it")
+    previous_snapshot_date: Series[pd.Timestamp] = pa.Field(nullable=True, description="snapshot compared with")
+    previous_edges: Series[int] = pa.Field(ge=0, description="edges in the previous snapshot")
+    dropped: Series[int] = pa.Field(ge=0, description="edges the change set would drop")
+    drop_share: Series[float] = pa.Field(ge=0, le=1, description="dropped / previous_edges")
+    max_drop_share: Series[float] = pa.Field(gt=0, le=1, description="guard threshold in force")
+
+    class Config:
+        unique = ["connection_id", "snapshot_date"]
+
+
 class SyncLog(_Partitioned):
     mode: Series[str] = pa.Field(isin=["full", "incremental"], description="full scan or updated_gte poll")
     mode_reason: Series[str] = pa.Field(description="why this mode was chosen, in words")
@@ -388,6 +404,7 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
     "class_student_edges": ClassStudentEdge,
     "enrollment_changes": EnrollmentChange,
     "enrollment_change_sets": EnrollmentChangeSet,
+    "change_set_holds": ChangeSetHold,
 }
 
 

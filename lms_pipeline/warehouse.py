@@ -1,4 +1,5 @@
-"""The DuckDB warehouse: table definitions, atomic partition replacement and the analysts' published copy.
+"""The DuckDB warehouse: table definitions, atomic partition replacement, fetched pages held until their snapshot
+is built, and publication to the analysts' copy (``lms_pipeline.published``).
 
 Why not Dagster's DuckDB IO manager: it deletes a partition and inserts the new rows outside any transaction and
 inserts by column position, so a failed insert loses the partition and reordered columns are silently swapped
@@ -6,14 +7,19 @@ inserts by column position, so a failed insert loses the partition and reordered
 committed together) taken under a file lock, so concurrent runs queue instead of failing on DuckDB's single-writer
 lock, and a failed write leaves the previous rows byte-for-byte intact.
 
-Analysts never open the live file (a reader would block writers): they query the published copy, which is
-rebuilt beside it and swapped in with an atomic rename.
+A fetch's pages and sync_log row are first *staged* (schema ``lms_staging``) and become the day's stored pages only
+in the transaction that writes the snapshot built from them: a fetch whose normalization fails leaves the day's
+stored pages, its sync_log (and so the high-water mark the next incremental poll starts from) and its snapshot as they
+were, and stays behind in staging as the failed attempt, which nothing reads as a base.
+
+Analysts never open the live file (a reader would block writers): they query the published copy, one partition at
+a time (``lms_pipeline.published``).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date
 from pathlib import Path
@@ -22,7 +28,12 @@ import duckdb
 import pandas as pd
 from filelock import FileLock, Timeout
 
+from lms_pipeline import published
+
 SCHEMA = "lms"
+STAGING_SCHEMA = "lms_staging"
+# What a fetch writes: staged, then promoted with the snapshot built from it (see the module docstring).
+STAGED_TABLES = ("raw_course_pages", "raw_dialect_pages", "sync_log")
 
 # Columns of every stored page (raw_course_pages, raw_progress_pages).
 PAGE_COLUMNS = """
@@ -251,6 +262,18 @@ TABLES: dict[str, str] = {
         max_drop_share DOUBLE NOT NULL,
         guard VARCHAR NOT NULL
     """,
+    "change_set_holds": """
+        connection_id VARCHAR NOT NULL,
+        snapshot_date DATE NOT NULL,
+        held_at TIMESTAMPTZ NOT NULL,
+        run_id VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        previous_snapshot_date DATE,
+        previous_edges INTEGER NOT NULL,
+        dropped INTEGER NOT NULL,
+        drop_share DOUBLE NOT NULL,
+        max_drop_share DOUBLE NOT NULL
+    """,
 }
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -268,20 +291,39 @@ def table(name: str) -> str:
 
 
 def published_path(path: Path) -> Path:
-    return path.with_name(f"{path.stem}_published{path.suffix}")
+    """The analysts' database (views over the published partitions) of a live warehouse file."""
+    return published.analysts_db_path(path)
+
+
+# DuckDB refuses a second read-write process with this text; our own runs queue on the file lock first, so a
+# conflict while we hold that lock means a process outside the pipeline (an analyst's read-write session).
+LOCK_CONFLICT = "Could not set lock on file"
 
 
 class Warehouse:
     """One DuckDB file. ``connect`` yields a read-write connection; every use is short and under ``lock``."""
 
-    def __init__(self, path: Path | str, connect: Connect | None = None, lock_timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        connect: Connect | None = None,
+        lock_timeout: float = 600.0,
+        foreign_lock_wait: float = 10.0,
+    ) -> None:
         self.path = Path(path)
+        if self.path.stem in (SCHEMA, STAGING_SCHEMA):
+            # DuckDB names the catalog after the file: "lms.duckdb" + schema "lms" makes every "lms.x" ambiguous.
+            raise WarehouseError(
+                f"warehouse file {self.path}: its name {self.path.stem!r} equals the schema the tables live in; "
+                "DuckDB would find 'lms.<table>' ambiguous. Name the file otherwise (e.g. warehouse.duckdb)."
+            )
         self._connect = connect or self._plain_connect
         self.lock = FileLock(f"{self.path}.lock", timeout=lock_timeout)
+        self.foreign_lock_wait = foreign_lock_wait
 
     @contextmanager
     def _plain_connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = duckdb.connect(str(self.path))
+        conn = connect_live(self.path, self.foreign_lock_wait)
         try:
             yield conn
         finally:
@@ -301,33 +343,55 @@ class Warehouse:
             ) from None
 
     def replace_partition(
-        self, frames: Mapping[str, pd.DataFrame], connection_id: str, snapshot_date: date
+        self,
+        frames: Mapping[str, pd.DataFrame],
+        connection_id: str,
+        snapshot_date: date,
+        promote: Iterable[str] = (),
     ) -> dict[str, int]:
         """Replace one (connection, day) partition of several tables in one transaction.
 
         Columns are matched by name, so column order in a frame does not matter; any error rolls everything back.
+        ``promote`` names staged tables whose staged rows of the partition replace the stored ones in the same
+        transaction (and leave staging).
         """
         counts: dict[str, int] = {}
-        with self.session() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                for name, frame in frames.items():
-                    qualified = table(name)
-                    conn.execute(
-                        f"DELETE FROM {qualified} WHERE connection_id = ? AND snapshot_date = ?",
-                        [connection_id, snapshot_date],
-                    )
-                    if len(frame):
-                        _check_partition(frame, name, connection_id, snapshot_date)
-                        conn.register("incoming_frame", frame)
-                        conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_frame")
-                        conn.unregister("incoming_frame")
-                    counts[name] = len(frame)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self.session() as conn, _transaction(conn, self.path):
+            for name, frame in frames.items():
+                qualified = table(name)
+                conn.execute(
+                    f"DELETE FROM {qualified} WHERE connection_id = ? AND snapshot_date = ?",
+                    [connection_id, snapshot_date],
+                )
+                if len(frame):
+                    _check_partition(frame, name, connection_id, snapshot_date)
+                    conn.register("incoming_frame", frame)
+                    conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_frame")
+                    conn.unregister("incoming_frame")
+                counts[name] = len(frame)
+            for name in promote:
+                counts[name] = _promote(conn, name, connection_id, snapshot_date)
         return counts
+
+    def stage(self, frames: Mapping[str, pd.DataFrame], connection_id: str, snapshot_date: date) -> None:
+        """Hold a fetch's tables (``STAGED_TABLES``) until the snapshot built from them is written; a later fetch of
+        the same partition replaces an attempt still held."""
+        with self.session() as conn, _transaction(conn, self.path):
+            for name, frame in frames.items():
+                qualified = staged_table(name)
+                conn.execute(f"DELETE FROM {qualified} WHERE connection_id = ? AND snapshot_date = ?",
+                             [connection_id, snapshot_date])  # fmt: skip
+                if len(frame):
+                    _check_partition(frame, name, connection_id, snapshot_date)
+                    conn.register("incoming_frame", frame)
+                    conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_frame")
+                    conn.unregister("incoming_frame")
+
+    def read_staged(self, name: str, connection_id: str, snapshot_date: date) -> pd.DataFrame:
+        return self.query(
+            f"SELECT * FROM {staged_table(name)} WHERE connection_id = ? AND snapshot_date = ?",
+            [connection_id, snapshot_date],
+        )
 
     def append(self, name: str, frame: pd.DataFrame) -> int:
         """Insert rows (by column name) in one transaction: for journals such as grade_sync_log, where every
@@ -350,46 +414,101 @@ class Warehouse:
         with self.session() as conn:
             return conn.execute(sql, params or []).df()
 
-    def publish(self) -> Path:
-        """Rebuild the analysts' copy and swap it in atomically; readers of the old copy keep their snapshot."""
-        target = published_path(self.path)
-        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    def publish_partition(
+        self, connection_id: str, snapshot_date: date, names: Iterable[str] | None = None
+    ) -> published.Publication:
+        """Publish one (connection, day) of ``names`` (default: every table) to the analysts' copy, if the day's
+        change set is published and not held (``lms_pipeline.published``). Costs O(the partition)."""
         with self.session() as conn:
-            # Under the writer lock no other publish is under way: any staging file left is from a killed process.
-            for stale in target.parent.glob(f".{target.name}.*.tmp"):
-                stale.unlink(missing_ok=True)
-            conn.execute(f"ATTACH '{staging}' AS publish_target")
-            try:
-                conn.execute(f"COPY FROM DATABASE {_catalog(conn)} TO publish_target")
-            finally:
-                conn.execute("DETACH publish_target")
-            os.replace(staging, target)
-        return target
+            return published.publish_partition(conn, self.path, SCHEMA, TABLES, connection_id, snapshot_date, names)
+
+    def publish_all(self) -> int:
+        """(Re)publish every partition: for a new or lost analysts' copy. Returns the partitions published."""
+        with self.session() as conn:
+            return published.publish_all(conn, self.path, SCHEMA, TABLES)
 
 
-def _catalog(conn: duckdb.DuckDBPyConnection) -> str:
-    return conn.execute("SELECT current_database()").fetchone()[0]
+def staged_table(name: str) -> str:
+    if name not in STAGED_TABLES:
+        raise KeyError(f"table {name!r} is not staged")
+    return f"{STAGING_SCHEMA}.{name}"
+
+
+def connect_live(path: Path, foreign_lock_wait: float) -> duckdb.DuckDBPyConnection:
+    """Open the live file read-write, waiting at most ``foreign_lock_wait`` seconds for a process outside the
+    pipeline that holds it (the pipeline's own runs queue on the file lock before they get here).
+
+    Dagster's DuckDBResource retries 10 times over ~100 s before reporting the same conflict (notes §d); an
+    analyst's session on the live file should be named at once, with what to do instead.
+    """
+    deadline = time.monotonic() + foreign_lock_wait
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if LOCK_CONFLICT not in str(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise WarehouseError(
+                    f"warehouse {path} is held open by a process outside the pipeline ({exc}); analysts should "
+                    f"query the published copy {published_path(path)} instead, read-only. Close that session "
+                    "and re-run."
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+@contextmanager
+def _transaction(conn: duckdb.DuckDBPyConnection, path: Path) -> Iterator[None]:
+    """BEGIN ... COMMIT, rolled back on any error. When DuckDB already aborted the transaction itself (a disk full,
+    an I/O error), the ROLLBACK fails with "no transaction is active": the original error is the one raised, so
+    "No space left on device" is what the operator reads."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        try:
+            conn.execute("ROLLBACK")
+        except duckdb.Error as rollback_error:
+            exc.add_note(f"warehouse {path}: the rollback also failed ({rollback_error}); nothing was committed")
+        raise
+
+
+def _promote(conn: duckdb.DuckDBPyConnection, name: str, connection_id: str, snapshot_date: date) -> int:
+    params = [connection_id, snapshot_date]
+    where = "WHERE connection_id = ? AND snapshot_date = ?"
+    conn.execute(f"DELETE FROM {table(name)} {where}", params)
+    conn.execute(f"INSERT INTO {table(name)} BY NAME SELECT * FROM {staged_table(name)} {where}", params)
+    (count,) = conn.execute(f"SELECT count(*) FROM {table(name)} {where}", params).fetchone()
+    conn.execute(f"DELETE FROM {staged_table(name)} {where}", params)
+    return int(count)
 
 
 def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create missing tables; add columns a newer version defines to tables an older one created.
+    """Create missing tables (and the staging copies of the staged ones); add columns a newer version defines to
+    tables an older one created.
 
     Added columns are nullable whatever the DDL says: rows written before they existed have no value.
     """
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-    existing: dict[str, set[str]] = {}
-    for name, column in conn.execute(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?", [SCHEMA]
+    layouts = {SCHEMA: TABLES, STAGING_SCHEMA: {name: TABLES[name] for name in STAGED_TABLES}}
+    existing: dict[tuple[str, str], set[str]] = {}
+    for schema, name, column in conn.execute(
+        "SELECT table_schema, table_name, column_name FROM information_schema.columns WHERE table_schema IN (?, ?)",
+        [SCHEMA, STAGING_SCHEMA],
     ).fetchall():
-        existing.setdefault(name, set()).add(column)
-    for name, columns in TABLES.items():
-        if name not in existing:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{name} ({columns})")
-            continue
-        for line in columns.split(","):
-            column, kind = line.split()[:2]
-            if column not in existing[name]:
-                conn.execute(f"ALTER TABLE {SCHEMA}.{name} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        existing.setdefault((schema, name), set()).add(column)
+    for schema, tables in layouts.items():
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for name, columns in tables.items():
+            if (schema, name) not in existing:
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{name} ({columns})")
+                continue
+            for line in columns.split(","):
+                column, kind = line.split()[:2]
+                if column not in existing[(schema, name)]:
+                    conn.execute(f"ALTER TABLE {schema}.{name} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 def _check_partition(frame: pd.DataFrame, name: str, connection_id: str, snapshot_date: date) -> None:

@@ -41,6 +41,19 @@ WORLDS = [
 ]  # fmt: skip
 
 
+# Tests that run Dagster jobs, real processes or big worlds: `make test` (CI) runs them, `make test-fast` does not.
+SLOW_MODULES = ("test_pipeline_", "test_parallel_backfill", "test_run_killed", "test_warehouse_crash",
+                "test_warehouse_concurrency", "test_secrets_sweep")  # fmt: skip
+SLOW_FIXTURES = {"pipeline", "seven_days"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module.startswith(SLOW_MODULES) or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @dataclass
 class Pipeline:
     tmp: Path

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from lms_pipeline.definitions import ROSTER_JOB, defs
 
@@ -18,6 +19,7 @@ TABLES = ["raw_course_pages", "sync_log", "course_rosters", "course_student_edge
           "grade_sync_log", "raw_dialect_pages"]  # fmt: skip
 
 
+@pytest.mark.slow  # a Dagster process: ~15 s
 def test_workspace_validates_from_the_cli() -> None:
     dagster = Path(sys.executable).with_name("dagster")
     env = {**os.environ, "DAGSTER_HOME": str(REPO / "data" / "dagster_home")}
@@ -58,3 +60,11 @@ def test_a_change_set_depends_on_the_previous_day_of_its_connection_so_backfills
     assert list(upstream.partitions_subset.get_partition_keys()) == ["district-canvas|2026-09-02"]
     none = mapping.get_upstream_mapped_partitions_result_for_partitions(first, partitions, partitions)
     assert list(none.partitions_subset.get_partition_keys()) == []
+
+
+def test_a_run_is_one_process_unless_its_run_config_asks_for_a_process_per_step() -> None:
+    job = defs.resolve_job_def(ROSTER_JOB)
+    (default,) = dg.validate_run_config(job, {})["execution"].values()
+    assert list(default) == ["in_process"]
+    (chosen,) = dg.validate_run_config(job, {"execution": {"config": {"multiprocess": {}}}})["execution"].values()
+    assert list(chosen) == ["multiprocess"]

@@ -10,7 +10,7 @@ it does on disk, not by sleeping:
   inserted, not yet committed;
 - the WAL exists: a commit (raw pages, then rosters and edges) is being written, or, once the WAL has stopped
   growing for a moment, finished and being checkpointed into the database file;
-- the staging file of the analysts' copy exists: the published copy is being rebuilt.
+- a staging folder of the analysts' copy exists: a day's new version is being written, before its link is swapped.
 
 At each moment the whole process group is frozen (SIGSTOP), the moment is checked again, then the group is killed
 (SIGKILL). If the window was missed (2 cores, other work running), the moment is tried again with a fresh run.
@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 import pytest
 
+from lms_pipeline.published import files_root
 from lms_pipeline_tests.dagster_processes import (
     BIN,
     MODULE,
@@ -58,23 +59,23 @@ POLL_SECONDS = 0.0005
 
 
 class Disk:
-    """What the run is doing, seen from outside: the writer lock, DuckDB's WAL, the publish staging file."""
+    """What the run is doing, seen from outside: the writer lock, DuckDB's WAL, the publish staging folder."""
 
     def __init__(self, sandbox: DagsterSandbox) -> None:
         self.lock = Path(f"{sandbox.db}.lock")
         self.wal = Path(f"{sandbox.db}.wal")
         self.root = sandbox.root
-        self.published_name = sandbox.published.name
+        self.publish_staging = files_root(sandbox.db) / "staging"
         self._wal_size: tuple[int, float] | None = None  # (size, since when) while the WAL does not grow
         self._left_over: set[Path] = set()
 
     def new_run(self) -> None:
-        """Forget what earlier runs left behind: a publish killed before its rename leaves its staging file."""
+        """Forget what earlier runs left behind: a publish killed before its rename leaves its staging folder."""
         self._wal_size = None
         self._left_over = set(self._staging())
 
     def _staging(self) -> list[Path]:
-        return list(self.root.glob(f".{self.published_name}.*.tmp"))
+        return list(self.publish_staging.glob("*")) if self.publish_staging.exists() else []
 
     def wal_paused(self) -> bool:
         """The WAL exists and has not grown for 5 ms while the lock is held: later in the commit than
@@ -268,5 +269,5 @@ def test_sigkill_of_a_real_run_while_it_writes_leaves_partitions_whole_and_the_n
             "SELECT count(*) FROM lms.course_student_edges WHERE connection_id = ? AND snapshot_date = ?",
             [CONNECTION, DAY_2],
         ) == [(len(truth_2),)]
-        leftovers = list(sandbox.root.glob(f".{sandbox.published.name}.*"))
-        assert not leftovers, f"the killed publish's staging files were never cleaned up: {leftovers}"
+        leftovers = list((files_root(sandbox.db) / "staging").glob("*"))
+        assert not leftovers, f"the killed publish's staging folders were never cleaned up: {leftovers}"

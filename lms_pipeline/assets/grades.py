@@ -147,7 +147,7 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
         except (GradeInputError, SchemaViolation, ValueError) as exc:  # payload errors are ValueErrors naming the page
             raise dg.Failure(description=f"grade reconciliation refused; nothing was written: {exc}") from None
         store.replace_partition(frames, connection_id, day)
-        published = store.publish()
+        published = store.publish_partition(connection_id, day, ["raw_grade_pages", *frames])
         lms_grades, report = frames["lms_grades"], frames["grade_discrepancies"]
         yield dg.MaterializeResult(
             asset_key="lms_grades",
@@ -203,7 +203,7 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
         frame = validate("grade_sync_log", frame)
         if len(frame):
             store.append("grade_sync_log", frame)
-            store.publish()
+            store.publish_partition(connection_id, day, ["grade_sync_log"])
         outcomes = frame["outcome"].value_counts()
         failed = int(outcomes.get("failed", 0))
         yield dg.MaterializeResult(
@@ -353,7 +353,8 @@ def _report_metadata(report: pd.DataFrame, published) -> dict:  # noqa: ANN001
             round(len(report[report["status"] == "match"]) / len(compared), 4) if len(compared) else 0.0
         ),  # fmt: skip
         "lowest_match_rate_courses": dg.MetadataValue.md(table),
-        "analyst_copy": dg.MetadataValue.path(str(published)),
+        "analyst_copy": dg.MetadataValue.path(str(published.analysts_db)),
+        "published": published.reason,
     }
 
 

@@ -128,7 +128,7 @@ def build_progress_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         except (MalformedPayloadError, SchemaViolation) as exc:
             raise dg.Failure(description=f"progress normalization refused; nothing was written: {exc}") from None
         store.replace_partition(frames, connection_id, day)
-        published = store.publish()
+        published = store.publish_partition(connection_id, day, ["raw_progress_pages", *frames])
         progress, summary = frames["student_progress"], frames["course_progress_summary"]
         states = progress["enrollment_state"].value_counts()
         yield dg.MaterializeResult(
@@ -156,7 +156,8 @@ def build_progress_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
                     else 0.0
                 ),  # fmt: skip
                 "activities_not_on_roster": int(summary["activities_not_on_roster"].sum()),
-                "analyst_copy": dg.MetadataValue.path(str(published)),
+                "analyst_copy": dg.MetadataValue.path(str(published.analysts_db)),
+                "published": published.reason,
             },
         )
 

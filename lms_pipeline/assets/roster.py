@@ -32,7 +32,7 @@ from lms_pipeline.transforms.rosters import (
     listed_ids,
     normalize_pages,
 )
-from lms_pipeline.warehouse import Warehouse, table
+from lms_pipeline.warehouse import STAGED_TABLES, Warehouse, table
 
 GROUP = "roster"
 
@@ -134,6 +134,20 @@ def _page_indexes(pages: list[Page]) -> list[int]:
     return out
 
 
+NORMALIZATION_REFUSED = (
+    "normalization refused; nothing was written (the day's stored pages, sync_log and snapshot are unchanged; the "
+    "fetched pages are kept as a failed attempt in lms_staging)"
+)
+
+
+def fetched(store: Warehouse, connection_id: str, day: date, *names: str) -> tuple[list[pd.DataFrame], tuple[str, ...]]:
+    """A fetch's tables for the day: the attempt staged by the latest fetch when there is one (the snapshot is built
+    from it and promotes it), else what is stored (a rebuild from raw pages); and the tables to promote."""
+    if len(store.read_staged("sync_log", connection_id, day)):
+        return [store.read_staged(name, connection_id, day) for name in names], STAGED_TABLES
+    return [store.read_partition(name, connection_id, day) for name in names], ()
+
+
 def _fail(exc: Exception, what: str) -> dg.Failure:
     return dg.Failure(description=f"{what}: {exc}", allow_retries=not isinstance(exc, SchemaViolation))
 
@@ -155,7 +169,9 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 "parameters without secrets, fetch time, attempts). A full scan lists everything; an incremental "
                 "poll lists what was updated since the last high-water mark; either is read so that records changing "
                 "while paged are neither skipped nor stale. A sync that fails on any page stores nothing, so a "
-                "partial listing can never turn into false drops. The replayable source of every roster table.",
+                "partial listing can never turn into false drops. The pages are held (lms_staging) until the "
+                "snapshot built from them is written, in the same transaction: a fetch whose normalization fails "
+                "changes nothing stored. The replayable source of every roster table.",
             ),
             dg.AssetSpec(
                 "raw_dialect_pages",
@@ -172,7 +188,7 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 metadata=table_metadata("sync_log"),
                 description="One row per sync: full scan or incremental poll and why, how the listing was paged, "
                 "the high-water mark the next poll starts from, and sync health (requests, pages, retries, 429s, "
-                "5xx, duration). Written with the pages, in the same transaction.",
+                "5xx, duration). Written with the pages, and like them stored with the snapshot built from them.",
             ),
         ],
     )
@@ -228,8 +244,8 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 catch_up_rounds=rounds, catch_up_converged=converged
             ),
         )
-        store.replace_partition({"raw_course_pages": frame, "raw_dialect_pages": frame.iloc[0:0], "sync_log": sync},
-                                connection_id, day)  # fmt: skip
+        store.stage({"raw_course_pages": frame, "raw_dialect_pages": frame.iloc[0:0], "sync_log": sync},
+                    connection_id, day)  # fmt: skip
         row = sync.iloc[0]
         fell_back = [f"{s.endpoint}: {s.fell_back}" for s in scans if s.fell_back]
         health = {
@@ -288,13 +304,12 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         if conn.provider != "unified":
             yield from _snapshot_results(_dialect_snapshot(conn, day, store), "full", None, day)
             return
-        pages = store.read_partition("raw_course_pages", connection_id, day)
+        (sync, pages), promote = fetched(store, connection_id, day, "sync_log", "raw_course_pages")
         if pages.empty:
             raise dg.Failure(
                 description=f"no raw_course_pages stored for {connection_id}|{day}: materialize raw_course_pages first",
                 allow_retries=False,
             )
-        sync = store.read_partition("sync_log", connection_id, day)
         mode = sync["mode"].iloc[0] if len(sync) else "full"  # pages stored before sync_log existed: full scans
         base_day = pd.Timestamp(sync["base_snapshot_date"].iloc[0]).date() if mode == "incremental" else None
         try:
@@ -305,8 +320,8 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 )
             frames = {name: validate(name, frame) for name, frame in polled._asdict().items()}
         except (MalformedPayloadError, SchemaViolation) as exc:
-            raise _fail(exc, "normalization refused; nothing was written") from None
-        store.replace_partition(frames, connection_id, day)
+            raise _fail(exc, NORMALIZATION_REFUSED) from None
+        store.replace_partition(frames, connection_id, day, promote=promote)
         yield from _snapshot_results(frames, mode, base_day, day)
 
     @dg.multi_asset(
@@ -380,13 +395,18 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             },
         )
         if guard is None:
+            reason = (
+                f"mass-drop guard held the change set of {connection_id}|{day}: {summary.dropped} of "
+                f"{summary.previous_edges} edges ({summary.drop_share:.1%}) would drop, above max_drop_share "
+                f"{threshold:.0%}. Nothing of this day is published (rosters, edges, progress, grades). If the drops "
+                "are real, re-run the partition with run config "
+                "ops.enrollment_change_set.config.accept_mass_drop: true."
+            )
+            hold = hold_row(connection_id, day, context.run_id, reason, summary, threshold)
+            store.replace_partition({"change_set_holds": validate("change_set_holds", hold)}, connection_id, day)
+            store.publish_partition(connection_id, day, ["change_set_holds"])
             raise dg.Failure(
-                description=(
-                    f"mass-drop guard held the change set of {connection_id}|{day}: {summary.dropped} of "
-                    f"{summary.previous_edges} edges ({summary.drop_share:.1%}) would drop, above max_drop_share "
-                    f"{threshold:.0%}. Nothing was published. If the drops are real, re-run with run config "
-                    "ops.enrollment_change_set.config.accept_mass_drop: true."
-                ),
+                description=reason,
                 metadata={"dropped": summary.dropped, "previous_snapshot_date": str(prev_day)},
                 allow_retries=False,
             )
@@ -400,8 +420,9 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             }
         except SchemaViolation as exc:
             raise _fail(exc, "change set refused; nothing was written") from None
-        store.replace_partition(frames, connection_id, day)
-        published = store.publish()
+        # The change set and the release of any hold on the day, together: the day becomes publishable whole.
+        store.replace_partition({**frames, "change_set_holds": pd.DataFrame()}, connection_id, day)
+        published = store.publish_partition(connection_id, day)
         yield dg.MaterializeResult(
             asset_key="enrollment_changes",
             metadata={
@@ -413,7 +434,8 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 "drop_share": dg.MetadataValue.float(round(summary.drop_share, 4)),
                 "drops_by_reason": dg.MetadataValue.json(_reason_counts(changes, "dropped")),
                 "adds_by_reason": dg.MetadataValue.json(_reason_counts(changes, "added")),
-                "analyst_copy": dg.MetadataValue.path(str(published)),
+                "analyst_copy": dg.MetadataValue.path(str(published.analysts_db)),
+                "published": published.reason,
             },
         )
         yield dg.MaterializeResult(
@@ -524,6 +546,19 @@ def _guard(summary: ChangeSummary, threshold: float, accepted: bool) -> str | No
     return "accepted_by_operator" if accepted else None
 
 
+def hold_row(
+    connection_id: str, day: date, run_id: str, reason: str, summary: ChangeSummary, threshold: float
+) -> pd.DataFrame:
+    """The record of a held change set: what keeps the day out of the analysts' copy until it is released."""
+    previous = summary.previous_snapshot_date
+    return pd.DataFrame([{
+        "connection_id": connection_id, "snapshot_date": pd.Timestamp(day), "held_at": pd.Timestamp.now(tz="UTC"),
+        "run_id": run_id, "reason": reason, "previous_snapshot_date": pd.Timestamp(previous) if previous else pd.NaT,
+        "previous_edges": summary.previous_edges, "dropped": summary.dropped, "drop_share": summary.drop_share,
+        "max_drop_share": threshold,
+    }])  # fmt: skip
+
+
 def _reason_counts(changes: pd.DataFrame, change_type: str) -> dict[str, int]:
     subset = changes.loc[changes["change_type"] == change_type, "reason"]
     return {k: int(v) for k, v in subset.value_counts().sort_index().items()}
@@ -542,8 +577,7 @@ def _fetch_dialect(context: dg.AssetExecutionContext, conn: ConnectionConfig, da
     duration = round(time.monotonic() - started, 3)
     frame = validate("raw_dialect_pages", dialects.pages_frame(pages, conn.id, conn.provider, day, context.run_id))
     sync = validate("sync_log", dialects.sync_row(conn, day, pages, stats, duration, context.run_id))
-    store.replace_partition({"raw_course_pages": pd.DataFrame(), "raw_dialect_pages": frame, "sync_log": sync},
-                            conn.id, day)  # fmt: skip
+    store.stage({"raw_course_pages": pd.DataFrame(), "raw_dialect_pages": frame, "sync_log": sync}, conn.id, day)
     row = sync.iloc[0]
     health = {
         "provider": conn.provider,
@@ -563,15 +597,15 @@ def _fetch_dialect(context: dg.AssetExecutionContext, conn: ConnectionConfig, da
 
 def _dialect_snapshot(conn: ConnectionConfig, day: date, store: Warehouse) -> dict[str, pd.DataFrame]:
     """Normalize and store a dialect connection's day; its sync is always a full scan (nothing carried forward)."""
-    pages = store.read_partition("raw_dialect_pages", conn.id, day)
+    (pages,), promote = fetched(store, conn.id, day, "raw_dialect_pages")
     if pages.empty:
         raise dg.Failure(description=f"no raw_dialect_pages stored for {conn.id}|{day}: materialize "
                          "raw_course_pages first", allow_retries=False)  # fmt: skip
     try:
         frames = {name: validate(name, frame) for name, frame in dialects.normalize(conn, pages, day)._asdict().items()}
     except (ValueError, SchemaViolation) as exc:  # each dialect's payload error is a ValueError naming the page
-        raise _fail(exc, "normalization refused; nothing was written") from None
-    store.replace_partition(frames, conn.id, day)
+        raise _fail(exc, NORMALIZATION_REFUSED) from None
+    store.replace_partition(frames, conn.id, day, promote=promote)
     return frames
 
 

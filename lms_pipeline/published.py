@@ -1,0 +1,185 @@
+"""What analysts read: each published (connection, day) as a folder of Parquet files, one per table, behind a small
+DuckDB file of views that carry the tables' names (``lms.course_student_edges`` ...).
+
+Why not a copy of the live database (what this module replaced): copying the whole warehouse on every publish costs
+O(history) under the writer lock, and it published whatever the live file held, a held day included.
+
+Why folders of Parquet files behind views: a day is published by writing its files into a new version folder and
+pointing the day's link at it (``os.replace`` of a symlink: atomic on POSIX), so a publish costs O(the partition), a
+day is swapped whole (every table of it at once) and a SIGKILL at any moment leaves the previous version or the new
+one. An analyst's connection to the views file can stay open as long as they like: the file is only ever replaced,
+never written in place, so it never blocks a writer, and each query sees whole days. DuckLake would give the same
+with snapshots, but its extension is pinned to an older DuckDB than the project's (dagster-duckdb-notes.md §e).
+
+Layout beside the live ``<stem>.duckdb``: ``<stem>_published.duckdb`` (the views) and ``<stem>_published/`` with
+``days/<connection>/<day>`` (a link to ``versions/<connection>/<day>/<version>/``, holding ``<table>.parquet`` for
+each table with rows that day), ``days/_schema/empty/`` (a zero-row file per table, so a view reads something before
+any day exists) and ``staging/`` (a version being written).
+
+Publication is gated per (connection, day): a day's tables are published only once its change set is (the guard
+passed or an operator accepted it) and while no hold stands on it. A day the mass-drop guard held keeps its last
+published version, or stays absent, in every analysts' table until it is released; other connections and days
+publish normally. The journals (``change_set_holds``, ``grade_sync_log``) are published ungated: they record what
+happened, held or not.
+
+Every function here runs on the live connection, under the warehouse's writer lock (``Warehouse.session``), so no
+two publishes overlap and anything found in ``staging/`` is a killed publish's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+UNGATED = frozenset({"change_set_holds", "grade_sync_log"})
+LAYOUT_FILE = "_layout"
+SCHEMA_DAY = ("_schema", "empty")  # connection ids start with a letter or digit: "_schema" is never one
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What one publish did: the analysts' database, whether every table asked for was published, and why not."""
+
+    analysts_db: Path
+    published: bool
+    reason: str
+    tables: tuple[str, ...] = ()
+
+
+def analysts_db_path(live: Path) -> Path:
+    return live.with_name(f"{live.stem}_published{live.suffix}")
+
+
+def files_root(live: Path) -> Path:
+    return live.with_name(f"{live.stem}_published")
+
+
+def day_folder(live: Path, connection_id: str, day: date) -> Path:
+    """The link analysts' views read through; its target is the day's current version."""
+    return files_root(live) / "days" / connection_id / day.isoformat()
+
+
+def gate(conn: duckdb.DuckDBPyConnection, schema: str, connection_id: str, day: date) -> str | None:
+    """Why the day's tables may not be published yet, or None when they may."""
+    held, has_change_set = conn.execute(
+        f"""SELECT (SELECT any_value(reason) FROM {schema}.change_set_holds WHERE connection_id = $1
+                    AND snapshot_date = $2),
+                   EXISTS (SELECT 1 FROM {schema}.enrollment_change_sets WHERE connection_id = $1
+                           AND snapshot_date = $2)""",
+        [connection_id, day],
+    ).fetchone()
+    if held is not None:
+        return f"held: {held}"
+    if not has_change_set:
+        return "its change set is not published yet"
+    return None
+
+
+def publish_partition(
+    conn: duckdb.DuckDBPyConnection,
+    live: Path,
+    schema: str,
+    tables: dict[str, str],
+    connection_id: str,
+    day: date,
+    names: Iterable[str] | None = None,
+) -> Publication:
+    """Publish ``names`` (default: every table) of one (connection, day) as a new version of the day: the other
+    tables' files are carried over from the current version (hard links), then the day's link is swapped."""
+    ensure_views(conn, live, schema, tables)
+    wanted = list(names) if names is not None else list(tables)
+    blocked = gate(conn, schema, connection_id, day)
+    chosen = [name for name in wanted if name in UNGATED or blocked is None]
+    skipped = [name for name in wanted if name not in chosen]
+    reason = f"{', '.join(skipped)} not published: {blocked}" if skipped else "published"
+    if chosen:
+        _new_version(conn, live, schema, chosen, connection_id, day)
+    return Publication(analysts_db_path(live), not skipped, reason, tuple(chosen))
+
+
+def publish_all(conn: duckdb.DuckDBPyConnection, live: Path, schema: str, tables: dict[str, str]) -> int:
+    """Publish every day the live warehouse holds (gated as usual); returns the days published in full.
+
+    For a new analysts' copy, or one rebuilt after its folder was lost: the cost is the whole warehouse, once.
+    """
+    keys = conn.execute(
+        " UNION ".join(f"SELECT DISTINCT connection_id, snapshot_date FROM {schema}.{name}" for name in tables)
+    ).fetchall()
+    return sum(publish_partition(conn, live, schema, tables, c, d).published for c, d in sorted(keys))
+
+
+def _new_version(
+    conn: duckdb.DuckDBPyConnection, live: Path, schema: str, names: list[str], connection_id: str, day: date
+) -> None:
+    root, link = files_root(live), day_folder(live, connection_id, day)
+    staging = root / "staging" / f"{connection_id}.{day}.{os.getpid()}"
+    staging.mkdir(parents=True)
+    current = link.resolve() if link.is_symlink() else None
+    if current is not None and current.is_dir():
+        for carried in current.iterdir():
+            if carried.stem not in names:
+                os.link(carried, staging / carried.name)
+    for name in names:
+        target = staging / f"{name}.parquet"
+        (written,) = conn.execute(
+            f"COPY (SELECT * FROM {schema}.{name} WHERE connection_id = $1 AND snapshot_date = $2) "
+            f"TO {_literal(target)} (FORMAT parquet)",
+            [connection_id, day],
+        ).fetchone()
+        if not written:
+            target.unlink()
+    versions = root / "versions" / connection_id / day.isoformat()
+    versions.mkdir(parents=True, exist_ok=True)
+    version = versions / f"{time.time_ns()}-{os.getpid()}"
+    os.rename(staging, version)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    new_link = link.with_name(f".{link.name}.{os.getpid()}.link")
+    new_link.unlink(missing_ok=True)
+    new_link.symlink_to(os.path.relpath(version, link.parent))
+    os.replace(new_link, link)  # the day switches to its new version here, whole
+    # Keep the version just replaced (a query that globbed a moment ago may still open it); drop older ones.
+    for old in versions.iterdir():
+        if old not in (version, current):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def ensure_views(conn: duckdb.DuckDBPyConnection, live: Path, schema: str, tables: dict[str, str]) -> Path:
+    """Create (or, when the tables' layout changed, replace) the analysts' database of views and the zero-row
+    schema files behind them; clear what a killed publish left in staging."""
+    target, root = analysts_db_path(live), files_root(live)
+    staging = root / "staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    layout = hashlib.sha256(repr(sorted(tables.items())).encode()).hexdigest()
+    marker = root / LAYOUT_FILE
+    if target.exists() and marker.exists() and marker.read_text() == layout:
+        return target
+    empty = root.joinpath("days", *SCHEMA_DAY)
+    staging.mkdir(parents=True)
+    empty.mkdir(parents=True, exist_ok=True)
+    for name in tables:
+        tmp = staging / f"{name}.parquet"
+        conn.execute(f"COPY (SELECT * FROM {schema}.{name} LIMIT 0) TO {_literal(tmp)} (FORMAT parquet)")
+        os.replace(tmp, empty / f"{name}.parquet")
+    views = staging / "views.duckdb"
+    with duckdb.connect(str(views)) as out:
+        out.execute(f"CREATE SCHEMA {schema}")
+        for name in tables:
+            # union_by_name: a day published before a column was added reads it as NULL.
+            pattern = _literal(root / "days" / "*" / "*" / f"{name}.parquet")
+            out.execute(f"CREATE VIEW {schema}.{name} AS SELECT * FROM read_parquet({pattern}, union_by_name = true)")
+    os.replace(views, target)
+    marker.write_text(layout)
+    return target
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
