@@ -79,7 +79,7 @@ class Served:
             self.app.reset_log()
             with self.reader(day, page_size=page_size) as reader:
                 pages = reader.roster_pages()
-            self._scans[key] = Scan(pages, normalize_oneroster_pages(pages, MAIN), list(self.app.request_log))
+            self._scans[key] = Scan(pages, normalize_oneroster_pages(pages, MAIN, day), list(self.app.request_log))
         return self._scans[key]
 
 
@@ -164,7 +164,7 @@ def test_every_listing_is_read_to_its_end_in_every_paging_mode(mode: str, page_s
     with served(**options) as app, app.reader(D1, page_size=page_size) as reader:
         pages = reader.roster_pages()
         everything = reader.changed_enrollment_pages(SINCE_EVER)
-    frames = normalize_oneroster_pages(pages, MAIN)
+    frames = normalize_oneroster_pages(pages, MAIN, D1)
     assert rows(frames.course_student_edges) == WORLD.true_course_edges(D1)
     assert rows(frames.class_student_edges) == WORLD.true_class_edges(D1)
     assert statuses(frames) == WORLD.roster_status(D1)
@@ -227,7 +227,7 @@ def test_body_paging_sends_totals_in_the_body_and_no_paging_headers() -> None:
 def test_left_students_are_tobedeleted_or_legacy_inactive_and_never_edges() -> None:
     with served(legacy_inactive_share=0.5) as app, app.reader(D2) as reader:
         pages = reader.roster_pages()
-    frames = normalize_oneroster_pages(pages, MAIN)
+    frames = normalize_oneroster_pages(pages, MAIN, D2)
     enrollments, courses = items(pages), course_of(D2)
     counts = Counter(e["status"] for e in enrollments if e["role"] == "student")
     assert counts["tobedeleted"] >= 10 and counts["inactive"] >= 10, counts
@@ -358,7 +358,7 @@ def test_a_token_without_the_rostering_scope_fails_the_read(oneroster: Served) -
 def test_server_busy_is_survived_and_counted() -> None:
     with served(throttle_every=6) as app:
         with app.reader(D1, page_size=7) as reader:
-            frames = normalize_oneroster_pages(reader.roster_pages(), MAIN)
+            frames = normalize_oneroster_pages(reader.roster_pages(), MAIN, D1)
         log = list(app.app.request_log)
         answers = [app.http.get(f"{ROSTERING.lstrip('/')}/courses") for _ in range(6)]  # throttled before auth
     assert rows(frames.course_student_edges) == WORLD.true_course_edges(D1)
@@ -388,7 +388,7 @@ def test_an_expired_token_is_refreshed_and_the_read_completes() -> None:
             MAIN, f"{base_url}/oneroster/{MAIN}", CLIENT_ID, SECRET, simulated_date=D1, retry=RETRY
         ) as reader,
     ):
-        frames = normalize_oneroster_pages(reader.roster_pages(), MAIN)
+        frames = normalize_oneroster_pages(reader.roster_pages(), MAIN, D1)
     expired = [e for e in app.request_log if e["status"] == 401]
     assert len(expired) >= 2 and reader.token_requests == 1 + len(expired)
     assert rows(frames.course_student_edges) == WORLD.true_course_edges(D1)
@@ -437,7 +437,7 @@ def test_an_enrollment_without_a_user_raises_a_clear_normalizer_error() -> None:
             pages = reader.roster_pages()
     page = next(p for p in pages if p["params"].get("filter") == f"class.sourcedId='{class_id}'")
     with pytest.raises(OneRosterPayloadError) as err:
-        normalize_oneroster_pages(pages, MAIN)
+        normalize_oneroster_pages(pages, MAIN, D1)
     assert str(err.value) == (
         f"connection '{MAIN}': 1 malformed OneRoster page(s) or item(s):\n  enrollments page 0 of course {view.id} "
         f"(GET {page['url']}): item 1 is an enrollment without user.sourcedId"

@@ -1,5 +1,6 @@
-"""Reads one OneRoster 1.2 connection's rosters (provider-apis.md §2) with the project's ``OneRosterClient``: courses,
-classes, then each class's enrollments (``filter=class.sourcedId='X'``; the standard has no
+"""Reads one OneRoster 1.2 connection's rosters (provider-apis.md §2, §9.2) with the project's ``OneRosterClient``:
+courses, classes, academic sessions (the terms that say when a class runs: OneRoster has no "course is active"
+flag), then each class's enrollments (``filter=class.sourcedId='X'``; the standard has no
 ``/classes/{id}/enrollments``), every listing to its end, as raw pages for ``transforms.oneroster_rosters``.
 
 Paging: ``OneRosterClient.iter_pages`` follows ``Link rel="next"`` and checks ``X-Total-Count``. Some vendors send
@@ -120,11 +121,11 @@ class OneRosterRosterReader:
 
     # ---- listings ---------------------------------------------------------------------------------------------
     def roster_pages(self) -> list[RawPage]:
-        """Courses, classes, then every listed class's enrollments: all or nothing (any failure raises), except a
-        class whose roster this client may not read (a status-403 page)."""
+        """Courses, classes, academic sessions, then every listed class's enrollments: all or nothing (any failure
+        raises), except a class whose roster this client may not read (a status-403 page)."""
         pages = self.course_pages()
         classes = self.class_pages()
-        pages += classes
+        pages += classes + self.session_pages()
         for class_id, course_id in listed_classes(classes, self.connection_id):
             pages += self.enrollment_pages(class_id, course_id)
         return pages
@@ -134,6 +135,11 @@ class OneRosterRosterReader:
 
     def class_pages(self) -> list[RawPage]:
         return self._listing("classes", {}, None)
+
+    def session_pages(self) -> list[RawPage]:
+        """Every academic session (terms, semesters, school years): a class's ``terms`` and a course's
+        ``schoolYear`` may name any type, so ``/terms`` alone is not enough."""
+        return self._listing("academicSessions", {}, None)
 
     def enrollment_pages(self, class_id: str, course_id: str | None = None) -> list[RawPage]:
         """One class's enrollments (every role and status: the normalizer decides who is enrolled)."""

@@ -10,31 +10,37 @@ Paths under ``/oneroster/{connection_id}``:
   single-quoted, joined by `` AND `` or `` OR ``); anything else, an unknown field or a bad date answers 400
   ``invalid_filter_field``.
 
-How the world is shown: a course is a OneRoster course (``sourcedId`` = world course id). OneRoster has no "course
-is active" flag (``status`` only says whether the record is being deleted), so every course is ``status: active``
-and the LMS flag travels as ``metadata.lmsActive``. Each world section is a class; each enrolled student has one
-``role: student`` enrollment in their section (``sourcedId`` ``enr-{class}-{user}``), every class one ``role:
-teacher`` enrollment. A student who left keeps their enrollment with ``status: tobedeleted`` (a share of them with
-1.0's legacy ``inactive``, option ``legacy_inactive_share``), or it vanishes (``deleted_rows="vanish"``).
-
-Stamps (``dateLastModified``): a row that changed on the as-of day (a student who joined or left the section that
-day, compared with the day before) carries that day's change time -- the course's ``updated_at`` when the world
-gives it, else a fixed hash-derived time. Any other row carries ``{as-of - 1}T23:00:00Z``: an upper bound on when
-it last changed (the world does not remember older change days), so a ``dateLastModified>`` window never misses a
-change (it may return an old one again). Active enrollments run from the course's creation to the end of the school
-year (30 June) after the as-of day, so they always cover it.
+How the world is shown (spec-conformant by default: every answer validates against the OneRoster 1.2 rostering
+schemas in ``lms_pipeline_tests/spec_schemas``): a course is a OneRoster course (``sourcedId`` = world course id),
+each world section a class. OneRoster has no "course is active" flag (``status`` only says whether a record is being
+deleted; provider-apis.md §9.2): a class runs while its ``status`` is ``active`` and the day is inside one of its
+``terms`` (academicSessions: ``startDate`` included, ``endDate`` excluded). So each course's classes share one
+term, ``term-{course}``, from the course's creation to the end of the current school year (1 July, excluded) while
+the world keeps the course active, and to the day it went inactive (excluded) from then on: a deactivation is a term
+that ended. ``GET academicSessions`` lists these terms and the current school year ``sy-{year}`` (every course's
+``schoolYear``); ``GET terms`` the terms only. Each enrolled student has one ``role: student`` enrollment in their
+section (``sourcedId`` ``enr-{class}-{user}``, ``beginDate`` the course's creation, no ``endDate``), every class one
+``role: teacher`` enrollment (``primary: "true"``). A student who left keeps their enrollment with ``status:
+tobedeleted`` and ``endDate`` the day they left (excluded), or it vanishes (``deleted_rows="vanish"``). GUIDRef
+``href``s are absolute URLs on the server's origin.
 
 A course whose roster the world does not expose: its classes are listed, but ``/classes/{id}/students`` and
 ``/enrollments?filter=class.sourcedId='{id}'`` answer 403 ``forbidden``, and unfiltered enrollment listings leave
 its enrollments out.
 
-Provider deviations (options, see ``OneRosterOptions``): ``paging="headers"`` sends ``X-Total-Count`` and ``Link``
+Provider behaviours (options, see ``OneRosterOptions``): ``paging="headers"`` sends ``X-Total-Count`` and ``Link``
 (first, last, next, prev); ``"body"`` puts ``totalCount, pageCount, pageNumber, offset, limit`` in the body instead
-(as Timeback does); ``"none"`` sends neither; ``limit_cap`` silently serves fewer rows than asked; ``ignore_limit``
-serves everything from ``offset``; ``throttle_every`` answers every Nth request of a connection 429
-``server_busy``. Requests are checked in this order: connection (404), throttle (429), method (405), token (401),
-scope (403), as-of date (400), path (404), filter (400), injected fault, class (404), roster exposure (403), paging
-parameters (400).
+(as Timeback does: the envelope is then not the spec's); ``"none"`` sends neither; ``limit_cap`` silently serves
+fewer rows than asked; ``ignore_limit`` serves everything from ``offset``; ``throttle_every`` answers every Nth
+request of a connection 429 ``server_busy``; ``legacy_inactive_share`` marks a share of left students with 1.0's
+``inactive`` (not a 1.2 status); ``deleted_rows="end_dated"`` keeps a left student's enrollment ``status: active``
+and says they left only by its ``endDate`` (SISs that end-date rather than delete); ``early_enrollments`` publishes
+the next day's new enrollments a day ahead with that ``beginDate``; ``class_deactivation="tobedeleted"`` marks the
+classes of an inactive course ``status: tobedeleted`` instead of ending their term (every class then has the
+school year as its term).
+
+Requests are checked in this order: connection (404), throttle (429), method (405), token (401), scope (403), as-of
+date (400), path (404), filter (400), injected fault, class (404), roster exposure (403), paging parameters (400).
 """
 
 from __future__ import annotations
@@ -55,12 +61,13 @@ from typing import Literal
 from urllib.parse import parse_qs, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
-from lms_pipeline.simulator.common import FaultBook, RequestLog, query_params, respond
+from lms_pipeline.simulator.common import FaultBook, RequestLog, origin, query_params, respond
 from lms_pipeline.simulator.sis_app import DATE_HEADER, SCOPE_ROOT, _as_of, _base_url, _ImsxError, _int, _read
 from lms_pipeline.simulator.world import DAY_SECONDS, CourseView, DateOutOfRangeError, World, student_name
 
 SERVICE_PATH = ("ims", "oneroster", "rostering", "v1p2")
-COLLECTIONS = ("courses", "classes", "enrollments")
+COLLECTIONS = ("courses", "classes", "enrollments", "academicSessions", "terms")
+ENVELOPES = {"students": "users", "terms": "academicSessions"}  # the list key where it is not the path's last part
 ROSTER_SCOPES = frozenset({"roster-core.readonly", "roster.readonly"})  # roster.readonly is the wider scope
 DEFAULT_LIMIT = 100
 # Fields a filter may name, per listed collection (what is not listed answers 400 invalid_filter_field).
@@ -72,10 +79,12 @@ FILTER_FIELDS = {
                     "user.sourcedId", "class.sourcedId", "school.sourcedId"},
     "users": {"sourcedId", "status", "dateLastModified", "username", "givenName", "familyName", "email",
               "enabledUser"},
+    "academicSessions": {"sourcedId", "status", "dateLastModified", "title", "startDate", "endDate", "type",
+                         "schoolYear"},
 }  # fmt: skip
 COMPARISONS = {"=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt,
                "<=": operator.le}  # fmt: skip
-DATE_FIELDS = frozenset({"dateLastModified", "beginDate", "endDate"})
+DATE_FIELDS = frozenset({"dateLastModified", "beginDate", "endDate", "startDate"})
 _CONJUNCTION = re.compile(r"\s+(AND|OR)\s+(?=(?:[^']*'[^']*')*[^']*$)")  # AND/OR outside quoted values
 _PREDICATE = re.compile(r"^\s*([A-Za-z][A-Za-z.]*)\s*(!=|>=|<=|=|>|<|~)\s*'([^']*)'\s*$")
 
@@ -89,14 +98,22 @@ class OneRosterOptions:
     paging: Literal["headers", "body", "none"] = "headers"
     limit_cap: int | None = None  # serve at most this many rows per page, whatever the request asked
     ignore_limit: bool = False  # serve every row from ``offset`` on
-    deleted_rows: Literal["tobedeleted", "vanish"] = "tobedeleted"
+    deleted_rows: Literal["tobedeleted", "vanish", "end_dated"] = "tobedeleted"
     legacy_inactive_share: float = 0.0  # share of left students whose enrollment says "inactive"
+    early_enrollments: bool = False  # tomorrow's new enrollments are listed today, beginDate tomorrow
+    class_deactivation: Literal["term_end", "tobedeleted"] = "term_end"
     throttle_every: int = 0  # every Nth request of a connection answers 429 server_busy (0: never)
     token_ttl_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
-        if self.paging not in ("headers", "body", "none") or self.deleted_rows not in ("tobedeleted", "vanish"):
-            raise ValueError(f"paging must be headers|body|none and deleted_rows tobedeleted|vanish: {self}")
+        if self.paging not in ("headers", "body", "none") or self.deleted_rows not in (
+            "tobedeleted",
+            "vanish",
+            "end_dated",
+        ):
+            raise ValueError(f"paging must be headers|body|none and deleted_rows tobedeleted|vanish|end_dated: {self}")
+        if self.class_deactivation not in ("term_end", "tobedeleted"):
+            raise ValueError(f"class_deactivation must be term_end|tobedeleted: {self}")
         if (self.limit_cap is not None and self.limit_cap < 1) or self.throttle_every < 0:
             raise ValueError(f"limit_cap must be >= 1 and throttle_every >= 0: {self}")
         if not 0.0 <= self.legacy_inactive_share <= 1.0 or self.token_ttl_seconds <= 0:
@@ -109,6 +126,8 @@ class _Listings:
 
     courses: list[dict]
     classes: list[dict]
+    academicSessions: list[dict]  # noqa: N815 (the collection's name: served as getattr(listings, endpoint))
+    terms: list[dict]
     enrollments: list[dict]  # of exposed rosters only
     by_class: dict[str, list[dict]]  # the same enrollments by class: a class's listing need not scan them all
     hidden: frozenset[str]  # classes whose roster is not exposed
@@ -169,6 +188,7 @@ class OneRosterRosteringApp:
         self._counts: dict[str, int] = {}
         self._faults = FaultBook()
         self._days: OrderedDict[tuple, _Listings] = OrderedDict()
+        self._ended = {cid: _Deactivations(w) for cid, w in self.worlds.items()}
         self._lock = threading.Lock()
 
     # ---- test controls ---------------------------------------------------------------------------------------
@@ -238,10 +258,10 @@ class OneRosterRosteringApp:
         endpoint, class_id = _route(rest)
         entry.update(endpoint=endpoint)
         try:
-            listings = self._listings(world, day)
+            listings = self._listings(world, day, origin(environ))
         except DateOutOfRangeError as err:
             raise _ImsxError(400, "invaliddata", str(err)) from None
-        collection = "users" if endpoint == "students" else endpoint
+        collection = ENVELOPES.get(endpoint, endpoint)
         where = _Filter(params.get("filter", [None])[0], collection)
         targets = {class_id} if class_id is not None else where.equals("class.sourcedId")
         entry["class_id"] = class_id or (min(targets) if targets else None)
@@ -330,78 +350,119 @@ class OneRosterRosteringApp:
         return 200, json.dumps({collection: page}).encode(), headers
 
     # ---- the world in OneRoster shapes -----------------------------------------------------------------------
-    def _listings(self, world: World, day: date) -> _Listings:
-        """The day's listings; cached, as a scan asks for the same day hundreds of times."""
-        key = (world.spec.connection_id, day, world.churn_fired(day)[0])
+    def _listings(self, world: World, day: date, server: str) -> _Listings:
+        """The day's listings (GUIDRef hrefs on ``server``, the origin asked); cached, as a scan asks for the same
+        day hundreds of times."""
+        key = (world.spec.connection_id, day, world.churn_fired(day)[0], server)
         with self._lock:
             if key in self._days:
                 self._days.move_to_end(key)
                 return self._days[key]
-        listings = self._build(world, day)
+        listings = self._build(world, day, server)
         with self._lock:
             self._days[key] = listings
             while len(self._days) > 8:
                 self._days.popitem(last=False)
         return listings
 
-    def _build(self, world: World, day: date) -> _Listings:
-        spec = world.spec
+    def _build(self, world: World, day: date, server: str) -> _Listings:
+        spec, opts = world.spec, self.options
         views = world.roster_view(day)
         before = {v.id: v for v in world.roster_view(day - timedelta(days=1))} if day > spec.start_date else {}
-        root, fallback = f"/oneroster/{spec.connection_id}/{'/'.join(SERVICE_PATH)}", f"{spec.start_date}T00:00:00Z"
+        after = self._next_day(world, day) if opts.early_enrollments else {}
+        ended = self._ended[spec.connection_id].until(day)
+        root = f"{server}/oneroster/{spec.connection_id}/{'/'.join(SERVICE_PATH)}"
+        fallback = f"{spec.start_date}T00:00:00Z"
         school = _ref(root, "orgs", f"org-{spec.connection_id}", "org")
-        courses, classes, hidden, students, by_class = [], [], set(), {}, {}
+        year = _school_year(day)
+        school_year = _ref(root, "academicSessions", f"sy-{year}", "academicSession")
+        sessions = [{
+            "sourcedId": f"sy-{year}", "status": "active", "dateLastModified": f"{year - 1}-07-01T00:00:00Z",
+            "title": f"School year {year - 1}-{year}", "startDate": f"{year - 1}-07-01", "endDate": f"{year}-07-01",
+            "type": "schoolYear", "schoolYear": str(year),
+        }]  # fmt: skip
+        courses, classes, terms, hidden, students, by_class = [], [], [], set(), {}, {}
         for view in views:
             modified = view.updated_at or fallback
+            if view.is_active == (view.id in ended):
+                raise AssertionError(f"{view.id}: the world's flag and the day it went inactive disagree on {day}")
             courses.append({
-                "sourcedId": view.id, "status": "active", "dateLastModified": modified,
-                "metadata": {"lmsActive": view.is_active}, "title": view.name, "courseCode": f"C{view.number:05d}",
-                "org": school,
+                "sourcedId": view.id, "status": "active", "dateLastModified": modified, "title": view.name,
+                "schoolYear": school_year, "courseCode": f"C{view.number:05d}", "org": school,
             })  # fmt: skip
+            if opts.class_deactivation == "term_end":
+                term = _course_term(view, ended.get(view.id), day, fallback)
+                terms.append(term)
+                class_terms, class_status = (
+                    [_ref(root, "academicSessions", term["sourcedId"], "academicSession")],
+                    "active",
+                )
+            else:  # the vendor marks the classes of an ended course for deletion instead
+                class_terms, class_status = [school_year], "active" if view.is_active else "tobedeleted"
             for k, (class_id, members) in enumerate(view.sections):
                 letter = chr(ord("A") + k)
                 classes.append({
-                    "sourcedId": class_id, "status": "active", "dateLastModified": modified, "metadata": {},
+                    "sourcedId": class_id, "status": class_status, "dateLastModified": modified,
                     "title": f"{view.name} - Section {letter}", "classCode": f"C{view.number:05d}-{letter}",
                     "classType": "scheduled", "course": _ref(root, "courses", view.id, "course"), "school": school,
+                    "terms": class_terms,
                 })  # fmt: skip
-                students[class_id] = [_user(root, sid, school, fallback) for sid in members]
+                students[class_id] = [_user(sid, school, fallback) for sid in members]
                 if view.exposed:
-                    by_class[class_id] = self._enrollments(root, school, view, before.get(view.id), k, day, fallback)
+                    by_class[class_id] = self._enrollments(root, school, view, before.get(view.id),
+                                                           after.get(view.id), k, day, fallback)  # fmt: skip
                 else:
                     hidden.add(class_id)
         enrollments = [row for rows in by_class.values() for row in rows]
-        return _Listings(courses, classes, enrollments, by_class, frozenset(hidden), students)
+        return _Listings(courses, classes, terms + sessions, terms, enrollments, by_class, frozenset(hidden),
+                         students)  # fmt: skip
+
+    @staticmethod
+    def _next_day(world: World, day: date) -> dict[str, CourseView]:
+        """Tomorrow's courses (none past the world's horizon): what an SIS that publishes early already lists."""
+        try:
+            return {v.id: v for v in world.roster_view(day + timedelta(days=1))}
+        except DateOutOfRangeError:
+            return {}
 
     def _enrollments(
-        self, root: str, school: dict, view: CourseView, before: CourseView | None, k: int, day: date, fallback: str
-    ) -> list[dict]:
-        """One class's enrollments: its teacher, its students, and (unless they vanish) the students who left."""
+        self, root: str, school: dict, view: CourseView, before: CourseView | None, after: CourseView | None, k: int,
+        day: date, fallback: str,
+    ) -> list[dict]:  # fmt: skip
+        """One class's enrollments: its teacher, its students, the students who left (unless they vanish), and
+        with ``early_enrollments`` tomorrow's new students."""
         class_id, members = view.sections[k]
-        created = view.created_at or fallback
-        year_end = f"{day.year if day.month <= 6 else day.year + 1}-06-30"
+        created = (view.created_at or fallback)[:10]
         earlier, was_in = f"{day - timedelta(days=1)}T23:00:00Z", set(before.enrolled) if before else set()
         changed = view.updated_at if view.updated_at and view.updated_at.startswith(day.isoformat()) else None
 
-        def row(user: str, role: str, status: str, stamp: str, end: str) -> dict:
+        def row(user: str, role: str, status: str, stamp: str, begin: str, end: str | None = None) -> dict:
+            dates = {"beginDate": begin, **({"endDate": end} if end else {})}
             return {
-                "sourcedId": f"enr-{class_id}-{user}", "status": status, "dateLastModified": stamp, "metadata": {},
+                "sourcedId": f"enr-{class_id}-{user}", "status": status, "dateLastModified": stamp,
                 "user": _ref(root, "users", user, "user"), "class": _ref(root, "classes", class_id, "class"),
-                "school": school, "role": role, "primary": role == "teacher", "beginDate": created[:10], "endDate": end,
+                "school": school, "role": role, "primary": "true" if role == "teacher" else "false", **dates,
             }  # fmt: skip
 
         def stamp(sid: str, is_new: bool) -> str:
             return (changed or _moment_of(day, class_id, sid)) if is_new else earlier
 
-        rows = [row(f"tch-{view.number:05d}", "teacher", "active", created, year_end)]
-        rows += [row(sid, "student", "active", stamp(sid, sid not in was_in), year_end) for sid in members]
-        if self.options.deleted_rows == "tobedeleted":
-            for sid in view.dropped:
-                # The section they were in: the world keeps a student in section (number + course number) % n.
-                if (_number(sid) + view.number) % len(view.sections) != k:
-                    continue
+        def in_this_class(sid: str) -> bool:
+            # The section a student is in: the world keeps them in section (number + course number) % n.
+            return (_number(sid) + view.number) % len(view.sections) == k
+
+        rows = [row(f"tch-{view.number:05d}", "teacher", "active", view.created_at or fallback, created)]
+        rows += [row(sid, "student", "active", stamp(sid, sid not in was_in), created) for sid in members]
+        if self.options.deleted_rows != "vanish":
+            for sid in filter(in_this_class, view.dropped):
                 when = stamp(sid, sid in was_in)
-                rows.append(row(sid, "student", self._left_status(view.id, sid), when, when[:10]))
+                status = "active" if self.options.deleted_rows == "end_dated" else self._left_status(view.id, sid)
+                rows.append(row(sid, "student", status, when, created, when[:10]))  # endDate: excluded
+        if after is not None:
+            known = set(view.enrolled) | set(view.dropped)
+            tomorrow = (day + timedelta(days=1)).isoformat()
+            rows += [row(sid, "student", "active", _moment_of(day, class_id, sid, "early"), tomorrow)
+                     for sid in after.enrolled if sid not in known and in_this_class(sid)]  # fmt: skip
         return rows
 
     def _left_status(self, course_id: str, sid: str) -> str:
@@ -411,6 +472,51 @@ class OneRosterRosteringApp:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
+class _Deactivations:
+    """The first day each course of one world was inactive, found once by walking the world's days forward.
+
+    The world knows only each day's flag; a term's ``endDate`` must name the day the course stopped and stay the
+    same on every later day. Courses never come back once inactive, and the world replays days deterministically
+    (checkpoints make the walk cost what computing the days costs anyway)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.walked = world.spec.start_date  # every course is active on the world's first day
+        self.first_inactive: dict[str, date] = {}
+        self._lock = threading.Lock()
+
+    def until(self, day: date) -> dict[str, date]:
+        """course id -> first inactive day, for the courses inactive on ``day``."""
+        with self._lock:
+            while self.walked < day:
+                self.walked += timedelta(days=1)
+                for course_id, active in self.world.is_active(self.walked).items():
+                    if not active:
+                        self.first_inactive.setdefault(course_id, self.walked)
+            return {c: d for c, d in self.first_inactive.items() if d <= day}
+
+
+def _school_year(day: date) -> int:
+    """The year the school year holding ``day`` ends in (OneRoster's ``schoolYear``; years run 1 July-30 June)."""
+    return day.year + 1 if day.month >= 7 else day.year
+
+
+def _course_term(view: CourseView, ended: date | None, day: date, fallback: str) -> dict:
+    """The term a course's classes run in: from its creation to the day it went inactive (excluded), or while it
+    runs to the end of the current school year (1 July, excluded)."""
+    start = (view.created_at or fallback)[:10]
+    if ended is not None:
+        end, modified = ended, view.updated_at or f"{ended}T00:00:00Z"  # the course last changed when it stopped
+    else:
+        end = date(_school_year(day), 7, 1)
+        modified = max(view.created_at or fallback, f"{end.year - 1}-07-01T00:00:00Z")  # extended each 1 July
+    return {
+        "sourcedId": f"term-{view.id}", "status": "active", "dateLastModified": modified,
+        "title": f"{view.name} teaching period", "startDate": start, "endDate": end.isoformat(), "type": "term",
+        "schoolYear": str(_school_year(end - timedelta(days=1))),
+    }  # fmt: skip
+
+
 def _route(rest: list[str]) -> tuple[str, str | None]:
     """(endpoint, class id) from the path after the connection: a collection, or ``classes/{id}/students``."""
     if tuple(rest[:4]) == SERVICE_PATH:
@@ -426,11 +532,11 @@ def _ref(root: str, collection: str, sourced_id: str, kind: str) -> dict:
     return {"href": f"{root}/{collection}/{sourced_id}", "sourcedId": sourced_id, "type": kind}
 
 
-def _user(root: str, sid: str, school: dict, modified: str) -> dict:
+def _user(sid: str, school: dict, modified: str) -> dict:
     first, last = student_name(_number(sid))
     email = f"{first}.{last}.{_number(sid)}@school.example".lower()
     return {
-        "sourcedId": sid, "status": "active", "dateLastModified": modified, "metadata": {}, "enabledUser": True,
+        "sourcedId": sid, "status": "active", "dateLastModified": modified, "enabledUser": "true",
         "username": sid, "givenName": first, "familyName": last, "email": email,
         "roles": [{"roleType": "primary", "role": "student", "org": school}],
     }  # fmt: skip
@@ -466,7 +572,7 @@ def _holds(record: dict, path: list[str], op: str, wanted: object) -> bool:
         if have is None:
             return False
     else:
-        have = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        have = str(value)
     if op == "~":
         return str(wanted).lower() in str(have).lower()
     return COMPARISONS[op](have, wanted)
