@@ -442,3 +442,42 @@ def test_an_enrollment_without_a_user_raises_a_clear_normalizer_error() -> None:
         f"connection '{MAIN}': 1 malformed OneRoster page(s) or item(s):\n  enrollments page 0 of course {view.id} "
         f"(GET {page['url']}): item 1 is an enrollment without user.sourcedId"
     )
+
+
+# ---- paging links ---------------------------------------------------------------------------------------------
+
+
+def test_a_next_link_to_another_origin_is_refused_before_the_token_goes_there() -> None:
+    """The bearer token rides on every request: a Link rel="next" to another host (here another port on 127.0.0.1)
+    must not be followed, and the error names the connection, the listing and the foreign origin."""
+    foreign: list[dict] = []
+
+    def elsewhere(environ: dict, start_response: object) -> list[bytes]:
+        foreign.append({"path": environ["PATH_INFO"], "authorization": environ.get("HTTP_AUTHORIZATION")})
+        start_response("200 OK", [("Content-Type", "application/json")])  # type: ignore[operator]
+        return [b'{"courses": []}']
+
+    app = OneRosterRosteringApp([WORLD], {MAIN: (CLIENT_ID, SECRET)}, clock=lambda: D1)
+    with serve_in_thread(elsewhere) as other:
+
+        def redirecting(environ: dict, start_response: object) -> list[bytes]:
+            def start(status: str, headers: list, exc_info: object = None) -> object:
+                moved = [(k, v.replace(f"http://{environ['HTTP_HOST']}", other) if k == "Link" else v)
+                         for k, v in headers]  # fmt: skip
+                return start_response(status, moved, exc_info)  # type: ignore[operator]
+
+            return app(environ, start)  # type: ignore[arg-type]
+
+        with (
+            serve_in_thread(redirecting) as base_url,
+            OneRosterRosterReader(
+                MAIN, f"{base_url}/oneroster/{MAIN}", CLIENT_ID, SECRET, simulated_date=D1, retry=RETRY, page_size=7
+            ) as reader,  # fmt: skip
+            pytest.raises(LmsPayloadError) as err,
+        ):
+            reader.roster_pages()
+    assert foreign == [], "the token went to another origin"
+    message = str(err.value)
+    assert message.startswith(f"connection '{MAIN}': GET {base_url}/oneroster/{MAIN}{ROSTERING}/courses?limit=7")
+    assert f"(courses page 0) links rel=next to another origin ({other}); not followed" in message
+    assert err.value.endpoint == "courses" and not [t for t in app.issued_tokens() if t in message]

@@ -3,7 +3,8 @@ courses, classes, academic sessions (the terms that say when a class runs: OneRo
 flag), then each class's enrollments (``filter=class.sourcedId='X'``; the standard has no
 ``/classes/{id}/enrollments``), every listing to its end, as raw pages for ``transforms.oneroster_rosters``.
 
-Paging: ``OneRosterClient.iter_pages`` follows ``Link rel="next"`` and checks ``X-Total-Count``. Some vendors send
+Paging: ``OneRosterClient.iter_pages`` follows ``Link rel="next"`` and checks ``X-Total-Count``; this module refuses
+a next link to another origin before it is followed (the bearer token goes with every request). Some vendors send
 neither (totals in the body, as Timeback does, or nothing at all), so when a listing ends without both a next link
 and a header total, this module goes on by ``offset`` = items read so far -- never the asked ``limit``, which a
 server may cap silently -- until the body's ``totalCount`` is reached, or, without any total, until an empty page
@@ -93,6 +94,7 @@ class OneRosterRosterReader:
             raise ValueError(f"page_size must be 1..100 and max_pages >= 1, got {page_size}, {max_pages}")
         self.connection_id, self.max_pages = connection_id, max_pages
         self._secret = client_secret
+        self._origin = httpx.URL(base_url)
         self._recorder = _Recorder(transport or httpx.HTTPTransport())
         headers = {DATE_HEADER: simulated_date.isoformat()} if simulated_date is not None else None
         self.client = OneRosterClient(connection_id, base_url, client_id, client_secret, scopes=scopes,
@@ -170,6 +172,7 @@ class OneRosterRosterReader:
                     body_total = self._body_total(page) if page.total is None else None
                     pages.append(self._raw(endpoint, course_id, len(pages), page, body_total))
                     read, last = read + len(page.items), page
+                    self._check_next(page, endpoint, course_id, len(pages) - 1)  # before iter_pages follows it
             except LmsAuthError as err:
                 refused = self._refused(endpoint, course_id, len(pages)) if refusable and err.status == 403 else None
                 if refused is None:
@@ -190,6 +193,16 @@ class OneRosterRosterReader:
                 raise self._error(LmsPayloadError, endpoint, course_id, len(pages) - 1, detail)
         detail = f"not sent: {self.max_pages} pages read (max_pages) and the listing had not ended"
         raise self._error(LmsClientError, endpoint, course_id, len(pages), detail)
+
+    def _check_next(self, page: SisPage, endpoint: str, course_id: str | None, index: int) -> None:
+        """Refuse a ``Link rel="next"`` that leaves the configured origin: the client sends the bearer token with
+        every request, so following it would hand the token to another host."""
+        if page.next_url is None:
+            return
+        target = httpx.URL(page.url).join(page.next_url)
+        if (target.scheme, target.host, target.port) != (self._origin.scheme, self._origin.host, self._origin.port):
+            detail = f"links rel=next to another origin ({target.scheme}://{target.netloc.decode()}); not followed"
+            raise self._error(LmsPayloadError, endpoint, course_id, index, self._scrub(detail))
 
     def _body_total(self, page: SisPage) -> int | None:
         """``totalCount`` from the page's body, where vendors that send no headers put it."""
