@@ -481,3 +481,72 @@ def test_a_next_link_to_another_origin_is_refused_before_the_token_goes_there() 
     assert message.startswith(f"connection '{MAIN}': GET {base_url}/oneroster/{MAIN}{ROSTERING}/courses?limit=7")
     assert f"(courses page 0) links rel=next to another origin ({other}); not followed" in message
     assert err.value.endpoint == "courses" and not [t for t in app.issued_tokens() if t in message]
+
+
+# ---- dates: activity from terms, enrollments from beginDate/endDate -----------------------------------------------
+
+
+def test_a_student_end_dated_but_still_active_is_not_enrolled() -> None:
+    """Some SISs keep a leaver's enrollment ``status: active`` and end-date it (endDate excluded, §9.2)."""
+    with served(deleted_rows="end_dated") as app:
+        scan = app.scan(D2)
+    leavers = [e for e in items(scan.pages) if e["role"] == "student" and "endDate" in e]
+    assert len(leavers) >= 10 and {e["status"] for e in leavers} == {"active"}
+    assert all(e["endDate"] <= D2.isoformat() for e in leavers)
+    assert rows(scan.frames.course_student_edges) == WORLD.true_course_edges(D2)
+    assert rows(scan.frames.class_student_edges) == WORLD.true_class_edges(D2)
+    assert statuses(scan.frames) == WORLD.roster_status(D2)
+
+
+def test_an_enrollment_that_begins_tomorrow_is_not_enrolled_today() -> None:
+    with served(early_enrollments=True) as app:
+        scan = app.scan(D1)
+    early = [e for e in items(scan.pages) if e.get("beginDate") == D2.isoformat()]
+    assert len(early) >= 5 and {(e["status"], e["role"]) for e in early} == {("active", "student")}
+    assert rows(scan.frames.course_student_edges) == WORLD.true_course_edges(D1)
+    assert rows(scan.frames.class_student_edges) == WORLD.true_class_edges(D1)
+
+
+def test_a_course_is_inactive_once_its_classes_terms_end_or_its_classes_are_tobedeleted() -> None:
+    """OneRoster has no course activity flag (§9.2): a course runs while one of its classes is active and the day
+    is inside one of that class's terms. Two ways an SIS says a course stopped: its term ended, or its classes are
+    marked tobedeleted (then every class sits in the school year)."""
+    day = D0 + timedelta(days=6)
+    truth = WORLD.is_active(day)
+    assert 2 <= list(truth.values()).count(False) < len(truth) - 2
+    for deactivation in ("term_end", "tobedeleted"):
+        with served(class_deactivation=deactivation) as app:
+            scan = app.scan(day)
+        rosters = scan.frames.course_rosters.set_index("course_id")
+        assert rosters["is_active"].to_dict() == truth, deactivation
+        sessions = items(scan.pages, "academicSessions")
+        ended = [s for s in sessions if s["endDate"] <= day.isoformat()]
+        if deactivation == "term_end":
+            assert {s["sourcedId"].removeprefix("term-") for s in ended} == {c for c, a in truth.items() if not a}
+        else:
+            assert ended == [] and {s["type"] for s in sessions} == {"schoolYear"}
+            stopped = {k["course"]["sourcedId"] for k in items(scan.pages, "classes") if k["status"] == "tobedeleted"}
+            assert stopped == {c for c, a in truth.items() if not a}
+
+
+def test_is_active_is_judged_on_the_partition_day() -> None:
+    """The same pages read as of an earlier day: a term that has ended since was still running then, and a course
+    created since had not started."""
+    day = D0 + timedelta(days=6)
+    with served() as app:
+        scan = app.scan(day)
+    earlier = normalize_oneroster_pages(scan.pages, MAIN, D0).course_rosters.set_index("course_id")["is_active"]
+    existed = set(WORLD.is_active(D0))
+    assert earlier.to_dict() == {c: c in existed for c in earlier.index}
+    assert not scan.frames.course_rosters["is_active"].all() and set(earlier.index) - existed
+
+
+def test_a_class_naming_an_unlisted_term_raises_a_clear_normalizer_error(oneroster: Served) -> None:
+    scan = oneroster.scan(D1)
+    pages = [p for p in scan.pages if p["endpoint"] != "academicSessions"]
+    with pytest.raises(OneRosterPayloadError) as err:
+        normalize_oneroster_pages(pages, MAIN, D1)
+    first = next(p for p in pages if p["endpoint"] == "classes")
+    term = json.loads(first["payload"])[0]["terms"][0]["sourcedId"]
+    assert f"classes page 0 (GET {first['url']}): item 0 names academicSession {term}, which the academicSessions " \
+           "listing does not hold" in str(err.value)  # fmt: skip

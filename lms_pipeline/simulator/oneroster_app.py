@@ -188,7 +188,7 @@ class OneRosterRosteringApp:
         self._counts: dict[str, int] = {}
         self._faults = FaultBook()
         self._days: OrderedDict[tuple, _Listings] = OrderedDict()
-        self._ended = {cid: _Deactivations(w) for cid, w in self.worlds.items()}
+        self._course_days = {cid: _CourseDays(w) for cid, w in self.worlds.items()}
         self._lock = threading.Lock()
 
     # ---- test controls ---------------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ class OneRosterRosteringApp:
         views = world.roster_view(day)
         before = {v.id: v for v in world.roster_view(day - timedelta(days=1))} if day > spec.start_date else {}
         after = self._next_day(world, day) if opts.early_enrollments else {}
-        ended = self._ended[spec.connection_id].until(day)
+        listed, ended = self._course_days[spec.connection_id].until(day)
         root = f"{server}/oneroster/{spec.connection_id}/{'/'.join(SERVICE_PATH)}"
         fallback = f"{spec.start_date}T00:00:00Z"
         school = _ref(root, "orgs", f"org-{spec.connection_id}", "org")
@@ -383,7 +383,7 @@ class OneRosterRosteringApp:
         }]  # fmt: skip
         courses, classes, terms, hidden, students, by_class = [], [], [], set(), {}, {}
         for view in views:
-            modified = view.updated_at or fallback
+            modified, started = view.updated_at or fallback, listed.get(view.id, spec.start_date)
             if view.is_active == (view.id in ended):
                 raise AssertionError(f"{view.id}: the world's flag and the day it went inactive disagree on {day}")
             courses.append({
@@ -391,7 +391,7 @@ class OneRosterRosteringApp:
                 "schoolYear": school_year, "courseCode": f"C{view.number:05d}", "org": school,
             })  # fmt: skip
             if opts.class_deactivation == "term_end":
-                term = _course_term(view, ended.get(view.id), day, fallback)
+                term = _course_term(view, started, ended.get(view.id), day, fallback)
                 terms.append(term)
                 class_terms, class_status = (
                     [_ref(root, "academicSessions", term["sourcedId"], "academicSession")],
@@ -410,7 +410,7 @@ class OneRosterRosteringApp:
                 students[class_id] = [_user(sid, school, fallback) for sid in members]
                 if view.exposed:
                     by_class[class_id] = self._enrollments(root, school, view, before.get(view.id),
-                                                           after.get(view.id), k, day, fallback)  # fmt: skip
+                                                           after.get(view.id), k, day, started)  # fmt: skip
                 else:
                     hidden.add(class_id)
         enrollments = [row for rows in by_class.values() for row in rows]
@@ -427,12 +427,12 @@ class OneRosterRosteringApp:
 
     def _enrollments(
         self, root: str, school: dict, view: CourseView, before: CourseView | None, after: CourseView | None, k: int,
-        day: date, fallback: str,
+        day: date, started: date,
     ) -> list[dict]:  # fmt: skip
         """One class's enrollments: its teacher, its students, the students who left (unless they vanish), and
-        with ``early_enrollments`` tomorrow's new students."""
+        with ``early_enrollments`` tomorrow's new students. Enrollments begin when the course was first listed."""
         class_id, members = view.sections[k]
-        created = (view.created_at or fallback)[:10]
+        created = started.isoformat()
         earlier, was_in = f"{day - timedelta(days=1)}T23:00:00Z", set(before.enrolled) if before else set()
         changed = view.updated_at if view.updated_at and view.updated_at.startswith(day.isoformat()) else None
 
@@ -451,7 +451,7 @@ class OneRosterRosteringApp:
             # The section a student is in: the world keeps them in section (number + course number) % n.
             return (_number(sid) + view.number) % len(view.sections) == k
 
-        rows = [row(f"tch-{view.number:05d}", "teacher", "active", view.created_at or fallback, created)]
+        rows = [row(f"tch-{view.number:05d}", "teacher", "active", view.created_at or f"{created}T00:00:00Z", created)]
         rows += [row(sid, "student", "active", stamp(sid, sid not in was_in), created) for sid in members]
         if self.options.deleted_rows != "vanish":
             for sid in filter(in_this_class, view.dropped):
@@ -472,28 +472,34 @@ class OneRosterRosteringApp:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
-class _Deactivations:
-    """The first day each course of one world was inactive, found once by walking the world's days forward.
+class _CourseDays:
+    """The day each course of one world was first listed and the day it was first inactive, found once by walking
+    the world's days forward.
 
-    The world knows only each day's flag; a term's ``endDate`` must name the day the course stopped and stay the
-    same on every later day. Courses never come back once inactive, and the world replays days deterministically
-    (checkpoints make the walk cost what computing the days costs anyway)."""
+    The world knows only each day's flag (and may omit a course's timestamps); a term's dates must name the days a
+    course started and stopped, and stay the same on every later day. Courses never come back once inactive, and
+    the world replays days deterministically (its checkpoints make the walk cost what computing the days costs)."""
 
     def __init__(self, world: World) -> None:
         self.world = world
-        self.walked = world.spec.start_date  # every course is active on the world's first day
-        self.first_inactive: dict[str, date] = {}
+        self.walked: date | None = None
+        self.listed: dict[str, date] = {}
+        self.stopped: dict[str, date] = {}
         self._lock = threading.Lock()
 
-    def until(self, day: date) -> dict[str, date]:
-        """course id -> first inactive day, for the courses inactive on ``day``."""
+    def until(self, day: date) -> tuple[dict[str, date], dict[str, date]]:
+        """(course id -> first listed day, course id -> first inactive day), for the days up to ``day``."""
         with self._lock:
-            while self.walked < day:
-                self.walked += timedelta(days=1)
-                for course_id, active in self.world.is_active(self.walked).items():
+            walked = self.walked or self.world.spec.start_date - timedelta(days=1)
+            while walked < day:
+                walked += timedelta(days=1)
+                for course_id, active in self.world.is_active(walked).items():
+                    self.listed.setdefault(course_id, walked)
                     if not active:
-                        self.first_inactive.setdefault(course_id, self.walked)
-            return {c: d for c, d in self.first_inactive.items() if d <= day}
+                        self.stopped.setdefault(course_id, walked)
+            self.walked = max(walked, self.walked or walked)
+            return ({c: d for c, d in self.listed.items() if d <= day},
+                    {c: d for c, d in self.stopped.items() if d <= day})  # fmt: skip
 
 
 def _school_year(day: date) -> int:
@@ -501,10 +507,9 @@ def _school_year(day: date) -> int:
     return day.year + 1 if day.month >= 7 else day.year
 
 
-def _course_term(view: CourseView, ended: date | None, day: date, fallback: str) -> dict:
-    """The term a course's classes run in: from its creation to the day it went inactive (excluded), or while it
-    runs to the end of the current school year (1 July, excluded)."""
-    start = (view.created_at or fallback)[:10]
+def _course_term(view: CourseView, started: date, ended: date | None, day: date, fallback: str) -> dict:
+    """The term a course's classes run in: from the day it was first listed to the day it went inactive (excluded),
+    or while it runs to the end of the current school year (1 July, excluded)."""
     if ended is not None:
         end, modified = ended, view.updated_at or f"{ended}T00:00:00Z"  # the course last changed when it stopped
     else:
@@ -512,8 +517,8 @@ def _course_term(view: CourseView, ended: date | None, day: date, fallback: str)
         modified = max(view.created_at or fallback, f"{end.year - 1}-07-01T00:00:00Z")  # extended each 1 July
     return {
         "sourcedId": f"term-{view.id}", "status": "active", "dateLastModified": modified,
-        "title": f"{view.name} teaching period", "startDate": start, "endDate": end.isoformat(), "type": "term",
-        "schoolYear": str(_school_year(end - timedelta(days=1))),
+        "title": f"{view.name} teaching period", "startDate": started.isoformat(), "endDate": end.isoformat(),
+        "type": "term", "schoolYear": str(_school_year(end - timedelta(days=1))),
     }  # fmt: skip
 
 
