@@ -10,18 +10,14 @@ break the schema, and a test shows the schema catches them, so a schema that acc
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-from typing import NamedTuple
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import httpx
-import jsonschema
 import pytest
 
 from lms_pipeline.clients.errors import LmsAuthError
@@ -29,8 +25,10 @@ from lms_pipeline.clients.http import RetrySettings
 from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.oneroster_app import OneRosterRosteringApp
+from lms_pipeline_tests.spec_wire import Exchange, Recorder, load_schema
+from lms_pipeline_tests.spec_wire import violations as spec_violations
 
-SCHEMA = json.loads((Path(__file__).parent / "spec_schemas" / "oneroster_v1p2_rostering.schema.json").read_text())
+SCHEMA = load_schema("oneroster_v1p2_rostering.schema.json")
 ROSTERING = "/ims/oneroster/rostering/v1p2/"
 ERROR_STATUSES = {400, 401, 403, 404, 422, 429, 500}  # what the OpenAPI lists for a GET
 CID = "or-spec"
@@ -41,65 +39,9 @@ DAYS = [D0, D0 + timedelta(days=3)]  # the second day has left students and ende
 CLIENT_ID, SECRET = "or-spec-client", "or-spec-secret-never-sent-in-a-body"
 RETRY = RetrySettings(max_attempts=6, base_delay=0.01, max_delay=0.05, max_total_wait=5.0, timeout=10.0)
 
-FORMATS = jsonschema.FormatChecker()
 
-
-@FORMATS.checks("uri")
-def _absolute_uri(value: object) -> bool:
-    parts = urlsplit(str(value))
-    return bool(parts.scheme and (parts.netloc or parts.path))
-
-
-@FORMATS.checks("date-time", raises=ValueError)
-def _utc_date_time(value: object) -> bool:
-    return datetime.fromisoformat(str(value)).tzinfo is not None
-
-
-def validator(name: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator({**SCHEMA, "$ref": f"#/$defs/{name}"}, format_checker=FORMATS)
-
-
-def violations(name: str, instance: object) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in
-            validator(name).iter_errors(instance)][:5]  # fmt: skip
-
-
-class Exchange(NamedTuple):
-    """One request and its answer, as they crossed the wire."""
-
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]  # request headers, lower-case names
-    body: bytes
-    status: int
-    response_headers: dict[str, str]
-    response_body: bytes
-
-
-class Recorder:
-    """WSGI middleware keeping every exchange with the app it wraps."""
-
-    def __init__(self, app: OneRosterRosteringApp) -> None:
-        self.app, self.exchanges = app, []
-
-    def __call__(self, environ: dict, start_response: object) -> list[bytes]:
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        environ["wsgi.input"] = io.BytesIO(body)
-        answer: dict = {}
-
-        def record_start(status: str, headers: list, exc_info: object = None) -> object:
-            answer.update(status=int(status.split()[0]), headers={k.lower(): v for k, v in headers})
-            return start_response(status, headers, exc_info)  # type: ignore[operator]
-
-        payload = b"".join(self.app(environ, record_start))  # type: ignore[arg-type]
-        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
-        if environ.get("CONTENT_TYPE"):
-            headers["content-type"] = environ["CONTENT_TYPE"]
-        self.exchanges.append(Exchange(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
-                                       environ.get("QUERY_STRING", ""), headers, body, answer["status"],
-                                       answer["headers"], payload))  # fmt: skip
-        return [payload]
+def violations(definition: str, instance: object) -> list[str]:
+    return spec_violations(SCHEMA, definition, instance)
 
 
 @contextmanager
