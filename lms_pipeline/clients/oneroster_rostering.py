@@ -201,7 +201,8 @@ class OneRosterRosterReader:
             return
         target = httpx.URL(page.url).join(page.next_url)
         if (target.scheme, target.host, target.port) != (self._origin.scheme, self._origin.host, self._origin.port):
-            detail = f"links rel=next to another origin ({target.scheme}://{target.netloc.decode()}); not followed"
+            where = f"{target.scheme}://{target.host}" + (f":{target.port}" if target.port else "")  # no userinfo
+            detail = f"links rel=next to another origin ({where}); not followed"
             raise self._error(LmsPayloadError, endpoint, course_id, index, self._scrub(detail))
 
     def _body_total(self, page: SisPage) -> int | None:
