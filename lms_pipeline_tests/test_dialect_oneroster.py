@@ -550,3 +550,35 @@ def test_a_class_naming_an_unlisted_term_raises_a_clear_normalizer_error(onerost
     term = json.loads(first["payload"])[0]["terms"][0]["sourcedId"]
     assert f"classes page 0 (GET {first['url']}): item 0 names academicSession {term}, which the academicSessions " \
            "listing does not hold" in str(err.value)  # fmt: skip
+
+
+def edited(pages: list[dict], endpoint: str, edit: object) -> list[dict]:
+    """The pages with ``edit(items) -> items`` applied to every 200 page of ``endpoint`` (served data, changed in
+    one respect a test needs)."""
+    return [{**p, "payload": json.dumps(edit(json.loads(p["payload"])))}  # type: ignore[operator]
+            if p["endpoint"] == endpoint and p["status"] == 200 else p for p in pages]  # fmt: skip
+
+
+def test_a_course_outside_its_school_year_is_inactive_whatever_its_terms_say(oneroster: Served) -> None:
+    scan = oneroster.scan(D1)
+    year = next(s for s in items(scan.pages, "academicSessions") if s["type"] == "schoolYear")
+    assert {c["schoolYear"]["sourcedId"] for c in items(scan.pages, "courses")} == {year["sourcedId"]}
+
+    def ended_yesterday(sessions: list[dict]) -> list[dict]:
+        return [{**s, "endDate": D1.isoformat()} if s["sourcedId"] == year["sourcedId"] else s for s in sessions]
+
+    frames = normalize_oneroster_pages(edited(scan.pages, "academicSessions", ended_yesterday), MAIN, D1)
+    assert scan.frames.course_rosters["is_active"].any() and not frames.course_rosters["is_active"].any()
+    assert rows(frames.course_student_edges) == rows(scan.frames.course_student_edges)  # activity is not enrolment
+
+
+def test_a_course_without_classes_runs_nothing(oneroster: Served) -> None:
+    scan = oneroster.scan(D1)
+    course = next(v for v in WORLD.roster_view(D1) if v.is_active and v.exposed)
+    pages = edited(scan.pages, "classes", lambda ks: [k for k in ks if k["course"]["sourcedId"] != course.id])
+    pages = [p for p in pages if p["course_id"] != course.id]  # its classes' enrollment listings go with them
+    rosters = normalize_oneroster_pages(pages, MAIN, D1).course_rosters.set_index("course_id")
+    assert not rosters.loc[course.id, "is_active"] and rosters.loc[course.id, "roster_status"] == "empty"
+    assert rosters.drop(index=course.id)["is_active"].to_dict() == {
+        c: a for c, a in WORLD.is_active(D1).items() if c != course.id
+    }
