@@ -15,14 +15,22 @@ schemas in ``lms_pipeline_tests/spec_schemas``): a course is a OneRoster course 
 each world section a class. OneRoster has no "course is active" flag (``status`` only says whether a record is being
 deleted; provider-apis.md §9.2): a class runs while its ``status`` is ``active`` and the day is inside one of its
 ``terms`` (academicSessions: ``startDate`` included, ``endDate`` excluded). So each course's classes share one
-term, ``term-{course}``, from the course's creation to the end of the current school year (1 July, excluded) while
-the world keeps the course active, and to the day it went inactive (excluded) from then on: a deactivation is a term
-that ended. ``GET academicSessions`` lists these terms and the current school year ``sy-{year}`` (every course's
-``schoolYear``); ``GET terms`` the terms only. Each enrolled student has one ``role: student`` enrollment in their
-section (``sourcedId`` ``enr-{class}-{user}``, ``beginDate`` the course's creation, no ``endDate``), every class one
-``role: teacher`` enrollment (``primary: "true"``). A student who left keeps their enrollment with ``status:
-tobedeleted`` and ``endDate`` the day they left (excluded), or it vanishes (``deleted_rows="vanish"``). GUIDRef
-``href``s are absolute URLs on the server's origin.
+term, ``term-{course}``, from the day the course was first listed to the end of the current school year (1 July,
+excluded) while the world keeps the course active, and to the day it went inactive (excluded) from then on: a
+deactivation is a term that ended. ``GET academicSessions`` lists these terms and the current school year
+``sy-{year}`` (every course's ``schoolYear``); ``GET terms`` the terms only. Each enrolled student has one ``role:
+student`` enrollment in their section (``sourcedId`` ``enr-{class}-{user}``, ``beginDate`` the course's first day,
+no ``endDate``), every class one ``role: teacher`` enrollment (``primary: "true"``). A student who left keeps their
+enrollment with ``status: tobedeleted`` and ``endDate`` the day they left (excluded), or it vanishes
+(``deleted_rows="vanish"``). A course that went inactive keeps its enrollments as the world keeps its students.
+GUIDRef ``href``s are absolute URLs on the server's origin.
+
+Stamps (``dateLastModified``): a row that changed on the as-of day (a student who joined or left the section that
+day, compared with the day before) carries that day's change time -- the course's ``updated_at`` when the world
+gives it, else a fixed hash-derived time. Any other row carries ``{as-of - 1}T23:00:00Z``: an upper bound on when
+it last changed (the world does not remember older change days), so a ``dateLastModified>`` window never misses a
+change (it may return an old one again). A term carries its course's last change once it ended, else the later of
+the course's creation and the current school year's start (when it was last extended).
 
 A course whose roster the world does not expose: its classes are listed, but ``/classes/{id}/students`` and
 ``/enrollments?filter=class.sourcedId='{id}'`` answer 403 ``forbidden``, and unfiltered enrollment listings leave
@@ -57,6 +65,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import product
 from typing import Literal
 from urllib.parse import parse_qs, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -106,14 +115,11 @@ class OneRosterOptions:
     token_ttl_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
-        if self.paging not in ("headers", "body", "none") or self.deleted_rows not in (
-            "tobedeleted",
-            "vanish",
-            "end_dated",
+        if (self.paging, self.deleted_rows, self.class_deactivation) not in product(
+            ("headers", "body", "none"), ("tobedeleted", "vanish", "end_dated"), ("term_end", "tobedeleted")
         ):
-            raise ValueError(f"paging must be headers|body|none and deleted_rows tobedeleted|vanish|end_dated: {self}")
-        if self.class_deactivation not in ("term_end", "tobedeleted"):
-            raise ValueError(f"class_deactivation must be term_end|tobedeleted: {self}")
+            raise ValueError("paging must be headers|body|none, deleted_rows tobedeleted|vanish|end_dated and "
+                             f"class_deactivation term_end|tobedeleted: {self}")  # fmt: skip
         if (self.limit_cap is not None and self.limit_cap < 1) or self.throttle_every < 0:
             raise ValueError(f"limit_cap must be >= 1 and throttle_every >= 0: {self}")
         if not 0.0 <= self.legacy_inactive_share <= 1.0 or self.token_ttl_seconds <= 0:
@@ -385,18 +391,15 @@ class OneRosterRosteringApp:
         for view in views:
             modified, started = view.updated_at or fallback, listed.get(view.id, spec.start_date)
             if view.is_active == (view.id in ended):
-                raise AssertionError(f"{view.id}: the world's flag and the day it went inactive disagree on {day}")
+                raise RuntimeError(f"{view.id}: the world's flag and the day it went inactive disagree on {day}")
             courses.append({
                 "sourcedId": view.id, "status": "active", "dateLastModified": modified, "title": view.name,
                 "schoolYear": school_year, "courseCode": f"C{view.number:05d}", "org": school,
             })  # fmt: skip
             if opts.class_deactivation == "term_end":
-                term = _course_term(view, started, ended.get(view.id), day, fallback)
-                terms.append(term)
-                class_terms, class_status = (
-                    [_ref(root, "academicSessions", term["sourcedId"], "academicSession")],
-                    "active",
-                )
+                terms.append(_course_term(view, started, ended.get(view.id), day, fallback))
+                class_status = "active"
+                class_terms = [_ref(root, "academicSessions", terms[-1]["sourcedId"], "academicSession")]
             else:  # the vendor marks the classes of an ended course for deletion instead
                 class_terms, class_status = [school_year], "active" if view.is_active else "tobedeleted"
             for k, (class_id, members) in enumerate(view.sections):
