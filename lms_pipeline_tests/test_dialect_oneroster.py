@@ -308,6 +308,27 @@ def test_two_predicates_combine_with_and_or_or(oneroster: Served) -> None:
     assert {e["class"]["sourcedId"] for e in both.json()["enrollments"]} == {first, second}
 
 
+def test_sort_order_by_and_fields_are_honoured_as_the_binding_defines(oneroster: Served) -> None:
+    """``sort`` + ``orderBy`` order a listing across pages, ``fields`` selects properties (comma-separated or
+    repeated); an unknown field answers 400 with an imsx body instead of being ignored."""
+    params: dict[str, object] = {"sort": "title", "orderBy": "desc", "limit": 5}
+    first = oneroster.get("courses", params=params)
+    second = oneroster.get(first.links["next"]["url"])
+    titles = [c["title"] for c in first.json()["courses"] + second.json()["courses"]]
+    everything = sorted(v.name for v in WORLD.roster_view(D1))
+    assert titles == everything[::-1][:10]
+    ascending = oneroster.get("courses", params={"sort": "title", "limit": 3}).json()["courses"]
+    assert [c["title"] for c in ascending] == everything[:3]
+    for fields in ({"fields": "sourcedId,status"}, {"fields": ["sourcedId", "status"]}):
+        chosen = oneroster.get("enrollments", params={**fields, "limit": 4}).json()["enrollments"]  # type: ignore[dict-item]
+        assert len(chosen) == 4 and {tuple(e) for e in chosen} == {("sourcedId", "status")}
+    bad_asks = [({"fields": "sourcedId,shoeSize"}, "invalid_selection_field"), ({"sort": "shoeSize"}, "invaliddata"),
+                ({"sort": "title", "orderBy": "up"}, "invaliddata")]  # fmt: skip
+    for bad, minor in bad_asks:
+        answer = oneroster.get("courses", params=bad)  # type: ignore[arg-type]
+        assert answer.status_code == 400 and imsx_minor(answer) == minor, bad
+
+
 def test_teacher_enrollments_never_become_edges(oneroster: Served) -> None:
     scan = oneroster.scan(D1)
     teachers = [e for e in items(scan.pages) if e["role"] == "teacher"]

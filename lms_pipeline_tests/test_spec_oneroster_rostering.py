@@ -78,6 +78,8 @@ def exercise(base_url: str) -> None:
         http.get(f"{ROSTERING}terms")
         http.get(f"{ROSTERING}classes/cls-99999/students")
         http.get(f"{ROSTERING}enrollments", params={"filter": "grade='9'"})
+        http.get(f"{ROSTERING}classes", params={"sort": "course.sourcedId", "orderBy": "desc", "limit": 5})
+        http.get(f"{ROSTERING}classes", params={"fields": "sourcedId,shoeSize"})
         http.get(f"{ROSTERING}courses", headers={"Authorization": "Bearer not-a-token"})
 
 
@@ -156,7 +158,7 @@ def test_every_answer_and_every_request_follows_the_rostering_binding(mode: str)
     seen = {(e.path.rsplit("/", 1)[-1], e.status) for e in exchanges}
     expected = {("courses", 200), ("classes", 200), ("academicSessions", 200), ("terms", 200), ("enrollments", 200),
                 ("students", 200), ("students", 403), ("students", 404), ("enrollments", 400), ("courses", 401),
-                ("courses", 403), ("token", 200)}  # fmt: skip
+                ("courses", 403), ("classes", 400), ("token", 200)}  # fmt: skip
     if mode == "throttled":  # the direct requests are not retried: any may be the one answered 429
         assert any(status == 429 for _, status in seen)
     else:

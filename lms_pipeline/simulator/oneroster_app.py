@@ -8,7 +8,9 @@ Paths under ``/oneroster/{connection_id}``:
 * ``GET /ims/oneroster/rostering/v1p2/{courses|classes|enrollments}`` and ``.../classes/{sourcedId}/students``.
   ``limit`` (default 100) / ``offset`` paging; ``filter`` with at most two predicates (``= != > >= < <= ~``, values
   single-quoted, joined by `` AND `` or `` OR ``); anything else, an unknown field or a bad date answers 400
-  ``invalid_filter_field``.
+  ``invalid_filter_field``. ``sort`` (a filterable field) with ``orderBy`` ``asc|desc`` orders the whole listing
+  before paging (else 400 ``invaliddata``); ``fields`` (comma-separated or repeated) selects properties of each
+  record (an unknown one: 400 ``invalid_selection_field``).
 
 How the world is shown (spec-conformant by default: every answer validates against the OneRoster 1.2 rostering
 schemas in ``lms_pipeline_tests/spec_schemas``): a course is a OneRoster course (``sourcedId`` = world course id),
@@ -90,6 +92,21 @@ FILTER_FIELDS = {
               "enabledUser"},
     "academicSessions": {"sourcedId", "status", "dateLastModified", "title", "startDate", "endDate", "type",
                          "schoolYear"},
+}  # fmt: skip
+# The properties of each entity (the 1.2 OpenAPI's): what ``fields`` may select.
+SELECTABLE = {
+    "courses": {"sourcedId", "status", "dateLastModified", "metadata", "title", "schoolYear", "courseCode", "grades",
+                "subjects", "org", "subjectCodes", "resources"},
+    "classes": {"sourcedId", "status", "dateLastModified", "metadata", "title", "classCode", "classType", "location",
+                "grades", "subjects", "course", "school", "terms", "subjectCodes", "periods", "resources"},
+    "enrollments": {"sourcedId", "status", "dateLastModified", "metadata", "user", "class", "school", "role",
+                    "primary", "beginDate", "endDate"},
+    "users": {"sourcedId", "status", "dateLastModified", "metadata", "userMasterIdentifier", "username", "userIds",
+              "enabledUser", "givenName", "familyName", "middleName", "preferredFirstName", "preferredMiddleName",
+              "preferredLastName", "pronouns", "roles", "userProfiles", "primaryOrg", "identifier", "email", "sms",
+              "phone", "agents", "grades", "password", "resources"},
+    "academicSessions": {"sourcedId", "status", "dateLastModified", "metadata", "title", "startDate", "endDate",
+                         "type", "parent", "children", "schoolYear"},
 }  # fmt: skip
 COMPARISONS = {"=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt,
                "<=": operator.le}  # fmt: skip
@@ -287,7 +304,8 @@ class OneRosterRosteringApp:
             records = [row for target in sorted(targets) for row in listings.by_class.get(target, [])]
         else:
             records = getattr(listings, endpoint)
-        return self._page(where.keep(records), collection, params, environ)
+        selected = _selection(params, collection)
+        return self._page(_ordered(where.keep(records), params, collection), collection, params, environ, selected)
 
     def _throttle(self, connection_id: str) -> None:
         every = self.options.throttle_every
@@ -324,8 +342,9 @@ class OneRosterRosteringApp:
 
     # ---- paging ----------------------------------------------------------------------------------------------
     def _page(
-        self, records: list[dict], collection: str, params: Params, environ: WSGIEnvironment
-    ) -> tuple[int, bytes, dict[str, str]]:
+        self, records: list[dict], collection: str, params: Params, environ: WSGIEnvironment,
+        selected: list[str] | None = None,
+    ) -> tuple[int, bytes, dict[str, str]]:  # fmt: skip
         limit, offset = _int(params, "limit", DEFAULT_LIMIT), _int(params, "offset", 0)
         if limit < 1 or offset < 0:
             raise _ImsxError(400, "invaliddata", "limit must be >= 1 and offset >= 0")
@@ -335,6 +354,8 @@ class OneRosterRosteringApp:
         elif opts.limit_cap is not None:
             limit = min(limit, opts.limit_cap)
         page, total = records[offset : offset + limit], len(records)
+        if selected is not None:
+            page = [{name: record[name] for name in selected if name in record} for record in page]
         if opts.paging == "body":
             body = {collection: page, "totalCount": total, "pageCount": max(1, -(-total // limit)),
                     "pageNumber": offset // limit + 1, "offset": offset, "limit": limit}  # fmt: skip
@@ -569,10 +590,44 @@ def _moment(value: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _holds(record: dict, path: list[str], op: str, wanted: object) -> bool:
+def _value(record: dict, path: list[str]) -> object:
+    """A record's value at a dotted field (``class.sourcedId``); None when absent."""
     value: object = record
     for key in path:
         value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _ordered(records: list[dict], params: Params, collection: str) -> list[dict]:
+    """The records in ``sort`` order (``orderBy`` asc, the default, or desc; records without the field last when
+    ascending), or as they are when no sort is asked."""
+    field, order = params.get("sort", [None])[0], params.get("orderBy", ["asc"])[0]
+    if order not in ("asc", "desc"):
+        raise _ImsxError(400, "invaliddata", f"orderBy must be asc or desc, got {order!r}")
+    if field is None:
+        return records
+    if field not in FILTER_FIELDS[collection]:
+        raise _ImsxError(400, "invaliddata", f"{collection} cannot be sorted by {field}")
+    path = field.split(".")
+
+    def key(record: dict) -> tuple[bool, str]:
+        value = _value(record, path)
+        return value is None, "" if value is None else str(value)
+
+    return sorted(records, key=key, reverse=order == "desc")
+
+
+def _selection(params: Params, collection: str) -> list[str] | None:
+    """The properties ``fields`` selects (None: all), each checked against the entity's."""
+    names = [name.strip() for value in params.get("fields", []) for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SELECTABLE[collection]]
+    if unknown:
+        raise _ImsxError(400, "invalid_selection_field", f"{collection} have no field {', '.join(unknown)}")
+    return names or None
+
+
+def _holds(record: dict, path: list[str], op: str, wanted: object) -> bool:
+    value = _value(record, path)
     if value is None:
         return False
     if isinstance(wanted, datetime):
