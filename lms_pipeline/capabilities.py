@@ -52,10 +52,17 @@ CAPABILITIES: dict[str, Capabilities] = {
         ),
         Capabilities(
             provider="oneroster",
-            course_rosters="enrollments of each class (`role=student`), union over the course's classes",
+            course_rosters="enrollments of each class (`role=student`, `status: active`, the day inside the optional "
+            "`beginDate`..`endDate`, end excluded), union over the course's classes; no course active flag: a course "
+            "is active while one of its classes is `active` and the day is inside one of its `terms` "
+            "(`academicSessions` dates) and the course's `schoolYear`. Listings read to their end by `Link` next + "
+            "`X-Total-Count`, or totals in the body (Timeback), or offsets to an empty page (a silently capped "
+            "`limit` is never trusted); next links to the configured origin only",
             section_rosters="yes: classes",
             incremental_filter="`filter=dateLastModified>'...'` (not used yet: full scan daily)",
-            deletions_visible="`status: tobedeleted` (legacy `inactive`), or rows vanish; both read as not enrolled",
+            deletions_visible="`status: tobedeleted` (legacy 1.0 `inactive`), an `endDate` that has passed (status "
+            "left `active`), or rows vanish; all read as not enrolled. A stopped class: its term ended, or it is "
+            "`tobedeleted`",
             not_exposed_signal="403 `forbidden` on a class's enrollments",
             grades="gradebook results (the SIS side of reconciliation)",
             grading_scheme="`scoreScales` (letter line items compared on `textScore`)",
@@ -80,10 +87,11 @@ CAPABILITIES: dict[str, Capabilities] = {
             course_rosters="NRPS memberships (identity only: `lis_person_sourcedid`)",
             section_rosters="no",
             incremental_filter="none",
-            deletions_visible="NRPS `status: Deleted|Inactive`",
+            deletions_visible="NRPS `status: Deleted` or `Inactive`",
             not_exposed_signal="403 on a service without its scope",
             grades="line items and results (`resultScore`/`resultMaximum`; used with `grades.source: lti_ags`); "
-            "ungraded learners omitted",
+            "ungraded learners omitted; line item ids may carry a query (results: `/results` before it); every "
+            'page found by `Link: rel="next"` alone, to the configured origin only',
             grading_scheme="no",
             write_back="scores (`POST {lineitem}/scores`; not used)",
             incremental_sync=False,

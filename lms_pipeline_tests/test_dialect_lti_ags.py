@@ -264,6 +264,36 @@ def test_the_client_requests_only_urls_it_was_given(platform: Platform) -> None:
     assert scan.stats.pages == len(scan.pages) == len(scan.log) and scan.stats.requests == len(scan.log)
 
 
+def test_a_next_link_to_another_origin_is_refused_before_the_token_goes_there() -> None:
+    """A platform's Link rel="next" to another host (here another port on 127.0.0.1) is not followed: the bearer
+    token would go with it. The error names the connection, the listing and the foreign origin."""
+    foreign: list[str | None] = []
+
+    def elsewhere(environ: dict, start_response: object) -> list[bytes]:
+        foreign.append(environ.get("HTTP_AUTHORIZATION"))
+        start_response("200 OK", [("Content-Type", MEDIA_TYPES["lineitems"])])  # type: ignore[operator]
+        return [b"[]"]
+
+    app = LtiPlatformApp([WORLD], TOKENS)
+    with serve_in_thread(elsewhere) as other:
+
+        def redirecting(environ: dict, start_response: object) -> list[bytes]:
+            def start(status: str, headers: list, exc_info: object = None) -> object:
+                moved = [(k, v.replace(f"http://{environ['HTTP_HOST']}", other) if k == "Link" else v)
+                         for k, v in headers]  # fmt: skip
+                return start_response(status, moved, exc_info)  # type: ignore[operator]
+
+            return app(environ, start)  # type: ignore[arg-type]
+
+        with pytest.raises(LmsPayloadError) as err:
+            scan_app(redirecting, limit=LIMIT)  # type: ignore[arg-type]
+    assert foreign == [], "the token went to another origin"
+    message = str(err.value)
+    assert message.startswith(f"connection '{CID}': GET http://127.0.0.1:")
+    assert f"(contexts page 0) points to another origin ({other}); not followed" in message
+    assert TOKENS[CID] not in message and err.value.endpoint == "contexts"
+
+
 def test_lineitem_ids_with_a_query_string_have_their_results_read(platform: Platform) -> None:
     scan = platform.scan()
     ids = lineitem_ids(scan.pages)

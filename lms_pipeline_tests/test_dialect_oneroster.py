@@ -79,7 +79,7 @@ class Served:
             self.app.reset_log()
             with self.reader(day, page_size=page_size) as reader:
                 pages = reader.roster_pages()
-            self._scans[key] = Scan(pages, normalize_oneroster_pages(pages, MAIN), list(self.app.request_log))
+            self._scans[key] = Scan(pages, normalize_oneroster_pages(pages, MAIN, day), list(self.app.request_log))
         return self._scans[key]
 
 
@@ -164,7 +164,7 @@ def test_every_listing_is_read_to_its_end_in_every_paging_mode(mode: str, page_s
     with served(**options) as app, app.reader(D1, page_size=page_size) as reader:
         pages = reader.roster_pages()
         everything = reader.changed_enrollment_pages(SINCE_EVER)
-    frames = normalize_oneroster_pages(pages, MAIN)
+    frames = normalize_oneroster_pages(pages, MAIN, D1)
     assert rows(frames.course_student_edges) == WORLD.true_course_edges(D1)
     assert rows(frames.class_student_edges) == WORLD.true_class_edges(D1)
     assert statuses(frames) == WORLD.roster_status(D1)
@@ -227,7 +227,7 @@ def test_body_paging_sends_totals_in_the_body_and_no_paging_headers() -> None:
 def test_left_students_are_tobedeleted_or_legacy_inactive_and_never_edges() -> None:
     with served(legacy_inactive_share=0.5) as app, app.reader(D2) as reader:
         pages = reader.roster_pages()
-    frames = normalize_oneroster_pages(pages, MAIN)
+    frames = normalize_oneroster_pages(pages, MAIN, D2)
     enrollments, courses = items(pages), course_of(D2)
     counts = Counter(e["status"] for e in enrollments if e["role"] == "student")
     assert counts["tobedeleted"] >= 10 and counts["inactive"] >= 10, counts
@@ -308,6 +308,27 @@ def test_two_predicates_combine_with_and_or_or(oneroster: Served) -> None:
     assert {e["class"]["sourcedId"] for e in both.json()["enrollments"]} == {first, second}
 
 
+def test_sort_order_by_and_fields_are_honoured_as_the_binding_defines(oneroster: Served) -> None:
+    """``sort`` + ``orderBy`` order a listing across pages, ``fields`` selects properties (comma-separated or
+    repeated); an unknown field answers 400 with an imsx body instead of being ignored."""
+    params: dict[str, object] = {"sort": "title", "orderBy": "desc", "limit": 5}
+    first = oneroster.get("courses", params=params)
+    second = oneroster.get(first.links["next"]["url"])
+    titles = [c["title"] for c in first.json()["courses"] + second.json()["courses"]]
+    everything = sorted(v.name for v in WORLD.roster_view(D1))
+    assert titles == everything[::-1][:10]
+    ascending = oneroster.get("courses", params={"sort": "title", "limit": 3}).json()["courses"]
+    assert [c["title"] for c in ascending] == everything[:3]
+    for fields in ({"fields": "sourcedId,status"}, {"fields": ["sourcedId", "status"]}):
+        chosen = oneroster.get("enrollments", params={**fields, "limit": 4}).json()["enrollments"]  # type: ignore[dict-item]
+        assert len(chosen) == 4 and {tuple(e) for e in chosen} == {("sourcedId", "status")}
+    bad_asks = [({"fields": "sourcedId,shoeSize"}, "invalid_selection_field"), ({"sort": "shoeSize"}, "invaliddata"),
+                ({"sort": "title", "orderBy": "up"}, "invaliddata")]  # fmt: skip
+    for bad, minor in bad_asks:
+        answer = oneroster.get("courses", params=bad)  # type: ignore[arg-type]
+        assert answer.status_code == 400 and imsx_minor(answer) == minor, bad
+
+
 def test_teacher_enrollments_never_become_edges(oneroster: Served) -> None:
     scan = oneroster.scan(D1)
     teachers = [e for e in items(scan.pages) if e["role"] == "teacher"]
@@ -358,7 +379,7 @@ def test_a_token_without_the_rostering_scope_fails_the_read(oneroster: Served) -
 def test_server_busy_is_survived_and_counted() -> None:
     with served(throttle_every=6) as app:
         with app.reader(D1, page_size=7) as reader:
-            frames = normalize_oneroster_pages(reader.roster_pages(), MAIN)
+            frames = normalize_oneroster_pages(reader.roster_pages(), MAIN, D1)
         log = list(app.app.request_log)
         answers = [app.http.get(f"{ROSTERING.lstrip('/')}/courses") for _ in range(6)]  # throttled before auth
     assert rows(frames.course_student_edges) == WORLD.true_course_edges(D1)
@@ -388,7 +409,7 @@ def test_an_expired_token_is_refreshed_and_the_read_completes() -> None:
             MAIN, f"{base_url}/oneroster/{MAIN}", CLIENT_ID, SECRET, simulated_date=D1, retry=RETRY
         ) as reader,
     ):
-        frames = normalize_oneroster_pages(reader.roster_pages(), MAIN)
+        frames = normalize_oneroster_pages(reader.roster_pages(), MAIN, D1)
     expired = [e for e in app.request_log if e["status"] == 401]
     assert len(expired) >= 2 and reader.token_requests == 1 + len(expired)
     assert rows(frames.course_student_edges) == WORLD.true_course_edges(D1)
@@ -437,8 +458,148 @@ def test_an_enrollment_without_a_user_raises_a_clear_normalizer_error() -> None:
             pages = reader.roster_pages()
     page = next(p for p in pages if p["params"].get("filter") == f"class.sourcedId='{class_id}'")
     with pytest.raises(OneRosterPayloadError) as err:
-        normalize_oneroster_pages(pages, MAIN)
+        normalize_oneroster_pages(pages, MAIN, D1)
     assert str(err.value) == (
         f"connection '{MAIN}': 1 malformed OneRoster page(s) or item(s):\n  enrollments page 0 of course {view.id} "
         f"(GET {page['url']}): item 1 is an enrollment without user.sourcedId"
     )
+
+
+# ---- paging links ---------------------------------------------------------------------------------------------
+
+
+def test_a_next_link_to_another_origin_is_refused_before_the_token_goes_there() -> None:
+    """The bearer token rides on every request: a Link rel="next" to another host (here another port on 127.0.0.1)
+    must not be followed, and the error names the connection, the listing and the foreign origin."""
+    foreign: list[dict] = []
+
+    def elsewhere(environ: dict, start_response: object) -> list[bytes]:
+        foreign.append({"path": environ["PATH_INFO"], "authorization": environ.get("HTTP_AUTHORIZATION")})
+        start_response("200 OK", [("Content-Type", "application/json")])  # type: ignore[operator]
+        return [b'{"courses": []}']
+
+    app = OneRosterRosteringApp([WORLD], {MAIN: (CLIENT_ID, SECRET)}, clock=lambda: D1)
+    with serve_in_thread(elsewhere) as other:
+
+        def redirecting(environ: dict, start_response: object) -> list[bytes]:
+            def start(status: str, headers: list, exc_info: object = None) -> object:
+                moved = [(k, v.replace(f"http://{environ['HTTP_HOST']}", other) if k == "Link" else v)
+                         for k, v in headers]  # fmt: skip
+                return start_response(status, moved, exc_info)  # type: ignore[operator]
+
+            return app(environ, start)  # type: ignore[arg-type]
+
+        with (
+            serve_in_thread(redirecting) as base_url,
+            OneRosterRosterReader(
+                MAIN, f"{base_url}/oneroster/{MAIN}", CLIENT_ID, SECRET, simulated_date=D1, retry=RETRY, page_size=7
+            ) as reader,  # fmt: skip
+            pytest.raises(LmsPayloadError) as err,
+        ):
+            reader.roster_pages()
+    assert foreign == [], "the token went to another origin"
+    message = str(err.value)
+    assert message.startswith(f"connection '{MAIN}': GET {base_url}/oneroster/{MAIN}{ROSTERING}/courses?limit=7")
+    assert f"(courses page 0) links rel=next to another origin ({other}); not followed" in message
+    assert err.value.endpoint == "courses" and not [t for t in app.issued_tokens() if t in message]
+
+
+# ---- dates: activity from terms, enrollments from beginDate/endDate -----------------------------------------------
+
+
+def test_a_student_end_dated_but_still_active_is_not_enrolled() -> None:
+    """Some SISs keep a leaver's enrollment ``status: active`` and end-date it (endDate excluded, §9.2)."""
+    with served(deleted_rows="end_dated") as app:
+        scan = app.scan(D2)
+    leavers = [e for e in items(scan.pages) if e["role"] == "student" and "endDate" in e]
+    assert len(leavers) >= 10 and {e["status"] for e in leavers} == {"active"}
+    assert all(e["endDate"] <= D2.isoformat() for e in leavers)
+    assert rows(scan.frames.course_student_edges) == WORLD.true_course_edges(D2)
+    assert rows(scan.frames.class_student_edges) == WORLD.true_class_edges(D2)
+    assert statuses(scan.frames) == WORLD.roster_status(D2)
+
+
+def test_an_enrollment_that_begins_tomorrow_is_not_enrolled_today() -> None:
+    with served(early_enrollments=True) as app:
+        scan = app.scan(D1)
+    early = [e for e in items(scan.pages) if e.get("beginDate") == D2.isoformat()]
+    assert len(early) >= 5 and {(e["status"], e["role"]) for e in early} == {("active", "student")}
+    assert rows(scan.frames.course_student_edges) == WORLD.true_course_edges(D1)
+    assert rows(scan.frames.class_student_edges) == WORLD.true_class_edges(D1)
+
+
+def test_a_course_is_inactive_once_its_classes_terms_end_or_its_classes_are_tobedeleted() -> None:
+    """OneRoster has no course activity flag (§9.2): a course runs while one of its classes is active and the day
+    is inside one of that class's terms. Two ways an SIS says a course stopped: its term ended, or its classes are
+    marked tobedeleted (then every class sits in the school year)."""
+    day = D0 + timedelta(days=6)
+    truth = WORLD.is_active(day)
+    assert 2 <= list(truth.values()).count(False) < len(truth) - 2
+    for deactivation in ("term_end", "tobedeleted"):
+        with served(class_deactivation=deactivation) as app:
+            scan = app.scan(day)
+        rosters = scan.frames.course_rosters.set_index("course_id")
+        assert rosters["is_active"].to_dict() == truth, deactivation
+        sessions = items(scan.pages, "academicSessions")
+        ended = [s for s in sessions if s["endDate"] <= day.isoformat()]
+        if deactivation == "term_end":
+            assert {s["sourcedId"].removeprefix("term-") for s in ended} == {c for c, a in truth.items() if not a}
+        else:
+            assert ended == [] and {s["type"] for s in sessions} == {"schoolYear"}
+            stopped = {k["course"]["sourcedId"] for k in items(scan.pages, "classes") if k["status"] == "tobedeleted"}
+            assert stopped == {c for c, a in truth.items() if not a}
+
+
+def test_is_active_is_judged_on_the_partition_day() -> None:
+    """The same pages read as of an earlier day: a term that has ended since was still running then, and a course
+    created since had not started."""
+    day = D0 + timedelta(days=6)
+    with served() as app:
+        scan = app.scan(day)
+    earlier = normalize_oneroster_pages(scan.pages, MAIN, D0).course_rosters.set_index("course_id")["is_active"]
+    existed = set(WORLD.is_active(D0))
+    assert earlier.to_dict() == {c: c in existed for c in earlier.index}
+    assert not scan.frames.course_rosters["is_active"].all() and set(earlier.index) - existed
+
+
+def test_a_class_naming_an_unlisted_term_raises_a_clear_normalizer_error(oneroster: Served) -> None:
+    scan = oneroster.scan(D1)
+    pages = [p for p in scan.pages if p["endpoint"] != "academicSessions"]
+    with pytest.raises(OneRosterPayloadError) as err:
+        normalize_oneroster_pages(pages, MAIN, D1)
+    first = next(p for p in pages if p["endpoint"] == "classes")
+    term = json.loads(first["payload"])[0]["terms"][0]["sourcedId"]
+    assert f"classes page 0 (GET {first['url']}): item 0 names academicSession {term}, which the academicSessions " \
+           "listing does not hold" in str(err.value)  # fmt: skip
+
+
+def edited(pages: list[dict], endpoint: str, edit: object) -> list[dict]:
+    """The pages with ``edit(items) -> items`` applied to every 200 page of ``endpoint`` (served data, changed in
+    one respect a test needs)."""
+    return [{**p, "payload": json.dumps(edit(json.loads(p["payload"])))}  # type: ignore[operator]
+            if p["endpoint"] == endpoint and p["status"] == 200 else p for p in pages]  # fmt: skip
+
+
+def test_a_course_outside_its_school_year_is_inactive_whatever_its_terms_say(oneroster: Served) -> None:
+    scan = oneroster.scan(D1)
+    year = next(s for s in items(scan.pages, "academicSessions") if s["type"] == "schoolYear")
+    assert {c["schoolYear"]["sourcedId"] for c in items(scan.pages, "courses")} == {year["sourcedId"]}
+
+    def ended_yesterday(sessions: list[dict]) -> list[dict]:
+        return [{**s, "endDate": D1.isoformat()} if s["sourcedId"] == year["sourcedId"] else s for s in sessions]
+
+    frames = normalize_oneroster_pages(edited(scan.pages, "academicSessions", ended_yesterday), MAIN, D1)
+    assert scan.frames.course_rosters["is_active"].any() and not frames.course_rosters["is_active"].any()
+    assert rows(frames.course_student_edges) == rows(scan.frames.course_student_edges)  # activity is not enrolment
+
+
+def test_a_course_without_classes_runs_nothing(oneroster: Served) -> None:
+    scan = oneroster.scan(D1)
+    course = next(v for v in WORLD.roster_view(D1) if v.is_active and v.exposed)
+    pages = edited(scan.pages, "classes", lambda ks: [k for k in ks if k["course"]["sourcedId"] != course.id])
+    pages = [p for p in pages if p["course_id"] != course.id]  # its classes' enrollment listings go with them
+    rosters = normalize_oneroster_pages(pages, MAIN, D1).course_rosters.set_index("course_id")
+    assert not rosters.loc[course.id, "is_active"] and rosters.loc[course.id, "roster_status"] == "empty"
+    assert rosters.drop(index=course.id)["is_active"].to_dict() == {
+        c: a for c, a in WORLD.is_active(D1).items() if c != course.id
+    }

@@ -25,7 +25,8 @@ START = date(2026, 9, 1)
 DAYS = [START, date(2026, 9, 2)]
 WORLD = {"seed": 9, "world_id": "shared-school", "n_courses": 25, "n_students": 400, "mean_roster_size": 30,
          "roster_exposure": "mixed", "not_exposed_share": 0.2, "exposure_flip_prob": 0.2, "classes": "rosters",
-         "missing_timestamps_share": 0.0, "drop_prob": 0.05, "progress": False}  # fmt: skip
+         "missing_timestamps_share": 0.0, "drop_prob": 0.05, "progress": False,
+         "deactivate_prob": 0.1}  # fmt: skip  # two courses deactivate on the second day, one keeping its roster
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 FAST = {"retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05}}
 DIALECTS = {
@@ -114,6 +115,33 @@ def test_drops_are_drops_in_every_dialect_and_deleted_states_never_count(school:
     edges = by_connection(school, "course_student_edges", "student_id", DAYS[-1])
     on_roster = {s for (s,) in edges["school-canvas"]}
     assert {s for _, s in gone} - on_roster, "students in a deleted/tobedeleted state are not enrolled"
+
+
+def true_deactivation_drops(world: object, before: date, day: date) -> set[tuple[str, str]]:
+    """(course, student) dropped on ``day`` because their course went inactive: both days' rosters known."""
+    previous = {v.id: v for v in world.roster_view(before)}  # type: ignore[attr-defined]
+    return {
+        (v.id, s)
+        for v in world.roster_view(day)  # type: ignore[attr-defined]
+        if (p := previous.get(v.id)) is not None and p.exposed and v.exposed and p.is_active and not v.is_active
+        for s in set(p.enrolled) - set(v.enrolled)
+    }
+
+
+def test_course_deactivated_fires_in_every_dialect_as_the_truth_says(school: dict) -> None:
+    """OneRoster has no "course is active" flag (provider-apis.md §9.2): the OneRoster connection must see the
+    deactivation in the class's status and its terms' dates, never in an invented field."""
+    truth = true_deactivation_drops(school["world"], DAYS[0], DAYS[-1])
+    assert truth, "the world deactivates a course with a known roster on the second day"
+    changes = by_connection(school, "enrollment_changes", "course_id, student_id, reason", DAYS[-1])
+    for cid in DIALECTS:
+        assert {(c, s) for c, s, reason in changes[cid] if reason == "course_deactivated"} == truth, cid
+    served = rows(school, "SELECT endpoint, payload FROM lms.raw_dialect_pages WHERE provider = 'oneroster' AND "
+                  "status_code = 200 AND endpoint IN ('courses', 'classes')")  # fmt: skip
+    for endpoint, payload in served.itertuples(index=False):
+        for item in json.loads(payload):
+            assert "lmsActive" not in json.dumps(item), f"an invented flag on {endpoint} {item['sourcedId']}"
+            assert endpoint == "courses" or item["terms"], f"class {item['sourcedId']} has no terms"
 
 
 def test_the_sync_log_says_how_each_dialect_was_read(school: dict) -> None:

@@ -62,7 +62,7 @@ def normalize(conn: ConnectionConfig, stored: pd.DataFrame, day: date) -> Roster
         frames = normalize_canvas_pages(pages, conn.id)
         rosters, edges, class_edges = frames.course_rosters, frames.course_student_edges, frames.class_student_edges
     elif conn.provider == "oneroster":
-        frames = normalize_oneroster_pages(pages, conn.id)
+        frames = normalize_oneroster_pages(pages, conn.id, day)
         rosters, edges, class_edges = frames.course_rosters, frames.course_student_edges, frames.class_student_edges
     else:
         frames = normalize_classroom_pages(pages, **classroom_identity(conn.options))

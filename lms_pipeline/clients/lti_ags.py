@@ -213,8 +213,9 @@ class LtiAgsClient:
         """``url`` unless it leaves the base URL's origin, which would hand the token to another host."""
         if (url.scheme, url.host, url.port) == (self._base.scheme, self._base.host, self._base.port):
             return url
+        where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")  # never the URL's userinfo
         raise self._payload_error(endpoint, course_id, index, source or str(url),
-                                  f"points to another origin ({url.scheme}://{url.host}); not followed")  # fmt: skip
+                                  f"points to another origin ({where}); not followed")  # fmt: skip
 
     def _raw(self, endpoint: Endpoint, course_id: str | None, index: int, response: httpx.Response) -> RawPage:
         """A page as fetched: what was asked (URL and the parameters in it), what came back, and when."""

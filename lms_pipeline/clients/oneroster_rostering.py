@@ -1,8 +1,10 @@
-"""Reads one OneRoster 1.2 connection's rosters (provider-apis.md §2) with the project's ``OneRosterClient``: courses,
-classes, then each class's enrollments (``filter=class.sourcedId='X'``; the standard has no
+"""Reads one OneRoster 1.2 connection's rosters (provider-apis.md §2, §9.2) with the project's ``OneRosterClient``:
+courses, classes, academic sessions (the terms that say when a class runs: OneRoster has no "course is active"
+flag), then each class's enrollments (``filter=class.sourcedId='X'``; the standard has no
 ``/classes/{id}/enrollments``), every listing to its end, as raw pages for ``transforms.oneroster_rosters``.
 
-Paging: ``OneRosterClient.iter_pages`` follows ``Link rel="next"`` and checks ``X-Total-Count``. Some vendors send
+Paging: ``OneRosterClient.iter_pages`` follows ``Link rel="next"`` and checks ``X-Total-Count``; this module refuses
+a next link to another origin before it is followed (the bearer token goes with every request). Some vendors send
 neither (totals in the body, as Timeback does, or nothing at all), so when a listing ends without both a next link
 and a header total, this module goes on by ``offset`` = items read so far -- never the asked ``limit``, which a
 server may cap silently -- until the body's ``totalCount`` is reached, or, without any total, until an empty page
@@ -92,6 +94,7 @@ class OneRosterRosterReader:
             raise ValueError(f"page_size must be 1..100 and max_pages >= 1, got {page_size}, {max_pages}")
         self.connection_id, self.max_pages = connection_id, max_pages
         self._secret = client_secret
+        self._origin = httpx.URL(base_url)
         self._recorder = _Recorder(transport or httpx.HTTPTransport())
         headers = {DATE_HEADER: simulated_date.isoformat()} if simulated_date is not None else None
         self.client = OneRosterClient(connection_id, base_url, client_id, client_secret, scopes=scopes,
@@ -120,11 +123,11 @@ class OneRosterRosterReader:
 
     # ---- listings ---------------------------------------------------------------------------------------------
     def roster_pages(self) -> list[RawPage]:
-        """Courses, classes, then every listed class's enrollments: all or nothing (any failure raises), except a
-        class whose roster this client may not read (a status-403 page)."""
+        """Courses, classes, academic sessions, then every listed class's enrollments: all or nothing (any failure
+        raises), except a class whose roster this client may not read (a status-403 page)."""
         pages = self.course_pages()
         classes = self.class_pages()
-        pages += classes
+        pages += classes + self.session_pages()
         for class_id, course_id in listed_classes(classes, self.connection_id):
             pages += self.enrollment_pages(class_id, course_id)
         return pages
@@ -134,6 +137,11 @@ class OneRosterRosterReader:
 
     def class_pages(self) -> list[RawPage]:
         return self._listing("classes", {}, None)
+
+    def session_pages(self) -> list[RawPage]:
+        """Every academic session (terms, semesters, school years): a class's ``terms`` and a course's
+        ``schoolYear`` may name any type, so ``/terms`` alone is not enough."""
+        return self._listing("academicSessions", {}, None)
 
     def enrollment_pages(self, class_id: str, course_id: str | None = None) -> list[RawPage]:
         """One class's enrollments (every role and status: the normalizer decides who is enrolled)."""
@@ -164,6 +172,7 @@ class OneRosterRosterReader:
                     body_total = self._body_total(page) if page.total is None else None
                     pages.append(self._raw(endpoint, course_id, len(pages), page, body_total))
                     read, last = read + len(page.items), page
+                    self._check_next(page, endpoint, course_id, len(pages) - 1)  # before iter_pages follows it
             except LmsAuthError as err:
                 refused = self._refused(endpoint, course_id, len(pages)) if refusable and err.status == 403 else None
                 if refused is None:
@@ -184,6 +193,17 @@ class OneRosterRosterReader:
                 raise self._error(LmsPayloadError, endpoint, course_id, len(pages) - 1, detail)
         detail = f"not sent: {self.max_pages} pages read (max_pages) and the listing had not ended"
         raise self._error(LmsClientError, endpoint, course_id, len(pages), detail)
+
+    def _check_next(self, page: SisPage, endpoint: str, course_id: str | None, index: int) -> None:
+        """Refuse a ``Link rel="next"`` that leaves the configured origin: the client sends the bearer token with
+        every request, so following it would hand the token to another host."""
+        if page.next_url is None:
+            return
+        target = httpx.URL(page.url).join(page.next_url)
+        if (target.scheme, target.host, target.port) != (self._origin.scheme, self._origin.host, self._origin.port):
+            where = f"{target.scheme}://{target.host}" + (f":{target.port}" if target.port else "")  # no userinfo
+            detail = f"links rel=next to another origin ({where}); not followed"
+            raise self._error(LmsPayloadError, endpoint, course_id, index, self._scrub(detail))
 
     def _body_total(self, page: SisPage) -> int | None:
         """``totalCount`` from the page's body, where vendors that send no headers put it."""

@@ -6,7 +6,8 @@ One app serves several connections under ``/lti/{connection_id}/``; each LTI con
 - ``GET contexts``: the contexts with the AGS and NRPS claims a tool would have stored from its launches (LTI has
   no platform-wide listing of contexts; this stands in for the launch claims so that a client is *given* every
   service URL). ``application/json``.
-- ``GET contexts/{course}/lineitems``: line items, ``application/vnd.ims.lis.v2.lineitemcontainer+json``.
+- ``GET contexts/{course}/lineitems``: line items, ``application/vnd.ims.lis.v2.lineitemcontainer+json``, filtered
+  by ``resource_id``, ``tag`` and ``resource_link_id`` as AGS defines.
 - ``GET {line item id}``: one line item, ``application/vnd.ims.lis.v2.lineitem+json``.
 - ``GET {line item id with /results before its query}``: results (``user_id`` filter: at most one),
   ``application/vnd.ims.lis.v2.resultcontainer+json``.
@@ -283,7 +284,8 @@ class LtiPlatformApp:
             payload = {"id": url, "context": {"id": context.view.id, "label": f"C{context.view.number:05d}",
                                               "title": context.view.name}, "members": members}  # fmt: skip
         elif route.endpoint == "lineitems":
-            payload, more = _chunk([_line_item(base, context, c) for c in context.line_items], limit, page)
+            items = _filter_line_items([_line_item(base, context, c) for c in context.line_items], params)
+            payload, more = _chunk(items, limit, page)
         elif route.endpoint == "lineitem":
             payload, more = _line_item(base, context, content_id), False  # type: ignore[arg-type]
         else:
@@ -338,6 +340,16 @@ def _line_item_of(context: _Context, route: _Route, params: Params) -> str:
     if content_id not in context.line_items or given != ([type_id(content_id)] if type_id(content_id) else None):
         raise _HttpError(404, "not_found", f"no line item {content_id!r} with type_id {given} in {context.view.id}")
     return content_id
+
+
+# The line item container's filters (AGS 2.0, provider-apis.md §9.5): query parameter -> line item property.
+LINE_ITEM_FILTERS = {"resource_id": "resourceId", "tag": "tag", "resource_link_id": "resourceLinkId"}
+
+
+def _filter_line_items(items: list[dict], params: Params) -> list[dict]:
+    """The line items matching every filter given (a line item without the property matches none)."""
+    wanted = {prop: params[name][0] for name, prop in LINE_ITEM_FILTERS.items() if name in params}
+    return [i for i in items if all(i.get(prop) == value for prop, value in wanted.items())]
 
 
 def _results(base: str, context: _Context, content_id: str, params: Params, limit: int,

@@ -8,33 +8,49 @@ Paths under ``/oneroster/{connection_id}``:
 * ``GET /ims/oneroster/rostering/v1p2/{courses|classes|enrollments}`` and ``.../classes/{sourcedId}/students``.
   ``limit`` (default 100) / ``offset`` paging; ``filter`` with at most two predicates (``= != > >= < <= ~``, values
   single-quoted, joined by `` AND `` or `` OR ``); anything else, an unknown field or a bad date answers 400
-  ``invalid_filter_field``.
+  ``invalid_filter_field``. ``sort`` (a filterable field) with ``orderBy`` ``asc|desc`` orders the whole listing
+  before paging (else 400 ``invaliddata``); ``fields`` (comma-separated or repeated) selects properties of each
+  record (an unknown one: 400 ``invalid_selection_field``).
 
-How the world is shown: a course is a OneRoster course (``sourcedId`` = world course id). OneRoster has no "course
-is active" flag (``status`` only says whether the record is being deleted), so every course is ``status: active``
-and the LMS flag travels as ``metadata.lmsActive``. Each world section is a class; each enrolled student has one
-``role: student`` enrollment in their section (``sourcedId`` ``enr-{class}-{user}``), every class one ``role:
-teacher`` enrollment. A student who left keeps their enrollment with ``status: tobedeleted`` (a share of them with
-1.0's legacy ``inactive``, option ``legacy_inactive_share``), or it vanishes (``deleted_rows="vanish"``).
+How the world is shown (spec-conformant by default: every answer validates against the OneRoster 1.2 rostering
+schemas in ``lms_pipeline_tests/spec_schemas``): a course is a OneRoster course (``sourcedId`` = world course id),
+each world section a class. OneRoster has no "course is active" flag (``status`` only says whether a record is being
+deleted; provider-apis.md §9.2): a class runs while its ``status`` is ``active`` and the day is inside one of its
+``terms`` (academicSessions: ``startDate`` included, ``endDate`` excluded). So each course's classes share one
+term, ``term-{course}``, from the day the course was first listed to the end of the current school year (1 July,
+excluded) while the world keeps the course active, and to the day it went inactive (excluded) from then on: a
+deactivation is a term that ended. ``GET academicSessions`` lists these terms and the current school year
+``sy-{year}`` (every course's ``schoolYear``); ``GET terms`` the terms only. Each enrolled student has one ``role:
+student`` enrollment in their section (``sourcedId`` ``enr-{class}-{user}``, ``beginDate`` the course's first day,
+no ``endDate``), every class one ``role: teacher`` enrollment (``primary: "true"``). A student who left keeps their
+enrollment with ``status: tobedeleted`` and ``endDate`` the day they left (excluded), or it vanishes
+(``deleted_rows="vanish"``). A course that went inactive keeps its enrollments as the world keeps its students.
+GUIDRef ``href``s are absolute URLs on the server's origin.
 
 Stamps (``dateLastModified``): a row that changed on the as-of day (a student who joined or left the section that
 day, compared with the day before) carries that day's change time -- the course's ``updated_at`` when the world
 gives it, else a fixed hash-derived time. Any other row carries ``{as-of - 1}T23:00:00Z``: an upper bound on when
 it last changed (the world does not remember older change days), so a ``dateLastModified>`` window never misses a
-change (it may return an old one again). Active enrollments run from the course's creation to the end of the school
-year (30 June) after the as-of day, so they always cover it.
+change (it may return an old one again). A term carries its course's last change once it ended, else the later of
+the course's creation and the current school year's start (when it was last extended).
 
 A course whose roster the world does not expose: its classes are listed, but ``/classes/{id}/students`` and
 ``/enrollments?filter=class.sourcedId='{id}'`` answer 403 ``forbidden``, and unfiltered enrollment listings leave
 its enrollments out.
 
-Provider deviations (options, see ``OneRosterOptions``): ``paging="headers"`` sends ``X-Total-Count`` and ``Link``
+Provider behaviours (options, see ``OneRosterOptions``): ``paging="headers"`` sends ``X-Total-Count`` and ``Link``
 (first, last, next, prev); ``"body"`` puts ``totalCount, pageCount, pageNumber, offset, limit`` in the body instead
-(as Timeback does); ``"none"`` sends neither; ``limit_cap`` silently serves fewer rows than asked; ``ignore_limit``
-serves everything from ``offset``; ``throttle_every`` answers every Nth request of a connection 429
-``server_busy``. Requests are checked in this order: connection (404), throttle (429), method (405), token (401),
-scope (403), as-of date (400), path (404), filter (400), injected fault, class (404), roster exposure (403), paging
-parameters (400).
+(as Timeback does: the envelope is then not the spec's); ``"none"`` sends neither; ``limit_cap`` silently serves
+fewer rows than asked; ``ignore_limit`` serves everything from ``offset``; ``throttle_every`` answers every Nth
+request of a connection 429 ``server_busy``; ``legacy_inactive_share`` marks a share of left students with 1.0's
+``inactive`` (not a 1.2 status); ``deleted_rows="end_dated"`` keeps a left student's enrollment ``status: active``
+and says they left only by its ``endDate`` (SISs that end-date rather than delete); ``early_enrollments`` publishes
+the next day's new enrollments a day ahead with that ``beginDate``; ``class_deactivation="tobedeleted"`` marks the
+classes of an inactive course ``status: tobedeleted`` instead of ending their term (every class then has the
+school year as its term).
+
+Requests are checked in this order: connection (404), throttle (429), method (405), token (401), scope (403), as-of
+date (400), path (404), filter (400), injected fault, class (404), roster exposure (403), paging parameters (400).
 """
 
 from __future__ import annotations
@@ -51,16 +67,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import product
 from typing import Literal
 from urllib.parse import parse_qs, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
-from lms_pipeline.simulator.common import FaultBook, RequestLog, query_params, respond
+from lms_pipeline.simulator.common import FaultBook, RequestLog, origin, query_params, respond
 from lms_pipeline.simulator.sis_app import DATE_HEADER, SCOPE_ROOT, _as_of, _base_url, _ImsxError, _int, _read
 from lms_pipeline.simulator.world import DAY_SECONDS, CourseView, DateOutOfRangeError, World, student_name
 
 SERVICE_PATH = ("ims", "oneroster", "rostering", "v1p2")
-COLLECTIONS = ("courses", "classes", "enrollments")
+COLLECTIONS = ("courses", "classes", "enrollments", "academicSessions", "terms")
+ENVELOPES = {"students": "users", "terms": "academicSessions"}  # the list key where it is not the path's last part
 ROSTER_SCOPES = frozenset({"roster-core.readonly", "roster.readonly"})  # roster.readonly is the wider scope
 DEFAULT_LIMIT = 100
 # Fields a filter may name, per listed collection (what is not listed answers 400 invalid_filter_field).
@@ -72,10 +90,27 @@ FILTER_FIELDS = {
                     "user.sourcedId", "class.sourcedId", "school.sourcedId"},
     "users": {"sourcedId", "status", "dateLastModified", "username", "givenName", "familyName", "email",
               "enabledUser"},
+    "academicSessions": {"sourcedId", "status", "dateLastModified", "title", "startDate", "endDate", "type",
+                         "schoolYear"},
+}  # fmt: skip
+# The properties of each entity (the 1.2 OpenAPI's): what ``fields`` may select.
+SELECTABLE = {
+    "courses": {"sourcedId", "status", "dateLastModified", "metadata", "title", "schoolYear", "courseCode", "grades",
+                "subjects", "org", "subjectCodes", "resources"},
+    "classes": {"sourcedId", "status", "dateLastModified", "metadata", "title", "classCode", "classType", "location",
+                "grades", "subjects", "course", "school", "terms", "subjectCodes", "periods", "resources"},
+    "enrollments": {"sourcedId", "status", "dateLastModified", "metadata", "user", "class", "school", "role",
+                    "primary", "beginDate", "endDate"},
+    "users": {"sourcedId", "status", "dateLastModified", "metadata", "userMasterIdentifier", "username", "userIds",
+              "enabledUser", "givenName", "familyName", "middleName", "preferredFirstName", "preferredMiddleName",
+              "preferredLastName", "pronouns", "roles", "userProfiles", "primaryOrg", "identifier", "email", "sms",
+              "phone", "agents", "grades", "password", "resources"},
+    "academicSessions": {"sourcedId", "status", "dateLastModified", "metadata", "title", "startDate", "endDate",
+                         "type", "parent", "children", "schoolYear"},
 }  # fmt: skip
 COMPARISONS = {"=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt,
                "<=": operator.le}  # fmt: skip
-DATE_FIELDS = frozenset({"dateLastModified", "beginDate", "endDate"})
+DATE_FIELDS = frozenset({"dateLastModified", "beginDate", "endDate", "startDate"})
 _CONJUNCTION = re.compile(r"\s+(AND|OR)\s+(?=(?:[^']*'[^']*')*[^']*$)")  # AND/OR outside quoted values
 _PREDICATE = re.compile(r"^\s*([A-Za-z][A-Za-z.]*)\s*(!=|>=|<=|=|>|<|~)\s*'([^']*)'\s*$")
 
@@ -89,14 +124,19 @@ class OneRosterOptions:
     paging: Literal["headers", "body", "none"] = "headers"
     limit_cap: int | None = None  # serve at most this many rows per page, whatever the request asked
     ignore_limit: bool = False  # serve every row from ``offset`` on
-    deleted_rows: Literal["tobedeleted", "vanish"] = "tobedeleted"
+    deleted_rows: Literal["tobedeleted", "vanish", "end_dated"] = "tobedeleted"
     legacy_inactive_share: float = 0.0  # share of left students whose enrollment says "inactive"
+    early_enrollments: bool = False  # tomorrow's new enrollments are listed today, beginDate tomorrow
+    class_deactivation: Literal["term_end", "tobedeleted"] = "term_end"
     throttle_every: int = 0  # every Nth request of a connection answers 429 server_busy (0: never)
     token_ttl_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
-        if self.paging not in ("headers", "body", "none") or self.deleted_rows not in ("tobedeleted", "vanish"):
-            raise ValueError(f"paging must be headers|body|none and deleted_rows tobedeleted|vanish: {self}")
+        if (self.paging, self.deleted_rows, self.class_deactivation) not in product(
+            ("headers", "body", "none"), ("tobedeleted", "vanish", "end_dated"), ("term_end", "tobedeleted")
+        ):
+            raise ValueError("paging must be headers|body|none, deleted_rows tobedeleted|vanish|end_dated and "
+                             f"class_deactivation term_end|tobedeleted: {self}")  # fmt: skip
         if (self.limit_cap is not None and self.limit_cap < 1) or self.throttle_every < 0:
             raise ValueError(f"limit_cap must be >= 1 and throttle_every >= 0: {self}")
         if not 0.0 <= self.legacy_inactive_share <= 1.0 or self.token_ttl_seconds <= 0:
@@ -109,6 +149,8 @@ class _Listings:
 
     courses: list[dict]
     classes: list[dict]
+    academicSessions: list[dict]  # noqa: N815 (the collection's name: served as getattr(listings, endpoint))
+    terms: list[dict]
     enrollments: list[dict]  # of exposed rosters only
     by_class: dict[str, list[dict]]  # the same enrollments by class: a class's listing need not scan them all
     hidden: frozenset[str]  # classes whose roster is not exposed
@@ -169,6 +211,7 @@ class OneRosterRosteringApp:
         self._counts: dict[str, int] = {}
         self._faults = FaultBook()
         self._days: OrderedDict[tuple, _Listings] = OrderedDict()
+        self._course_days = {cid: _CourseDays(w) for cid, w in self.worlds.items()}
         self._lock = threading.Lock()
 
     # ---- test controls ---------------------------------------------------------------------------------------
@@ -238,10 +281,10 @@ class OneRosterRosteringApp:
         endpoint, class_id = _route(rest)
         entry.update(endpoint=endpoint)
         try:
-            listings = self._listings(world, day)
+            listings = self._listings(world, day, origin(environ))
         except DateOutOfRangeError as err:
             raise _ImsxError(400, "invaliddata", str(err)) from None
-        collection = "users" if endpoint == "students" else endpoint
+        collection = ENVELOPES.get(endpoint, endpoint)
         where = _Filter(params.get("filter", [None])[0], collection)
         targets = {class_id} if class_id is not None else where.equals("class.sourcedId")
         entry["class_id"] = class_id or (min(targets) if targets else None)
@@ -261,7 +304,8 @@ class OneRosterRosteringApp:
             records = [row for target in sorted(targets) for row in listings.by_class.get(target, [])]
         else:
             records = getattr(listings, endpoint)
-        return self._page(where.keep(records), collection, params, environ)
+        selected = _selection(params, collection)
+        return self._page(_ordered(where.keep(records), params, collection), collection, params, environ, selected)
 
     def _throttle(self, connection_id: str) -> None:
         every = self.options.throttle_every
@@ -298,8 +342,9 @@ class OneRosterRosteringApp:
 
     # ---- paging ----------------------------------------------------------------------------------------------
     def _page(
-        self, records: list[dict], collection: str, params: Params, environ: WSGIEnvironment
-    ) -> tuple[int, bytes, dict[str, str]]:
+        self, records: list[dict], collection: str, params: Params, environ: WSGIEnvironment,
+        selected: list[str] | None = None,
+    ) -> tuple[int, bytes, dict[str, str]]:  # fmt: skip
         limit, offset = _int(params, "limit", DEFAULT_LIMIT), _int(params, "offset", 0)
         if limit < 1 or offset < 0:
             raise _ImsxError(400, "invaliddata", "limit must be >= 1 and offset >= 0")
@@ -309,6 +354,8 @@ class OneRosterRosteringApp:
         elif opts.limit_cap is not None:
             limit = min(limit, opts.limit_cap)
         page, total = records[offset : offset + limit], len(records)
+        if selected is not None:
+            page = [{name: record[name] for name in selected if name in record} for record in page]
         if opts.paging == "body":
             body = {collection: page, "totalCount": total, "pageCount": max(1, -(-total // limit)),
                     "pageNumber": offset // limit + 1, "offset": offset, "limit": limit}  # fmt: skip
@@ -330,78 +377,116 @@ class OneRosterRosteringApp:
         return 200, json.dumps({collection: page}).encode(), headers
 
     # ---- the world in OneRoster shapes -----------------------------------------------------------------------
-    def _listings(self, world: World, day: date) -> _Listings:
-        """The day's listings; cached, as a scan asks for the same day hundreds of times."""
-        key = (world.spec.connection_id, day, world.churn_fired(day)[0])
+    def _listings(self, world: World, day: date, server: str) -> _Listings:
+        """The day's listings (GUIDRef hrefs on ``server``, the origin asked); cached, as a scan asks for the same
+        day hundreds of times."""
+        key = (world.spec.connection_id, day, world.churn_fired(day)[0], server)
         with self._lock:
             if key in self._days:
                 self._days.move_to_end(key)
                 return self._days[key]
-        listings = self._build(world, day)
+        listings = self._build(world, day, server)
         with self._lock:
             self._days[key] = listings
             while len(self._days) > 8:
                 self._days.popitem(last=False)
         return listings
 
-    def _build(self, world: World, day: date) -> _Listings:
-        spec = world.spec
+    def _build(self, world: World, day: date, server: str) -> _Listings:
+        spec, opts = world.spec, self.options
         views = world.roster_view(day)
         before = {v.id: v for v in world.roster_view(day - timedelta(days=1))} if day > spec.start_date else {}
-        root, fallback = f"/oneroster/{spec.connection_id}/{'/'.join(SERVICE_PATH)}", f"{spec.start_date}T00:00:00Z"
+        after = self._next_day(world, day) if opts.early_enrollments else {}
+        listed, ended = self._course_days[spec.connection_id].until(day)
+        root = f"{server}/oneroster/{spec.connection_id}/{'/'.join(SERVICE_PATH)}"
+        fallback = f"{spec.start_date}T00:00:00Z"
         school = _ref(root, "orgs", f"org-{spec.connection_id}", "org")
-        courses, classes, hidden, students, by_class = [], [], set(), {}, {}
+        year = _school_year(day)
+        school_year = _ref(root, "academicSessions", f"sy-{year}", "academicSession")
+        sessions = [{
+            "sourcedId": f"sy-{year}", "status": "active", "dateLastModified": f"{year - 1}-07-01T00:00:00Z",
+            "title": f"School year {year - 1}-{year}", "startDate": f"{year - 1}-07-01", "endDate": f"{year}-07-01",
+            "type": "schoolYear", "schoolYear": str(year),
+        }]  # fmt: skip
+        courses, classes, terms, hidden, students, by_class = [], [], [], set(), {}, {}
         for view in views:
-            modified = view.updated_at or fallback
+            modified, started = view.updated_at or fallback, listed.get(view.id, spec.start_date)
+            if view.is_active == (view.id in ended):
+                raise RuntimeError(f"{view.id}: the world's flag and the day it went inactive disagree on {day}")
             courses.append({
-                "sourcedId": view.id, "status": "active", "dateLastModified": modified,
-                "metadata": {"lmsActive": view.is_active}, "title": view.name, "courseCode": f"C{view.number:05d}",
-                "org": school,
+                "sourcedId": view.id, "status": "active", "dateLastModified": modified, "title": view.name,
+                "schoolYear": school_year, "courseCode": f"C{view.number:05d}", "org": school,
             })  # fmt: skip
+            if opts.class_deactivation == "term_end":
+                terms.append(_course_term(view, started, ended.get(view.id), day, fallback))
+                class_status = "active"
+                class_terms = [_ref(root, "academicSessions", terms[-1]["sourcedId"], "academicSession")]
+            else:  # the vendor marks the classes of an ended course for deletion instead
+                class_terms, class_status = [school_year], "active" if view.is_active else "tobedeleted"
             for k, (class_id, members) in enumerate(view.sections):
                 letter = chr(ord("A") + k)
                 classes.append({
-                    "sourcedId": class_id, "status": "active", "dateLastModified": modified, "metadata": {},
+                    "sourcedId": class_id, "status": class_status, "dateLastModified": modified,
                     "title": f"{view.name} - Section {letter}", "classCode": f"C{view.number:05d}-{letter}",
                     "classType": "scheduled", "course": _ref(root, "courses", view.id, "course"), "school": school,
+                    "terms": class_terms,
                 })  # fmt: skip
-                students[class_id] = [_user(root, sid, school, fallback) for sid in members]
+                students[class_id] = [_user(sid, school, fallback) for sid in members]
                 if view.exposed:
-                    by_class[class_id] = self._enrollments(root, school, view, before.get(view.id), k, day, fallback)
+                    by_class[class_id] = self._enrollments(root, school, view, before.get(view.id),
+                                                           after.get(view.id), k, day, started)  # fmt: skip
                 else:
                     hidden.add(class_id)
         enrollments = [row for rows in by_class.values() for row in rows]
-        return _Listings(courses, classes, enrollments, by_class, frozenset(hidden), students)
+        return _Listings(courses, classes, terms + sessions, terms, enrollments, by_class, frozenset(hidden),
+                         students)  # fmt: skip
+
+    @staticmethod
+    def _next_day(world: World, day: date) -> dict[str, CourseView]:
+        """Tomorrow's courses (none past the world's horizon): what an SIS that publishes early already lists."""
+        try:
+            return {v.id: v for v in world.roster_view(day + timedelta(days=1))}
+        except DateOutOfRangeError:
+            return {}
 
     def _enrollments(
-        self, root: str, school: dict, view: CourseView, before: CourseView | None, k: int, day: date, fallback: str
-    ) -> list[dict]:
-        """One class's enrollments: its teacher, its students, and (unless they vanish) the students who left."""
+        self, root: str, school: dict, view: CourseView, before: CourseView | None, after: CourseView | None, k: int,
+        day: date, started: date,
+    ) -> list[dict]:  # fmt: skip
+        """One class's enrollments: its teacher, its students, the students who left (unless they vanish), and
+        with ``early_enrollments`` tomorrow's new students. Enrollments begin when the course was first listed."""
         class_id, members = view.sections[k]
-        created = view.created_at or fallback
-        year_end = f"{day.year if day.month <= 6 else day.year + 1}-06-30"
+        created = started.isoformat()
         earlier, was_in = f"{day - timedelta(days=1)}T23:00:00Z", set(before.enrolled) if before else set()
         changed = view.updated_at if view.updated_at and view.updated_at.startswith(day.isoformat()) else None
 
-        def row(user: str, role: str, status: str, stamp: str, end: str) -> dict:
+        def row(user: str, role: str, status: str, stamp: str, begin: str, end: str | None = None) -> dict:
+            dates = {"beginDate": begin, **({"endDate": end} if end else {})}
             return {
-                "sourcedId": f"enr-{class_id}-{user}", "status": status, "dateLastModified": stamp, "metadata": {},
+                "sourcedId": f"enr-{class_id}-{user}", "status": status, "dateLastModified": stamp,
                 "user": _ref(root, "users", user, "user"), "class": _ref(root, "classes", class_id, "class"),
-                "school": school, "role": role, "primary": role == "teacher", "beginDate": created[:10], "endDate": end,
+                "school": school, "role": role, "primary": "true" if role == "teacher" else "false", **dates,
             }  # fmt: skip
 
         def stamp(sid: str, is_new: bool) -> str:
             return (changed or _moment_of(day, class_id, sid)) if is_new else earlier
 
-        rows = [row(f"tch-{view.number:05d}", "teacher", "active", created, year_end)]
-        rows += [row(sid, "student", "active", stamp(sid, sid not in was_in), year_end) for sid in members]
-        if self.options.deleted_rows == "tobedeleted":
-            for sid in view.dropped:
-                # The section they were in: the world keeps a student in section (number + course number) % n.
-                if (_number(sid) + view.number) % len(view.sections) != k:
-                    continue
+        def in_this_class(sid: str) -> bool:
+            # The section a student is in: the world keeps them in section (number + course number) % n.
+            return (_number(sid) + view.number) % len(view.sections) == k
+
+        rows = [row(f"tch-{view.number:05d}", "teacher", "active", view.created_at or f"{created}T00:00:00Z", created)]
+        rows += [row(sid, "student", "active", stamp(sid, sid not in was_in), created) for sid in members]
+        if self.options.deleted_rows != "vanish":
+            for sid in filter(in_this_class, view.dropped):
                 when = stamp(sid, sid in was_in)
-                rows.append(row(sid, "student", self._left_status(view.id, sid), when, when[:10]))
+                status = "active" if self.options.deleted_rows == "end_dated" else self._left_status(view.id, sid)
+                rows.append(row(sid, "student", status, when, created, when[:10]))  # endDate: excluded
+        if after is not None:
+            known = set(view.enrolled) | set(view.dropped)
+            tomorrow = (day + timedelta(days=1)).isoformat()
+            rows += [row(sid, "student", "active", _moment_of(day, class_id, sid, "early"), tomorrow)
+                     for sid in after.enrolled if sid not in known and in_this_class(sid)]  # fmt: skip
         return rows
 
     def _left_status(self, course_id: str, sid: str) -> str:
@@ -411,6 +496,56 @@ class OneRosterRosteringApp:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
+class _CourseDays:
+    """The day each course of one world was first listed and the day it was first inactive, found once by walking
+    the world's days forward.
+
+    The world knows only each day's flag (and may omit a course's timestamps); a term's dates must name the days a
+    course started and stopped, and stay the same on every later day. Courses never come back once inactive, and
+    the world replays days deterministically (its checkpoints make the walk cost what computing the days costs)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.walked: date | None = None
+        self.listed: dict[str, date] = {}
+        self.stopped: dict[str, date] = {}
+        self._lock = threading.Lock()
+
+    def until(self, day: date) -> tuple[dict[str, date], dict[str, date]]:
+        """(course id -> first listed day, course id -> first inactive day), for the days up to ``day``."""
+        with self._lock:
+            walked = self.walked or self.world.spec.start_date - timedelta(days=1)
+            while walked < day:
+                walked += timedelta(days=1)
+                for course_id, active in self.world.is_active(walked).items():
+                    self.listed.setdefault(course_id, walked)
+                    if not active:
+                        self.stopped.setdefault(course_id, walked)
+            self.walked = max(walked, self.walked or walked)
+            return ({c: d for c, d in self.listed.items() if d <= day},
+                    {c: d for c, d in self.stopped.items() if d <= day})  # fmt: skip
+
+
+def _school_year(day: date) -> int:
+    """The year the school year holding ``day`` ends in (OneRoster's ``schoolYear``; years run 1 July-30 June)."""
+    return day.year + 1 if day.month >= 7 else day.year
+
+
+def _course_term(view: CourseView, started: date, ended: date | None, day: date, fallback: str) -> dict:
+    """The term a course's classes run in: from the day it was first listed to the day it went inactive (excluded),
+    or while it runs to the end of the current school year (1 July, excluded)."""
+    if ended is not None:
+        end, modified = ended, view.updated_at or f"{ended}T00:00:00Z"  # the course last changed when it stopped
+    else:
+        end = date(_school_year(day), 7, 1)
+        modified = max(view.created_at or fallback, f"{end.year - 1}-07-01T00:00:00Z")  # extended each 1 July
+    return {
+        "sourcedId": f"term-{view.id}", "status": "active", "dateLastModified": modified,
+        "title": f"{view.name} teaching period", "startDate": started.isoformat(), "endDate": end.isoformat(),
+        "type": "term", "schoolYear": str(_school_year(end - timedelta(days=1))),
+    }  # fmt: skip
+
+
 def _route(rest: list[str]) -> tuple[str, str | None]:
     """(endpoint, class id) from the path after the connection: a collection, or ``classes/{id}/students``."""
     if tuple(rest[:4]) == SERVICE_PATH:
@@ -426,11 +561,11 @@ def _ref(root: str, collection: str, sourced_id: str, kind: str) -> dict:
     return {"href": f"{root}/{collection}/{sourced_id}", "sourcedId": sourced_id, "type": kind}
 
 
-def _user(root: str, sid: str, school: dict, modified: str) -> dict:
+def _user(sid: str, school: dict, modified: str) -> dict:
     first, last = student_name(_number(sid))
     email = f"{first}.{last}.{_number(sid)}@school.example".lower()
     return {
-        "sourcedId": sid, "status": "active", "dateLastModified": modified, "metadata": {}, "enabledUser": True,
+        "sourcedId": sid, "status": "active", "dateLastModified": modified, "enabledUser": "true",
         "username": sid, "givenName": first, "familyName": last, "email": email,
         "roles": [{"roleType": "primary", "role": "student", "org": school}],
     }  # fmt: skip
@@ -455,10 +590,44 @@ def _moment(value: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _holds(record: dict, path: list[str], op: str, wanted: object) -> bool:
+def _value(record: dict, path: list[str]) -> object:
+    """A record's value at a dotted field (``class.sourcedId``); None when absent."""
     value: object = record
     for key in path:
         value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _ordered(records: list[dict], params: Params, collection: str) -> list[dict]:
+    """The records in ``sort`` order (``orderBy`` asc, the default, or desc; records without the field last when
+    ascending), or as they are when no sort is asked."""
+    field, order = params.get("sort", [None])[0], params.get("orderBy", ["asc"])[0]
+    if order not in ("asc", "desc"):
+        raise _ImsxError(400, "invaliddata", f"orderBy must be asc or desc, got {order!r}")
+    if field is None:
+        return records
+    if field not in FILTER_FIELDS[collection]:
+        raise _ImsxError(400, "invaliddata", f"{collection} cannot be sorted by {field}")
+    path = field.split(".")
+
+    def key(record: dict) -> tuple[bool, str]:
+        value = _value(record, path)
+        return value is None, "" if value is None else str(value)
+
+    return sorted(records, key=key, reverse=order == "desc")
+
+
+def _selection(params: Params, collection: str) -> list[str] | None:
+    """The properties ``fields`` selects (None: all), each checked against the entity's."""
+    names = [name.strip() for value in params.get("fields", []) for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SELECTABLE[collection]]
+    if unknown:
+        raise _ImsxError(400, "invalid_selection_field", f"{collection} have no field {', '.join(unknown)}")
+    return names or None
+
+
+def _holds(record: dict, path: list[str], op: str, wanted: object) -> bool:
+    value = _value(record, path)
     if value is None:
         return False
     if isinstance(wanted, datetime):
@@ -466,7 +635,7 @@ def _holds(record: dict, path: list[str], op: str, wanted: object) -> bool:
         if have is None:
             return False
     else:
-        have = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        have = str(value)
     if op == "~":
         return str(wanted).lower() in str(have).lower()
     return COMPARISONS[op](have, wanted)

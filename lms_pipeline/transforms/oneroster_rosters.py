@@ -1,26 +1,35 @@
 """OneRoster raw pages (``OneRosterRosterReader.roster_pages``) -> course rosters and course/class-student edges, in
 DuckDB SQL.
 
-Who is enrolled: an enrollment with ``role`` student and ``status`` active. ``tobedeleted`` (and 1.0's legacy
-``inactive``, which clients read as tobedeleted: provider-apis.md §2.6) is a student who left; teachers, aides and
-the like are not students. None of them makes an edge. ``beginDate``/``endDate`` are not read: the provider's
-status is the roster. A student in two sections of a course is one course edge and one class edge per section.
+Everything is judged as of ``day`` (the partition's day). Who is enrolled: an enrollment with ``role`` student,
+``status`` active, and ``day`` inside its optional ``beginDate`` (included) .. ``endDate`` (excluded), as the 1.2
+binding defines them (provider-apis.md §9.2: some SISs end-date a student who left instead of marking the row, or
+list a student who starts later). ``tobedeleted`` (and 1.0's legacy ``inactive``, which clients read as
+tobedeleted: §2.6) is a student who left; teachers, aides and the like are not students. None of them makes an
+edge. A student in two sections of a course is one course edge and one class edge per section.
 
 Roster status, per course: ``not_exposed`` when any of its classes' enrollments were refused (a status-403 page:
 a course roster missing a section is not the course roster) or were not read at all; otherwise ``empty`` or
 ``exposed`` by its active student enrollments. A course without classes is ``empty``: OneRoster enrollments hang
 off classes, and the class listing was read to its end. A refused roster is unknown, never empty.
 
+Activity: OneRoster has no "course is active" flag (§9.2). A class runs on ``day`` when its ``status`` is active
+and ``day`` is inside one of its ``terms`` (academicSessions: ``startDate`` included, ``endDate`` excluded); a course
+is active when its own ``status`` is active, ``day`` is inside its optional ``schoolYear`` session, and at least one
+of its classes runs (a course without classes runs nothing). A class or course naming a session the
+academicSessions listing does not hold is an error, not a guess. A session's own ``status`` is not read: its dates
+say when it runs.
+
 Ids are OneRoster ``sourcedId``s: ``course_id`` the course's, ``class_id`` the class's, ``student_id`` the
-enrollment's ``user.sourcedId``. A class's course is its ``course`` GUIDRef. ``is_active`` is ``metadata.lmsActive``
-where the provider sends it (OneRoster itself has no such flag), else ``status = 'active'``; ``updated_at`` is the
-course's ``dateLastModified``.
+enrollment's ``user.sourcedId``. A class's course is its ``course`` GUIDRef; ``updated_at`` is the course's
+``dateLastModified``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import NamedTuple
 
 import duckdb
@@ -49,7 +58,8 @@ class OneRosterRosterFrames(NamedTuple):
 _PAGE_PROBLEMS_SQL = """
 SELECT endpoint, course_id, page_index, url, NULL AS position,
     CASE
-        WHEN endpoint NOT IN ('courses', 'classes', 'enrollments') THEN 'unknown endpoint ' || endpoint
+        WHEN endpoint NOT IN ('courses', 'classes', 'academicSessions', 'enrollments')
+            THEN 'unknown endpoint ' || endpoint
         WHEN status = 403 AND endpoint = 'enrollments' THEN NULL  -- this class's roster is not shared with us
         WHEN status IS DISTINCT FROM 200 THEN 'status ' || coalesce(status::VARCHAR, 'missing') || ' is not a page'
         WHEN payload IS NULL THEN 'no body'
@@ -68,36 +78,84 @@ SELECT endpoint, course_id AS page_course_id, page_index, url,
 FROM (SELECT *, CAST(payload AS JSON[]) AS list FROM pages WHERE status = 200)
 """
 
+# A OneRoster date is YYYY-MM-DD and nothing more; NULL for anything else (DuckDB's cast alone accepts more).
+_MACROS_SQL = r"""
+CREATE MACRO iso_date(t) AS CASE WHEN regexp_full_match(t, '\d{4}-\d{2}-\d{2}') THEN TRY_CAST(t AS DATE) END;
+"""
+
 _ITEM_PROBLEMS_SQL = """
 SELECT endpoint, page_course_id AS course_id, page_index, url, position,
     CASE
         WHEN json_type(item, '$.sourcedId') IS DISTINCT FROM 'VARCHAR' THEN 'has no sourcedId'
+        WHEN json_type(item, '$.status') IS DISTINCT FROM 'VARCHAR' THEN 'has no status'
         WHEN endpoint = 'classes' AND json_type(item, '$.course.sourcedId') IS DISTINCT FROM 'VARCHAR'
             THEN 'is a class without course.sourcedId'
+        WHEN endpoint = 'classes' AND coalesce(json_array_length(item, '$.terms'), 0) = 0
+            THEN 'is a class without terms (OneRoster 1.2 requires at least one academicSession)'
+        WHEN endpoint = 'classes' AND list_bool_or(list_transform(json_type(item, '$.terms[*].sourcedId'),
+                                                                  lambda t: t IS DISTINCT FROM 'VARCHAR'))
+            THEN 'is a class with a term without sourcedId'
+        WHEN endpoint = 'courses' AND coalesce(json_type(item, '$.schoolYear'), 'NULL') <> 'NULL'
+                                  AND json_type(item, '$.schoolYear.sourcedId') IS DISTINCT FROM 'VARCHAR'
+            THEN 'is a course whose schoolYear has no sourcedId'
+        WHEN endpoint = 'academicSessions' AND iso_date(item->>'startDate') IS NULL
+            THEN 'is an academic session without a startDate (YYYY-MM-DD)'
+        WHEN endpoint = 'academicSessions' AND iso_date(item->>'endDate') IS NULL
+            THEN 'is an academic session without an endDate (YYYY-MM-DD)'
         WHEN endpoint <> 'enrollments' THEN NULL
         WHEN json_type(item, '$.user.sourcedId') IS DISTINCT FROM 'VARCHAR'
             THEN 'is an enrollment without user.sourcedId'
         WHEN json_type(item, '$.class.sourcedId') IS DISTINCT FROM 'VARCHAR'
             THEN 'is an enrollment without class.sourcedId'
         WHEN json_type(item, '$.role') IS DISTINCT FROM 'VARCHAR' THEN 'is an enrollment without a role'
-        WHEN json_type(item, '$.status') IS DISTINCT FROM 'VARCHAR' THEN 'is an enrollment without a status'
+        WHEN (item->>'beginDate') IS NOT NULL AND iso_date(item->>'beginDate') IS NULL
+            THEN 'is an enrollment whose beginDate ' || (item->>'beginDate') || ' is not a date (YYYY-MM-DD)'
+        WHEN (item->>'endDate') IS NOT NULL AND iso_date(item->>'endDate') IS NULL
+            THEN 'is an enrollment whose endDate ' || (item->>'endDate') || ' is not a date (YYYY-MM-DD)'
     END AS problem
 FROM items
 """
 
+# The sessions classes and courses name must be listed: a class whose terms are unknown has no known activity.
+_REFERENCE_PROBLEMS_SQL = """
+WITH listed AS (SELECT DISTINCT item->>'sourcedId' AS session_id FROM items WHERE endpoint = 'academicSessions'),
+named AS (
+    SELECT endpoint, page_course_id, page_index, url, position,
+           unnest(json_extract_string(item, '$.terms[*].sourcedId')) AS session_id
+    FROM items WHERE endpoint = 'classes'
+    UNION ALL
+    SELECT endpoint, page_course_id, page_index, url, position, item->'schoolYear'->>'sourcedId'
+    FROM items WHERE endpoint = 'courses' AND (item->'schoolYear'->>'sourcedId') IS NOT NULL  -- -> binds looser
+)
+SELECT n.endpoint, n.page_course_id AS course_id, n.page_index, n.url, n.position,
+       'names academicSession ' || n.session_id || ', which the academicSessions listing does not hold' AS problem
+FROM named n ANTI JOIN listed l USING (session_id)
+"""
+
 _TABLES_SQL = r"""
+CREATE OR REPLACE TEMP TABLE sessions AS
+SELECT item->>'sourcedId' AS session_id, iso_date(item->>'startDate') AS starts, iso_date(item->>'endDate') AS ends
+FROM items WHERE endpoint = 'academicSessions'
+QUALIFY row_number() OVER (PARTITION BY item->>'sourcedId' ORDER BY page_index DESC, position DESC) = 1;
+
 CREATE OR REPLACE TEMP TABLE courses AS
-SELECT item->>'sourcedId' AS course_id, item->>'title' AS course_name,
-       coalesce(TRY_CAST(item->'metadata'->>'lmsActive' AS BOOLEAN), lower(item->>'status') = 'active') AS is_active,
-       TRY_CAST(item->>'dateLastModified' AS TIMESTAMPTZ) AS updated_at
+SELECT item->>'sourcedId' AS course_id, item->>'title' AS course_name, lower(item->>'status') = 'active' AS live,
+       item->'schoolYear'->>'sourcedId' AS school_year, TRY_CAST(item->>'dateLastModified' AS TIMESTAMPTZ) AS updated_at
 FROM items WHERE endpoint = 'courses'
 -- a course on two pages (the listing shifted while paged): keep the copy read last
 QUALIFY row_number() OVER (PARTITION BY item->>'sourcedId' ORDER BY page_index DESC, position DESC) = 1;
 
 CREATE OR REPLACE TEMP TABLE classes AS
-SELECT item->>'sourcedId' AS class_id, item->'course'->>'sourcedId' AS course_id
+SELECT item->>'sourcedId' AS class_id, item->'course'->>'sourcedId' AS course_id,
+       lower(item->>'status') = 'active' AS live, json_extract_string(item, '$.terms[*].sourcedId') AS term_ids
 FROM items WHERE endpoint = 'classes'
 QUALIFY row_number() OVER (PARTITION BY item->>'sourcedId' ORDER BY page_index DESC, position DESC) = 1;
+
+-- Courses with a class that runs today: active, and today in one of its terms (startDate included, endDate not).
+CREATE OR REPLACE TEMP TABLE running AS
+SELECT DISTINCT t.course_id
+FROM (SELECT course_id, live, unnest(term_ids) AS session_id FROM classes) t JOIN sessions s USING (session_id)
+WHERE t.live AND s.starts <= getvariable('day') AND getvariable('day') < s.ends;
 
 -- One row per class whose enrollments were asked (the class is the filter's class.sourcedId=...).
 CREATE OR REPLACE TEMP TABLE listings AS
@@ -107,22 +165,29 @@ FROM (SELECT regexp_extract(json_extract_string(params, '$.filter'), 'class\.sou
       FROM pages WHERE endpoint = 'enrollments')
 WHERE class_id <> '' GROUP BY ALL;
 
+-- Enrolled today: an active student enrollment whose optional beginDate (included) .. endDate (excluded) holds today.
 CREATE OR REPLACE TEMP TABLE enrolled AS
 SELECT DISTINCT coalesce(c.course_id, i.page_course_id) AS course_id, i.item->'class'->>'sourcedId' AS class_id,
        i.item->'user'->>'sourcedId' AS student_id
 FROM items i LEFT JOIN classes c ON c.class_id = (i.item->'class'->>'sourcedId')  -- -> binds looser than =
-WHERE i.endpoint = 'enrollments' AND lower(i.item->>'role') = 'student' AND lower(i.item->>'status') = 'active';
+WHERE i.endpoint = 'enrollments' AND lower(i.item->>'role') = 'student' AND lower(i.item->>'status') = 'active'
+  AND coalesce(iso_date(i.item->>'beginDate') <= getvariable('day'), true)
+  AND coalesce(getvariable('day') < iso_date(i.item->>'endDate'), true);
 
 CREATE OR REPLACE TEMP TABLE rosters AS
 WITH sections AS (
     SELECT k.course_id, bool_or(coalesce(l.refused, true)) AS unknown  -- refused, or never asked
     FROM classes k LEFT JOIN listings l USING (class_id) GROUP BY ALL
 ), counts AS (SELECT course_id, count(DISTINCT student_id) AS students FROM enrolled GROUP BY ALL)
-SELECT c.course_id, c.course_name, c.is_active, c.updated_at,
+SELECT c.course_id, c.course_name, c.updated_at,
+       c.live AND r.course_id IS NOT NULL
+           AND (c.school_year IS NULL OR (y.starts <= getvariable('day') AND getvariable('day') < y.ends))
+           AS is_active,
        CASE WHEN coalesce(s.unknown, false) THEN 'not_exposed'
             WHEN coalesce(n.students, 0) = 0 THEN 'empty' ELSE 'exposed' END AS roster_status,
        CASE WHEN NOT coalesce(s.unknown, false) THEN coalesce(n.students, 0) END AS student_count
-FROM courses c LEFT JOIN sections s USING (course_id) LEFT JOIN counts n USING (course_id);
+FROM courses c LEFT JOIN sections s USING (course_id) LEFT JOIN counts n USING (course_id)
+     LEFT JOIN running r USING (course_id) LEFT JOIN sessions y ON y.session_id = c.school_year;
 """
 
 _ROSTERS_SQL = """
@@ -144,19 +209,23 @@ ORDER BY ALL
 
 
 def normalize_oneroster_pages(
-    pages: pd.DataFrame | Sequence[Mapping[str, object]], connection_id: str
+    pages: pd.DataFrame | Sequence[Mapping[str, object]], connection_id: str, day: date
 ) -> OneRosterRosterFrames:
-    """Rosters and edges of one full read of one connection from its raw pages (dicts as the reader returns them,
-    or a frame with their columns; ``params`` as a dict or its JSON text). Raises OneRosterPayloadError when a page
-    or item breaks the contract. Set-based: no Python loop touches an enrollment."""
+    """Rosters and edges of one full read of one connection, as of ``day``, from its raw pages (dicts as the reader
+    returns them, or a frame with their columns; ``params`` as a dict or its JSON text). Raises
+    OneRosterPayloadError when a page or item breaks the contract. Set-based: no Python loop touches an
+    enrollment."""
     frame = page_frame(pages, PAGE_COLUMNS, {"course_id": "string", "page_index": "int64", "status": "Int64"})
     frame["params"] = frame["params"].map(_params_json)  # one value per page, not per enrollment
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
+        conn.execute("SET VARIABLE day = ?::DATE", [day])
+        conn.execute(_MACROS_SQL)
         conn.register("pages", frame)
         _raise_on_problems(conn, _PAGE_PROBLEMS_SQL, connection_id)
         conn.execute(_ITEMS_SQL)
         _raise_on_problems(conn, _ITEM_PROBLEMS_SQL, connection_id)
+        _raise_on_problems(conn, _REFERENCE_PROBLEMS_SQL, connection_id)
         conn.execute(_TABLES_SQL)
         rosters = conn.execute(_ROSTERS_SQL).df()
         course_edges = conn.execute(_COURSE_EDGES_SQL).df()
