@@ -1,0 +1,74 @@
+"""Every wait and every byte bounded: each client against a hostile server on 127.0.0.1 that trickles, bombs,
+floods or nests, in a child process so a client that never returns is killed and its peak memory is its own.
+Each ends in seconds with an error naming the connection, the request and the bound it hit."""
+
+from __future__ import annotations
+
+import pytest
+
+from lms_pipeline_tests.hostile_client import outcome, outcome_in_child
+from lms_pipeline_tests.hostile_server import HostileServer
+
+TOKEN = "tok-hostile-0123456789abcdef"
+DIALECTS = ["unified", "canvas", "classroom", "lti", "sis", "oneroster"]
+FIRST_ENDPOINT = {"unified": "course", "canvas": "courses", "classroom": "courses", "lti": "contexts",
+                  "sis": "courses", "oneroster": "courses"}  # fmt: skip
+CHILD_TIMEOUT = 40.0  # seconds: the hostile test fails (child killed) rather than hang
+PEAK_RSS_MB = 500
+
+
+def spec(dialect: str, url: str, **retry: float) -> dict:
+    return {"dialect": dialect, "base_url": url, "token": TOKEN, "max_pages": 5, "retry": retry}
+
+
+@pytest.mark.parametrize("behaviour", ["trickle", "trickle_headers"])
+@pytest.mark.parametrize("dialect", ["unified", "canvas", "sis"])
+def test_a_trickling_answer_is_cut_off_at_the_request_deadline(dialect: str, behaviour: str) -> None:
+    # One byte every 0.25 s never trips a 5 s read timeout (httpx times each read, not the request): without a
+    # total deadline the page would take minutes.
+    with HostileServer(behaviour, trickle_seconds=0.25) as server:
+        got = outcome_in_child(spec(dialect, server.url, timeout=5.0, deadline=2.0), CHILD_TIMEOUT)
+    assert not got["ok"], got
+    assert "'hostile-" in got["message"] and "deadline" in got["message"], got["message"]
+    assert got["seconds"] < 15, got
+
+
+@pytest.mark.parametrize("dialect", ["unified", "canvas", "sis"])
+def test_a_gzip_bomb_is_stopped_at_the_size_cap_not_after_inflating(dialect: str) -> None:
+    with HostileServer("gzip_bomb") as server:  # ~0.6 MB on the wire, 600 MB inflated
+        got = outcome_in_child(spec(dialect, server.url), CHILD_TIMEOUT)
+    assert not got["ok"], {k: v for k, v in got.items() if k != "message"}
+    assert "max_response_mb" in (got["message"] or "") and "'hostile-" in got["message"], got["message"]
+    assert got["peak_rss_mb"] < PEAK_RSS_MB, got
+
+
+@pytest.mark.parametrize("behaviour", ["huge_page", "huge_declared"])
+@pytest.mark.parametrize("dialect", ["unified", "canvas", "sis"])
+def test_a_50_mb_page_is_refused_not_stored(dialect: str, behaviour: str) -> None:
+    with HostileServer(behaviour) as server:
+        got = outcome_in_child(spec(dialect, server.url), CHILD_TIMEOUT)
+    assert not got["ok"], {k: v for k, v in got.items() if k != "message"}
+    assert "max_response_mb" in (got["message"] or "") and "'hostile-" in got["message"], got["message"]
+    assert got["peak_rss_mb"] < PEAK_RSS_MB, got
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_deeply_nested_json_is_a_clear_error_naming_the_connection_and_endpoint(dialect: str) -> None:
+    with HostileServer("deep_json") as server:
+        got = outcome(spec(dialect, server.url))
+    assert got["error"] != "RecursionError" and not got["ok"], got
+    message = got["message"]
+    assert "'hostile-" in message and "nested" in message and FIRST_ENDPOINT[dialect] in message, message
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_an_endless_listing_and_a_dropped_connection_end_in_errors_naming_the_connection(dialect: str) -> None:
+    """Regression guards for bounds that already hold: max_pages against the same full page forever, and the
+    retry budget against a connection dropped mid-body."""
+    with HostileServer("same_page_forever") as server:
+        endless = outcome(spec(dialect, server.url))
+        server.behaviour = "drop_mid_body"
+        dropped = outcome(spec(dialect, server.url))
+    assert not endless["ok"] and "max_pages" in endless["message"] and "'hostile-" in endless["message"], endless
+    assert dropped["error"] == "LmsFetchError" and "'hostile-" in dropped["message"], dropped
+    assert "peer closed connection" in dropped["message"], dropped
