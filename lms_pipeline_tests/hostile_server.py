@@ -175,6 +175,10 @@ class HostileServer:
             return [{"id": f"ctx-{i}", AGS_CLAIM: {"lineitems": f"{root}/{i}/lineitems"},
                      NRPS_CLAIM: {"context_memberships_url": f"{root}/{i}/memberships"}}
                     for i in range(count)], {}  # fmt: skip
+        if path.startswith("/lms/"):  # Unified: course objects as the roster pipeline reads them
+            return [{"id": f"crs-{i}", "name": f"Course {i}", "is_active": True, "created_at": "2026-08-01T00:00:00Z",
+                     "updated_at": "2026-08-01T00:00:00Z", "student_ids": [f"stu-{i}", f"stu-{i + 1}"]}
+                    for i in range(count)], {}  # fmt: skip
         return [{"id": i, "name": f"Course {i}", "sis_course_id": f"crs-{i}"} for i in range(count)], {}
 
     def _send(self, handler: _Handler, status: int, raw: bytes, headers: dict[str, str]) -> None:
