@@ -4,8 +4,13 @@ Each ends in seconds with an error naming the connection, the request and the bo
 
 from __future__ import annotations
 
-import pytest
+from datetime import date
 
+import pytest
+import yaml
+
+from lms_pipeline.clients.errors import LmsUnsafeResponseError
+from lms_pipeline.resources import LmsApiResource
 from lms_pipeline_tests.hostile_client import outcome, outcome_in_child
 from lms_pipeline_tests.hostile_server import HostileServer
 
@@ -72,3 +77,44 @@ def test_an_endless_listing_and_a_dropped_connection_end_in_errors_naming_the_co
     assert not endless["ok"] and "max_pages" in endless["message"] and "'hostile-" in endless["message"], endless
     assert dropped["error"] == "LmsFetchError" and "'hostile-" in dropped["message"], dropped
     assert "peer closed connection" in dropped["message"], dropped
+
+
+def test_the_connections_file_sets_each_clients_deadline_and_size_cap(tmp_path, monkeypatch) -> None:
+    """``retry.request_deadline_seconds`` and ``retry.max_response_mb`` of a connection and of an SIS reach the
+    clients the pipeline builds."""
+    monkeypatch.setenv("HOSTILE_TOKEN", TOKEN)
+    monkeypatch.setenv("HOSTILE_SIS_ID", "pipeline")
+    with HostileServer("huge_declared") as server:
+        limits = {"request_deadline_seconds": 1, "max_response_mb": 1, "base_delay_seconds": 0.01}
+        config = {
+            "start_date": "2026-09-01",
+            "connections": [
+                {
+                    "id": "hostile-conn",
+                    "provider": "unified",
+                    "base_url": server.url,
+                    "token_env": "HOSTILE_TOKEN",
+                    "options": {"retry": limits},
+                    "grades": {"sis": "hostile-sis"},
+                }
+            ],
+            "sis": [
+                {
+                    "id": "hostile-sis",
+                    "provider": "oneroster",
+                    "base_url": server.url,
+                    "client_id_env": "HOSTILE_SIS_ID",
+                    "client_secret_env": "HOSTILE_TOKEN",
+                    "retry": limits,
+                }
+            ],
+        }
+        path = tmp_path / "connections.yaml"
+        path.write_text(yaml.safe_dump(config))
+        lms = LmsApiResource(config_path=str(path))
+        day = date(2026, 9, 1)
+        with lms.client("hostile-conn", day) as client, pytest.raises(LmsUnsafeResponseError, match="1 MB cap"):
+            list(client.iter_pages("course"))
+        server.behaviour = "trickle"
+        with lms.sis_client("hostile-conn", day) as sis, pytest.raises(LmsUnsafeResponseError, match="1s deadline"):
+            list(sis.iter_pages("rostering", "courses"))
