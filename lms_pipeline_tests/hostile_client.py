@@ -66,7 +66,7 @@ def outcome(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"ok": False, "pages": 0, "error": None, "message": None, "endpoint": None}
     try:
         texts = _read(spec)
-        out.update(ok=True, pages=len(texts))
+        out.update(ok=True, pages=len(texts), texts=texts if sum(map(len, texts)) < 1 << 20 else None)
     except LmsClientError as exc:
         out.update(error=type(exc).__name__, message=str(exc), endpoint=exc.endpoint)
         texts = [str(exc), repr(exc.args)]

@@ -35,6 +35,10 @@ BEHAVIOURS = {
     "trickle": "the headers at once, then the body one byte every trickle_seconds",
     "trickle_headers": "the status line and headers one byte every trickle_seconds",
     "gzip_bomb": "Content-Encoding: gzip, a small body inflating to BOMB_MB of JSON whitespace",
+    "gzip": "a normal page, gzip-encoded (what a well-behaved server may send)",
+    "deflate": "a normal page, deflate-encoded in the zlib wrapper RFC 9110 names",
+    "raw_deflate": "a normal page, deflate-encoded without the zlib wrapper (as many servers send it)",
+    "brotli": "a normal page labelled Content-Encoding: br, which no client asked for",
     "huge_page": "a valid page of HUGE_MB, chunked (no Content-Length)",
     "huge_declared": "Content-Length: HUGE_MB, then the page",
     "foreign_next": "a normal page whose Link rel=next (Classroom: none) points at foreign_url",
@@ -45,6 +49,14 @@ BEHAVIOURS = {
 BOMB_MB = 600
 HUGE_MB = 50
 DEEP = 100_000
+
+
+ENCODERS = {
+    "gzip": ("gzip", lambda raw: zlib.compress(raw, wbits=31)),
+    "deflate": ("deflate", zlib.compress),
+    "raw_deflate": ("deflate", lambda raw: zlib.compress(raw, wbits=-15)),
+    "brotli": ("br", lambda raw: raw),
+}
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,9 @@ class HostileServer:
         raw = json.dumps(body).encode()
         if self.behaviour == "deep_json":
             raw = b"[" * DEEP + b"]" * DEEP
+        if self.behaviour in ENCODERS:
+            name, encode = ENCODERS[self.behaviour]
+            return self._send(handler, 200, encode(raw), {"Content-Encoding": name, **extra})
         if self.behaviour == "gzip_bomb":
             return self._send(handler, 200, gzip_bomb(), {"Content-Encoding": "gzip"})
         if self.behaviour in ("huge_page", "huge_declared"):

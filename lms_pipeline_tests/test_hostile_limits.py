@@ -57,6 +57,24 @@ def test_a_50_mb_page_is_refused_not_stored(dialect: str, behaviour: str) -> Non
     assert got["peak_rss_mb"] < PEAK_RSS_MB, got
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw_deflate"])
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_compressed_page_is_read_exactly_as_sent(dialect: str, encoding: str) -> None:
+    # The guard decodes gzip/deflate itself (to bound it): a well-behaved compressed page must come out unchanged.
+    with HostileServer("ok") as server:
+        plain = outcome(spec(dialect, server.url))
+        server.behaviour = encoding
+        compressed = outcome(spec(dialect, server.url))
+    assert plain["ok"] and compressed["ok"], compressed
+    assert compressed["texts"] == plain["texts"]
+
+
+def test_an_encoding_the_client_did_not_ask_for_is_refused_by_name() -> None:
+    with HostileServer("brotli") as server:
+        got = outcome(spec("unified", server.url))
+    assert got["error"] == "LmsUnsafeResponseError" and "'br'" in got["message"], got
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_deeply_nested_json_is_a_clear_error_naming_the_connection_and_endpoint(dialect: str) -> None:
     with HostileServer("deep_json") as server:
