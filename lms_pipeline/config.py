@@ -10,6 +10,7 @@ import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,11 +33,19 @@ class _Strict(BaseModel):
 
 
 class RetryOptions(_Strict):
+    """How one connection's requests are retried and bounded (``lms_pipeline.clients.http.RetrySettings``)."""
+
     max_attempts: int = Field(8, ge=1, le=20)
     base_delay_seconds: float = Field(1.0, ge=0, le=60)
     max_delay_seconds: float = Field(30.0, ge=0, le=600)
     max_total_wait_seconds: float = Field(120.0, ge=0, le=3600)
-    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    timeout_seconds: float = Field(30.0, gt=0, le=600, description="per connect, read or write")
+    request_deadline_seconds: float = Field(
+        120.0, gt=0, le=3600, description="one request, body included: a body that trickles in is cut off here"
+    )
+    max_response_mb: float = Field(
+        32.0, gt=0, le=1024, description="largest answer read, before and after gzip/deflate decoding"
+    )
 
 
 class CommonOptions(_Strict):
@@ -88,6 +97,11 @@ class OneRosterOptions(CommonOptions):
 
     client_id: str = Field(min_length=1, description="OAuth2 client id (not a secret; the secret is in token_env)")
     token_url: str | None = Field(None, description="default {base_url}/oauth/token")
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
 
 
 class UnifiedOptions(CommonOptions):
@@ -345,9 +359,53 @@ class Settings(_Strict):
 
 
 def _http_url(value: str | None) -> str | None:
-    if value is not None and not value.startswith(("http://", "https://")):
+    """An API root, refused unless it is a plain http(s) URL. The messages never quote the value: it may hold a
+    password or a token, which would then reach errors and logs."""
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
-    return value.rstrip("/") if value else value
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port out of range or not a number)
+    except ValueError:
+        raise ValueError("is not a valid URL (check the brackets of an IPv6 host and the port)") from None
+    if "@" in parts.netloc:
+        # httpx would send user:password as Basic auth instead of the bearer token, and the URL, password
+        # included, would be stored with every raw page.
+        raise ValueError("holds credentials (user:password@); put secrets in the environment variables the "
+                         "file names, never in a URL")  # fmt: skip
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.query or value.endswith("?"):
+        raise ValueError("has a query string, which the clients would silently drop; give the API root only")
+    if parts.fragment or value.endswith("#"):
+        raise ValueError("has a fragment (#...); give the API root only")
+    return value.rstrip("/")
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping repeats a key: YAML loaders keep the last one silently (a second ``write_back:`` block would
+    replace a ``dry_run: true``), so the file is refused instead."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing duplicate keys, naming the key and both lines. Keys brought in by a merge
+    (``<<: *anchor``) may still be overridden: that is what a merge is for."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=False)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, list | dict) and key in seen:
+                raise DuplicateKeyError(f"duplicate key {key!r} at line {line} (first at line {seen[key]}): a "
+                                        "repeated key would silently replace the first; keep one")  # fmt: skip
+            if not isinstance(key, list | dict):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def config_path() -> Path:
@@ -358,9 +416,11 @@ def load_settings(path: Path | str | None = None) -> Settings:
     """Read and validate the connections file (default: ``LMS_PIPELINE_CONFIG`` or data/connections.yaml)."""
     path = Path(path) if path is not None else config_path()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"{path}: connections file not found (set {CONFIG_ENV} or create it)") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -375,6 +435,7 @@ def _describe(path: Path, raw: dict[str, Any], exc: ValidationError) -> str:
     """Turn pydantic's locations into 'connection <id>, field <a.b>' phrases."""
     lines = [f"{path}: invalid connections file"]
     connections = raw.get("connections") if isinstance(raw.get("connections"), list) else []
+    sis_entries = raw.get("sis") if isinstance(raw.get("sis"), list) else []
     for err in exc.errors():
         loc = list(err["loc"])
         where = "top level"
@@ -388,6 +449,12 @@ def _describe(path: Path, raw: dict[str, Any], exc: ValidationError) -> str:
                 loc = loc[1:]
             if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 loc = ["provider"]
+        elif len(loc) >= 2 and loc[0] == "sis" and isinstance(loc[1], int):
+            idx = loc[1]
+            entry = sis_entries[idx] if idx < len(sis_entries) else None
+            sid = entry.get("id") if isinstance(entry, dict) else None
+            where = f"sis {sid!r} (sis[{idx}])" if sid else f"sis[{idx}]"
+            loc = loc[2:]
         field = ".".join(str(p) for p in loc) or "(entry)"
         lines.append(f"  - {where}, field '{field}': {err['msg']}")
     return "\n".join(lines)

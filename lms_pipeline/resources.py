@@ -68,6 +68,8 @@ def _retry(options: RetryOptions) -> RetrySettings:
         max_delay=options.max_delay_seconds,
         max_total_wait=options.max_total_wait_seconds,
         timeout=options.timeout_seconds,
+        deadline=options.request_deadline_seconds,
+        max_response_bytes=int(options.max_response_mb * (1 << 20)),
     )
 
 

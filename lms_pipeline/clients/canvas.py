@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime
 import httpx
 
 from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
+from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class CanvasClient:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if simulated_date is not None:
             headers["X-Simulated-Date"] = simulated_date.isoformat()
-        self._transport = _CanvasTransport(transport or httpx.HTTPTransport())
+        self._transport = _CanvasTransport(guarded_transport(connection_id, base_url, retry, token, transport))
         self._http = httpx.Client(base_url=base_url, transport=self._transport, headers=headers,
                                   timeout=httpx.Timeout(retry.timeout))  # fmt: skip
 
@@ -243,21 +244,10 @@ class CanvasClient:
         return body
 
     def _next_url(self, endpoint: str, response: httpx.Response, index: int) -> str | None:
-        """The rel="next" URL, absolute; refused when it leaves the base URL's origin, which would hand the token
-        to another host."""
+        """The rel="next" URL, absolute. One to another origin is refused by the guard (``clients.guard``) before
+        the token is sent there."""
         link = response.links.get("next")
-        if link is None:
-            return None
-        url = response.request.url.join(link["url"])
-        base = self._http.base_url
-        if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
-            raise self._payload_error(
-                endpoint,
-                str(response.request.url),
-                index,
-                f"links rel=next to another origin ({url.scheme}://{url.host}); not followed",
-            )
-        return str(url)
+        return None if link is None else str(response.request.url.join(link["url"]))
 
     def _raw(self, endpoint: str, course_id: int | None, index: int, response: httpx.Response) -> RawPage:
         """A page as fetched: what was asked (URL and the parameters in it), what came back, and when."""

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import httpx
 
 from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
+from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class ClassroomClient:
             headers[DATE_HEADER] = as_of.isoformat()
         # get_with_retries raises on a 403 without the body; the hook keeps the last answer so a students.list
         # PERMISSION_DENIED can be told apart and stored as a page.
-        self._http = httpx.Client(base_url=base_url, transport=transport, headers=headers,
+        guarded = guarded_transport(connection_id, base_url, retry, token, transport)  # origins, deadline, size, scrub
+        self._http = httpx.Client(base_url=base_url, transport=guarded, headers=headers,
                                   timeout=httpx.Timeout(retry.timeout),
                                   event_hooks={"response": [self._remember]})  # fmt: skip
 

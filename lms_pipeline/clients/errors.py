@@ -45,3 +45,24 @@ class LmsAuthError(LmsFetchError):
 
 class LmsPayloadError(LmsClientError):
     """The body is not what the API promises (not JSON, not an array of objects)."""
+
+
+class _Detailed(LmsClientError):
+    """An error raised below the client (``lms_pipeline.clients.guard``): its message names the URL, and ``detail``
+    (the message without ``<who>: <METHOD> <url>``) lets ``get_with_retries`` restate it for the request it was
+    making. After pickling, ``detail`` is the whole message."""
+
+    def __init__(self, message: str, *, detail: str | None = None, **fields: object) -> None:
+        super().__init__(message, **fields)  # type: ignore[arg-type]
+        self.detail = detail or message
+
+
+class LmsRefusedRequestError(_Detailed):
+    """A request the client will not send: its URL leaves the configured origins (a next link to another host
+    would carry the token there) or holds credentials (``user:password@``). Refused before any byte is sent."""
+
+
+class LmsUnsafeResponseError(_Detailed, LmsPayloadError):
+    """An answer broke a bound the client keeps whatever the server does: larger than ``max_response_mb`` before
+    or after decompression, still arriving at ``request_deadline_seconds``, or JSON nested too deep to parse. Not
+    retried: the same server would most likely answer the same way again."""

@@ -18,7 +18,13 @@ from typing import NoReturn
 import httpx
 import tenacity
 
-from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsFetchError
+from lms_pipeline.clients.errors import (
+    LmsAuthError,
+    LmsClientError,
+    LmsFetchError,
+    LmsRefusedRequestError,
+    LmsUnsafeResponseError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +43,17 @@ class RetrySettings:
     base_delay: float = 0.5  # first backoff window (s); doubles each retry, full jitter within it
     max_delay: float = 30.0  # cap on one wait, also on a Retry-After value
     max_total_wait: float = 120.0  # per request: give up when the next wait would take the sum past this
-    timeout: float = 30.0  # httpx connect/read/write/pool timeout per request
+    timeout: float = 30.0  # httpx connect/read/write/pool timeout, each on its own (httpx times single reads)
+    deadline: float = 120.0  # one attempt in total, body included (lms_pipeline.clients.guard)
+    max_response_bytes: int = 32 << 20  # one answer, before and after decompression (lms_pipeline.clients.guard)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        if min(self.base_delay, self.max_delay, self.max_total_wait) < 0 or self.timeout <= 0:
-            raise ValueError(f"delays must be >= 0 and the timeout > 0: {self}")
+        if min(self.base_delay, self.max_delay, self.max_total_wait) < 0 or min(self.timeout, self.deadline) <= 0:
+            raise ValueError(f"delays must be >= 0 and the timeout and deadline > 0: {self}")
+        if self.max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be at least 1, got {self.max_response_bytes}")
 
 
 @dataclass
@@ -134,6 +144,10 @@ def get_with_retries(
         except httpx.TransportError:
             stats.transport_errors += 1
             raise
+        except (LmsRefusedRequestError, LmsUnsafeResponseError) as err:
+            # The guard refused the request or its answer (lms_pipeline.clients.guard); not retried. Its message
+            # names the URL; this one names the request as every other error of this listing does.
+            raise target.error(type(err), err.detail, status=err.status) from None
         if response.status_code == 429:
             stats.throttled += 1
         elif response.status_code in RETRYABLE_STATUS:

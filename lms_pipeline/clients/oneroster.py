@@ -22,6 +22,7 @@ import httpx
 import tenacity
 
 from lms_pipeline.clients.errors import LmsAuthError, LmsFetchError, LmsPayloadError
+from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ class OneRosterClient:
         self.token_requests = 0
         merged = httpx.Headers(headers)
         merged["Accept"] = "application/json"
-        self._http = httpx.Client(base_url=base_url, transport=transport, headers=merged,
+        guarded = guarded_transport(sis_id, (base_url, self._token_url), retry, client_secret, transport)
+        self._http = httpx.Client(base_url=base_url, transport=guarded, headers=merged,
                                   timeout=httpx.Timeout(retry.timeout))  # fmt: skip
 
     def __repr__(self) -> str:

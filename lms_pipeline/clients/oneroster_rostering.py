@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
+from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RetrySettings
 from lms_pipeline.clients.oneroster import OneRosterClient, SisPage
 
@@ -95,7 +96,7 @@ class OneRosterRosterReader:
         self.connection_id, self.max_pages = connection_id, max_pages
         self._secret = client_secret
         self._origin = httpx.URL(base_url)
-        self._recorder = _Recorder(transport or httpx.HTTPTransport())
+        self._recorder = _Recorder(guarded_transport(connection_id, base_url, retry, client_secret, transport))
         headers = {DATE_HEADER: simulated_date.isoformat()} if simulated_date is not None else None
         self.client = OneRosterClient(connection_id, base_url, client_id, client_secret, scopes=scopes,
                                       transport=self._recorder, retry=retry, page_size=page_size, headers=headers,

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from lms_pipeline.clients.errors import LmsClientError, LmsPayloadError
+from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class UnifiedLmsClient:
         merged = httpx.Headers(headers)
         merged["Authorization"] = f"Bearer {token}"  # set last, so extra headers cannot replace it
         merged["Accept"] = "application/json"
-        self._http = httpx.Client(base_url=base_url, transport=transport, headers=merged,
+        guarded = guarded_transport(connection_id, base_url, retry, token, transport)  # origins, deadline, size, scrub
+        self._http = httpx.Client(base_url=base_url, transport=guarded, headers=merged,
                                   timeout=httpx.Timeout(retry.timeout))  # fmt: skip
 
     def __repr__(self) -> str:
