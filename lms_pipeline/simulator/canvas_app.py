@@ -3,8 +3,9 @@ app.
 
 One app serves several connections: ``/canvas/{connection_id}/api/v1/...`` selects the world, and each connection
 has its own bearer token. Endpoints: ``GET /accounts/:account_id/courses`` (the institution's courses, endpoint
-``courses``: numbered pages without ``rel="last"``, the account endpoint's own ``state[]`` values) and
-``GET /accounts/:account_id`` (``account``), ``:account_id`` being ``self`` or the root account's id 1;
+``courses``: numbered pages without ``rel="last"``, the account endpoint's own ``state[]`` values),
+``GET /accounts/:account_id`` (``account``), ``:account_id`` being ``self`` or the root account's id 1, and
+``GET /accounts`` (``accounts``: the accounts the token's user administers, none for a teacher);
 ``GET /courses`` (endpoint ``user_courses``: only the token user's own courses, as on real Canvas);
 ``GET /courses/:id/enrollments`` (bookmark pages, ``type[]``, ``state[]``) and ``GET /courses/:id/sections``; for
 grades (§4.5, §4.7, §4.8) ``GET /courses/:id/assignments`` and ``GET /courses/:id/grading_standards`` (numbered
@@ -98,7 +99,7 @@ from lms_pipeline.simulator.world import (
 DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 10, 100  # Api::PER_PAGE and MAX_PER_PAGE in canvas-lms lib/api.rb
 COURSE_ENDPOINTS = ("enrollments", "sections", "assignments", "grading_standards", "submissions")  # /courses/:id/...
-ENDPOINTS = ("courses", "user_courses", "account", *COURSE_ENDPOINTS)
+ENDPOINTS = ("courses", "user_courses", "accounts", "account", *COURSE_ENDPOINTS)
 ENROLLMENT_TYPES = ("StudentEnrollment", "TeacherEnrollment", "TaEnrollment", "DesignerEnrollment",
                     "ObserverEnrollment")  # fmt: skip
 ENROLLMENT_STATES = ("active", "invited", "creation_pending", "deleted", "rejected", "completed", "inactive")
@@ -311,7 +312,10 @@ class CanvasSimulatorApp:
         own = _own_courses(views)
         if endpoint == "account":
             return 200, json.dumps(_account(world)).encode()
-        if endpoint == "courses":
+        if endpoint == "accounts":  # accounts_controller.rb index: "teachers will get an empty list"
+            admin = [_account(world)] if self.options.account_admin else []
+            items, links = _numbered(admin, params, per_page, base_url)
+        elif endpoint == "courses":
             listed = self._account_courses(world, views, own, params)
             items, links = _numbered([self._course(v) for v in listed], params, per_page, base_url, last=False)
         elif endpoint == "user_courses":
@@ -702,7 +706,7 @@ class _Route(NamedTuple):
 
 
 def _route(path: str) -> _Route:
-    """The route of ``/canvas/{connection}/api/v1/<path>``: ``accounts/:id`` (account),
+    """The route of ``/canvas/{connection}/api/v1/<path>``: ``accounts`` (accounts), ``accounts/:id`` (account),
     ``accounts/:id/courses`` (courses: the account's), ``courses`` (user_courses: the token user's own),
     ``courses/:id/{enrollments,sections,assignments,grading_standards}`` and ``courses/:id/students/submissions``
     (submissions)."""
@@ -710,6 +714,8 @@ def _route(path: str) -> _Route:
     if len(parts) < 5 or parts[0] != "canvas" or parts[2:4] != ["api", "v1"]:
         raise _HttpError(404, NOT_FOUND)
     connection, rest = parts[1], parts[4:]
+    if rest == ["accounts"]:
+        return _Route(connection, "accounts")
     if rest[0] == "accounts" and len(rest) in (2, 3) and rest[1] and rest[2:] in ([], ["courses"]):
         return _Route(connection, "courses" if len(rest) == 3 else "account", account=rest[1])
     if rest == ["courses"]:
