@@ -46,8 +46,8 @@ CAPABILITIES: dict[str, Capabilities] = {
             section_rosters="yes: `course_section_id` of each enrollment",
             incremental_filter="none for enrollments (full scan daily)",
             deletions_visible="`deleted`, `inactive`, `completed` states (not enrolled); `invited` is pending",
-            not_exposed_signal="403 `unauthorized` on a course's enrollments (a 401 on the account's course list "
-            "fails the run, naming the account and `read_course_list`)",
+            not_exposed_signal="401 (or 403) `unauthorized` on a course's enrollments (the same 401 on the account's "
+            "course list fails the run, naming the account and `read_course_list`)",
             grades="assignments and submissions (used: lms_grades; the score is compared, excused stays excused)",
             grading_scheme="`/courses/:id/grading_standards` (read and stored; letters use the configured scheme)",
             write_back="LTI AGS scores (not used)",

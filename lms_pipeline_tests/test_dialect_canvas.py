@@ -286,7 +286,7 @@ def test_several_active_sections_make_one_course_edge_and_a_class_edge_each() ->
 
 
 @pytest.mark.parametrize("throttle_status", [403, 429])
-def test_throttling_is_survived_and_counted_and_a_permission_403_is_not_retried(throttle_status: int) -> None:
+def test_throttling_is_survived_and_counted_and_a_permission_refusal_is_not_retried(throttle_status: int) -> None:
     world, clock = WORLDS[SMALL], FakeClock()
     app = CanvasSimulatorApp([world], TOKENS, clock=lambda: D0, throttle_status=throttle_status, bucket_capacity=6,
                              preflight_penalty=0, leak_rate=200, timer=clock.time)  # fmt: skip
@@ -303,7 +303,7 @@ def test_throttling_is_survived_and_counted_and_a_permission_403_is_not_retried(
     for course in dark:
         answered = [e["status"] for e in app.request_log
                     if e["endpoint"] == "enrollments" and e["course_id"] == course and not e["throttled"]]  # fmt: skip
-        assert answered == [403]  # asked once, refused once, never retried
+        assert answered == [401]  # asked once, refused once (Canvas's 401 permission body), never retried
 
 
 def test_the_bucket_reports_cost_and_remaining_and_refills_with_time() -> None:
@@ -342,7 +342,7 @@ def test_a_bad_token_answers_401_and_raises_auth_error_without_leaking_any_token
 
 def test_a_course_the_token_may_not_read_is_not_exposed_never_empty(canvas: Canvas) -> None:
     scan = canvas.scan(MAIN, D1)
-    refused = [p for p in scan.pages if p["status"] == 403]
+    refused = [p for p in scan.pages if p["status"] == 401]  # canvas-lms: render_unauthorized_action -> 401
     dark = {v.id for v in WORLDS[MAIN].roster_view(D1) if not v.exposed}
     assert refused and {p["endpoint"] for p in refused} == {"enrollments"}
     assert all(json.loads(p["payload"])["status"] == "unauthorized" for p in refused)
@@ -352,6 +352,28 @@ def test_a_course_the_token_may_not_read_is_not_exposed_never_empty(canvas: Canv
     with canvas.client() as client:  # a course's pages missing altogether is unknown too, never empty
         courses_only = client.course_pages()
     assert set(normalize_canvas_pages(courses_only, MAIN).course_rosters["roster_status"]) == {"not_exposed"}
+
+
+def test_a_roster_refused_with_403_reads_the_same_as_canvas_401() -> None:
+    world = WORLDS[SMALL]
+    scans = {}
+    for status in (401, 403):
+        app = CanvasSimulatorApp([world], TOKENS, clock=lambda: D0, bucket_capacity=None, roster_denial_status=status)
+        pages, _ = scan_app(app)
+        assert {p["status"] for p in pages} == {200, status}
+        scans[status] = normalize_canvas_pages(pages, SMALL)
+    assert statuses(scans[403]) == statuses(scans[401]) == world.roster_status(D0)
+    assert rows(scans[403].course_student_edges) == rows(scans[401].course_student_edges)
+
+
+@pytest.mark.parametrize("body", ['{"errors": [{"message": "Invalid access token."}]}', "<html>denied</html>", "[]"])
+def test_a_stored_refusal_without_canvas_permission_body_is_a_clear_error(canvas: Canvas, body: str) -> None:
+    pages = canvas.scan(MAIN, D1).pages
+    at = next(i for i, p in enumerate(pages) if p["status"] == 401)
+    damaged = [*pages[:at], {**pages[at], "payload": body}, *pages[at + 1 :]]
+    with pytest.raises(CanvasPayloadError, match=r"enrollments page 0 of course \d+ \(GET .*\): status 401 without "
+                       "Canvas's permission body"):  # fmt: skip
+        normalize_canvas_pages(damaged, MAIN)
 
 
 def test_without_sis_permission_ids_fall_back_to_canvas_ids() -> None:

@@ -6,7 +6,8 @@ root account's courses (``Account.get_courses`` with ``state``), each course's e
 What it reads must equal what the project's own client read (ids and every field the pipeline's normalizers use)
 and the world's truth; canvasapi follows only our Link headers (it strips its base URL from each ``next``), so
 every listing must end exactly where its last page says so. Where the simulator refuses (a roster it may not
-read, a teacher's token on the account), canvasapi must raise the exception Canvas's answer maps to.
+read, a teacher's token on the account), canvasapi must raise the exception Canvas's answer maps to: ``Unauthorized``
+(a 401 without ``WWW-Authenticate``), not ``InvalidAccessToken``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from canvasapi import Canvas
 from canvasapi.account import Account
 from canvasapi.canvas_object import CanvasObject
 from canvasapi.course import Course
-from canvasapi.exceptions import Forbidden, Unauthorized
+from canvasapi.exceptions import Unauthorized
 
 from lms_pipeline.clients.canvas import ENROLLMENT_STATES, CanvasClient
 from lms_pipeline.clients.http import RetrySettings
@@ -62,7 +63,7 @@ class Oracle:
     canvas: Canvas
     courses: dict[int, Course]  # canvasapi's Course objects, from its own account listing
     ours: dict[str, dict[int | None, list[dict]]]  # endpoint -> Canvas course id -> items our client read
-    refused: dict[str, set[int]]  # endpoint -> courses our client got a permission 403 for
+    refused: dict[str, set[int]]  # endpoint -> courses our client got Canvas's permission refusal (401) for
 
 
 def canvas_api(base_url: str, token: str = TOKEN) -> Canvas:
@@ -86,7 +87,7 @@ def oracle() -> Iterator[Oracle]:
             if page["status"] == 200:
                 listing += json.loads(page["payload"])
             else:
-                assert page["status"] == 403 and json.loads(page["payload"])["status"] == "unauthorized"
+                assert page["status"] == 401 and json.loads(page["payload"])["status"] == "unauthorized"
                 refused.setdefault(page["endpoint"], set()).add(page["course_id"])
         app.reset_log()  # from here on the log holds canvasapi's requests only
         canvas = canvas_api(base_url)
@@ -171,8 +172,8 @@ def test_canvasapi_reads_every_courses_listing_as_our_client_did(oracle: Oracle,
     for course_id in course_ids(oracle):
         try:
             objects = course_listing(oracle, endpoint, course_id)
-        except Forbidden as refusal:  # Canvas's permission 403 on a roster the token may not read
-            assert "unauthorized" in str(refusal)
+        except Unauthorized as refusal:  # 401 without WWW-Authenticate: a roster the token may not read
+            assert "user not authorized to perform that action" in str(refusal)
             denied.add(course_id)
             continue
         assert {attributes(o, fields) for o in objects} == keyed(oracle.ours[endpoint][course_id], fields), course_id

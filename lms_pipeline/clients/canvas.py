@@ -22,10 +22,12 @@ Canvas facts this client is built around:
 - Submissions are read with ``student_ids[]=all``: without it Canvas lists only the caller's own submissions (none
   for a teacher's token), and more than 100 explicit ids is a 400. ``include[]=user`` brings each student's login.
 - Throttling is 429, or on older instances 403 with the body ``403 Forbidden (Rate Limit Exceeded)``; both are
-  retried with backoff. A 403 with Canvas's ``{"status": "unauthorized"}`` body on any course listing
+  retried with backoff. Canvas's permission refusal, ``{"status": "unauthorized", ...}``, on any course listing
   (enrollments, sections, assignments, grading standards, submissions) means the token may not read that part of
-  the course: it is returned as a page with status 403, for the normalizer to treat as unknown (a roster
-  ``not_exposed``, no grades), not raised. A 401 (bad token, or no ``read_course_list``) raises LmsAuthError.
+  the course: canvas-lms sends it as a 401 (``render_unauthorized_action``), some deployments as a 403. It is
+  returned as a page with that status, for the normalizer to treat as unknown (a roster ``not_exposed``, no
+  grades), not raised. Any other 401 (a bad token: no such body) raises LmsAuthError, and so does the refusal on
+  the account's course listing (no ``read_course_list``).
 
 The token travels only in the Authorization header and is scrubbed from any server text quoted in an error; no
 raw page, URL or log line holds it.
@@ -158,7 +160,7 @@ class CanvasClient:
     # ---- listings ---------------------------------------------------------------------------------------------
     def roster_pages(self) -> list[RawPage]:
         """The course listing, then every listed course's enrollments and sections: all or nothing (any failure
-        raises), except a course whose roster the token may not read (a status-403 enrollments page)."""
+        raises), except a course whose roster the token may not read (a refused enrollments page, 401 or 403)."""
         pages = self.course_pages()
         for course_id in listed_course_ids(pages, self.connection_id):
             pages += self.enrollment_pages(course_id)
@@ -183,7 +185,7 @@ class CanvasClient:
     def grade_pages(self, course_ids: Sequence[int] | None = None) -> list[RawPage]:
         """The course listing (it holds the courses' SIS ids), then for each course (default: every listed one) its
         assignments, grading standards and submissions. All or nothing like ``roster_pages``, except a listing the
-        token may not read (a status-403 page: no grades for that course, not an error)."""
+        token may not read (a refused page, 401 or 403: no grades for that course, not an error)."""
         pages = self.course_pages()
         wanted = listed_course_ids(pages, self.connection_id) if course_ids is None else list(dict.fromkeys(course_ids))
         for course_id in wanted:
@@ -241,9 +243,9 @@ class CanvasClient:
                 raise
             if endpoint == "courses":
                 raise self._account_error(LmsAuthError, url, index, denied) from None
-            if course_id is None or err.status != 403:
+            if course_id is None or err.status not in (401, 403):
                 raise
-            logger.info("%s: roster not readable with this token (HTTP 403 unauthorized)", target.describe())
+            logger.info("%s: not readable with this token (HTTP %s unauthorized)", target.describe(), err.status)
             return self._raw(endpoint, course_id, index, denied), None
         except LmsFetchError as err:
             if endpoint == "courses" and err.status == 404:

@@ -15,7 +15,7 @@ Whose token (§9.3, accounts_controller.rb ``courses_api``): by default the conn
 admin's, holding ``read_course_list`` on the root account; its user also teaches a handful of courses
 (``OWN_COURSES``, the first ones created), and ``GET /courses`` lists only those, whatever the institution's size.
 With ``account_admin=False`` it is a plain teacher's token: the account endpoints answer Canvas's 401
-``{"status": "unauthorized", ...}`` (no ``WWW-Authenticate``: the user is known, lib/authentication_system.rb), and
+``{"status": "unauthorized", ...}`` (no ``WWW-Authenticate``: the user is known, ``render_json_unauthorized``), and
 every course but its own answers the roster permission refusal below.
 
 Query strings are parsed as Rack does (lib/rack/query_parser.rb, §9.3): ``k=a&k=b`` reads ``"b"``,
@@ -33,7 +33,9 @@ a leaky bucket per token with ``X-Request-Cost`` on every response and ``X-Rate-
 is on, throttled answers being 403 + ``403 Forbidden (Rate Limit Exceeded)`` (legacy) or 429; 401 +
 ``WWW-Authenticate`` for a bad token; every ``sis_*`` field dropped when the token lacks SIS permission; the
 enrollment state filter defaults to active + invited. A course whose roster the world does not expose answers its
-enrollments with Canvas's permission 403, which a client must tell apart from the throttle 403 by its body.
+enrollments and submissions with Canvas's permission refusal: 401 ``{"status": "unauthorized", ...}`` as canvas-lms
+sends it (or 403 with ``roster_denial_status=403``), which a client must tell apart from a bad token's 401 and from
+the throttle 403 by its body.
 
 How the world becomes enrollments (deterministic, from zlib.crc32 of course and student): every enrolled student has
 an active StudentEnrollment in their section; every student who left has one enrollment that is deleted, inactive
@@ -53,8 +55,8 @@ roster, no SIS id and no email) are 9,000,000 + their number.
 
 Requests are checked in this order: path (404), connection (404), rate limit (403/429), method (405), token (401),
 as-of date, query string and filters (400), injected fault, account (404) and its permission (401), course (404),
-roster permission (403, enrollments and submissions; every listing of a course not the token user's own when the
-token is not an admin's), page parameter (400).
+roster permission (``roster_denial_status``, enrollments and submissions; every listing of a course not the token
+user's own when the token is not an admin's), page parameter (400).
 """
 
 from __future__ import annotations
@@ -165,10 +167,16 @@ class CanvasOptions:
     # True: the token is an account admin's (read_course_list on the root account, every roster); False: a
     # teacher's, who may list neither the account's courses nor any course but their own (§9.3).
     account_admin: bool = True
+    # How a course listing the token may not read is refused, always with Canvas's permission body: 401, as
+    # canvas-lms answers (render_unauthorized_action -> render_json_unauthorized, application_controller.rb), or
+    # 403, the other status provider-apis.md §4.1 allows for a permission denial.
+    roster_denial_status: int = 401
 
     def __post_init__(self) -> None:
         if self.throttle_status not in (403, 429):
             raise ValueError(f"throttle_status must be 403 or 429, got {self.throttle_status}")
+        if self.roster_denial_status not in (401, 403):
+            raise ValueError(f"roster_denial_status must be 401 or 403, got {self.roster_denial_status}")
         rates = (self.leak_rate, self.preflight_penalty, self.request_cost, self.second_section_share,
                  self.letter_grade_share)  # fmt: skip
         if min(rates) < 0:
@@ -326,7 +334,7 @@ class CanvasSimulatorApp:
             if view is None:
                 raise _HttpError(404, NOT_FOUND)
             if not self.options.account_admin and view.number not in own:
-                raise _HttpError(403, "not authorized", body=json.dumps(NOT_AUTHORIZED).encode())
+                raise self._roster_denied()
             if endpoint == "sections":
                 items, links = _numbered(self._sections(view), params, per_page, base_url)
             elif endpoint in ("assignments", "grading_standards"):
@@ -334,7 +342,7 @@ class CanvasSimulatorApp:
                 listed = book.assignments if endpoint == "assignments" else book.standards
                 items, links = _numbered(listed, params, per_page, base_url)
             elif not view.exposed:
-                raise _HttpError(403, "not authorized", body=json.dumps(NOT_AUTHORIZED).encode())
+                raise self._roster_denied()
             elif endpoint == "submissions":
                 assert query is not None
                 keyed = _select_submissions(self._gradebook(world, view, as_of).submissions, query)
@@ -352,6 +360,11 @@ class CanvasSimulatorApp:
         entry["next"] = links.get("next")
         request.headers["Link"] = ",".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())
         return 200, json.dumps(items).encode()
+
+    def _roster_denied(self) -> _HttpError:
+        """A course listing the token may not read: the permission body, no ``WWW-Authenticate`` (the token is
+        good), with ``roster_denial_status``."""
+        return _HttpError(self.options.roster_denial_status, "not authorized", body=json.dumps(NOT_AUTHORIZED).encode())
 
     def _authorize_account(self, account: str | None) -> None:
         """The account must exist (404), then the token's user must hold ``read_course_list`` on it: Canvas's
