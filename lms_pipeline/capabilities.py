@@ -40,11 +40,14 @@ CAPABILITIES: dict[str, Capabilities] = {
         ),
         Capabilities(
             provider="canvas",
-            course_rosters="`/courses/:id/enrollments`, StudentEnrollment, explicit `state[]`",
+            course_rosters="the account's courses (`/accounts/:account_id/courses`, `options.account_id`, default "
+            "`self`; the token needs `read_course_list`), then `/courses/:id/enrollments`: StudentEnrollment, explicit "
+            "`state[]` (Rack reads only `k[]` as a list)",
             section_rosters="yes: `course_section_id` of each enrollment",
             incremental_filter="none for enrollments (full scan daily)",
             deletions_visible="`deleted`, `inactive`, `completed` states (not enrolled); `invited` is pending",
-            not_exposed_signal="403 `unauthorized` on a course's enrollments",
+            not_exposed_signal="401 (or 403) `unauthorized` on a course's enrollments (the same 401 on the account's "
+            "course list fails the run, naming the account and `read_course_list`)",
             grades="assignments and submissions (used: lms_grades; the score is compared, excused stays excused)",
             grading_scheme="`/courses/:id/grading_standards` (read and stored; letters use the configured scheme)",
             write_back="LTI AGS scores (not used)",
@@ -71,7 +74,8 @@ CAPABILITIES: dict[str, Capabilities] = {
         ),
         Capabilities(
             provider="google_classroom",
-            course_rosters="`courses/{id}/students` (`pageToken`)",
+            course_rosters="`courses/{id}/students` (`pageToken`; the simulator's answers are checked against "
+            "Google's discovery document)",
             section_rosters="no",
             incremental_filter="none (full scan daily)",
             deletions_visible="no tombstone: a student vanishes; a full scan diffs by id",

@@ -65,7 +65,16 @@ class CommonOptions(_Strict):
 
 
 class CanvasOptions(CommonOptions):
-    """Canvas REST (provider-apis.md §4): Link-header pages, per_page up to 100, explicit enrollment states."""
+    """Canvas REST (provider-apis.md §4, §9.3): the account's course listing, Link-header pages, per_page up to 100,
+    explicit enrollment states."""
+
+    account_id: str = Field(
+        "self",
+        pattern=r"^(self|[0-9]+|sis_account_id:[^/?#\s]+)$",
+        description="the account whose courses are mirrored (GET /api/v1/accounts/:account_id/courses): self = the "
+        "domain's root account (default), an account id, or sis_account_id:<id>; the token's user needs the "
+        "account permission read_course_list there",
+    )
 
 
 class ClassroomOptions(CommonOptions):

@@ -221,7 +221,8 @@ class LmsApiResource(dg.ConfigurableResource):
         day = snapshot_date if conn.simulated_clock else None
         retry, page_size = _retry(conn.options.retry), conn.options.page_size
         if conn.provider == "canvas":
-            client = CanvasClient(conn.id, base_url, token, retry=retry, per_page=page_size, simulated_date=day)
+            client = CanvasClient(conn.id, base_url, token, retry=retry, per_page=page_size, simulated_date=day,
+                                  account_id=conn.options.account_id)  # fmt: skip
         elif conn.provider == "google_classroom":
             client = ClassroomClient(conn.id, base_url, token, as_of=day, retry=retry, page_size=page_size)
         elif conn.provider == "oneroster":

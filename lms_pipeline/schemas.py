@@ -271,7 +271,8 @@ SYNC_OUTCOMES = ["created", "updated", "conflict", "would_write", "skipped_sis_n
 
 
 class RawDialectPage(_Partitioned):
-    """A page of a non-Unified dialect, as fetched: a 403 page is kept too (it is why a roster is not exposed)."""
+    """A page of a non-Unified dialect, as fetched: a refused page (403, Canvas's 401) is kept too (it is why a
+    roster is not exposed)."""
 
     provider: Series[str] = pa.Field(isin=["canvas", "google_classroom", "oneroster"], description="dialect")
     endpoint: Series[str] = pa.Field(description="what was listed: courses, enrollments, sections, students, ...")
@@ -279,7 +280,9 @@ class RawDialectPage(_Partitioned):
     page_index: Series[int] = pa.Field(ge=0, description="0-based position in its listing")
     url: Series[str] = pa.Field(description="the URL requested (a Link/next URL as given); never a secret")
     request_params: Series[str] = pa.Field(description="query parameters sent, as JSON")
-    status_code: Series[int] = pa.Field(isin=[200, 403], description="200, or 403: the roster is refused (unknown)")
+    status_code: Series[int] = pa.Field(
+        isin=[200, 401, 403], description="200, or 401/403 (Canvas answers 401): the roster is refused (unknown)"
+    )
     fetched_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC, description="when the response arrived")
     payload: Series[str] = pa.Field(description="the response body as fetched")
     run_id: Series[str] = pa.Field(nullable=True, description="Dagster run that fetched the page")
@@ -300,7 +303,9 @@ class RawGradePage(_RawPage):
     )  # fmt: skip
     course_id: Series[str] = pa.Field(nullable=True, description="the LMS course a per-course listing belongs to")
     url: Series[str] = pa.Field(nullable=True, description="the URL requested, where paging follows links")
-    status_code: Series[int] = pa.Field(isin=[200, 403], description="200, or 403: an LMS course refused (unknown)")
+    status_code: Series[int] = pa.Field(
+        isin=[200, 401, 403], description="200, or 401/403 (Canvas answers 401): an LMS course refused (unknown)"
+    )
     total_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0, description="X-Total-Count the SIS sent")
 
     class Config:

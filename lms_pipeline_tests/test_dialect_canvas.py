@@ -169,16 +169,16 @@ def test_every_listing_is_read_to_its_end_and_edges_equal_the_world(canvas: Canv
 
 
 def test_the_app_defaults_per_page_to_10_and_clamps_it_to_100(canvas: Canvas) -> None:
-    assert len(canvas.get("courses").json()) == 10
-    assert "per_page=10" in canvas.get("courses").links["next"]["url"]
+    assert len(canvas.get("accounts/self/courses").json()) == 10
+    assert "per_page=10" in canvas.get("accounts/self/courses").links["next"]["url"]
     for odd in [0, -5, "many"]:  # lib/api.rb: not a positive number means the default
-        assert len(canvas.get("courses", params=[("per_page", odd)]).json()) == 10
+        assert len(canvas.get("accounts/self/courses", params=[("per_page", odd)]).json()) == 10
     big = max(WORLDS[MAIN].roster_view(D0), key=lambda c: len(c.enrolled))
     response = canvas.get(f"courses/{big.number}/enrollments", params=[("per_page", 1000)])
     assert len(response.json()) == 100 and "per_page=100" in response.links["next"]["url"]
 
 
-def test_enrollment_links_are_bookmarks_without_last_and_course_links_are_numbered_with_last(canvas: Canvas) -> None:
+def test_enrollment_links_are_bookmarks_and_course_links_are_numbered_both_without_last(canvas: Canvas) -> None:
     big = max(WORLDS[MAIN].roster_view(D0), key=lambda c: len(c.enrolled))
     enrollments = canvas.get(f"courses/{big.number}/enrollments", params=[("type[]", "StudentEnrollment")])
     assert set(enrollments.links) == {"current", "next", "first"}
@@ -188,11 +188,13 @@ def test_enrollment_links_are_bookmarks_without_last_and_course_links_are_number
     )
     second = canvas.http.get(enrollments.links["next"]["url"], headers={"Authorization": f"Bearer {TOKENS[MAIN]}"})
     assert {e["id"] for e in second.json()}.isdisjoint(e["id"] for e in enrollments.json())
-    courses = canvas.get("courses", params=[("page", 2)])
-    assert set(courses.links) == {"current", "next", "prev", "first", "last"}
-    assert courses.links["last"]["url"].endswith("page=4&per_page=10")  # 40 courses, 10 a page
+    courses = canvas.get("accounts/self/courses", params=[("page", 2)])
+    assert set(courses.links) == {"current", "next", "prev", "first"}  # the account listing counts no total
+    assert courses.links["next"]["url"].endswith("page=3&per_page=10")
+    own = canvas.get("courses")  # the token user's own courses: numbered, with a last link, one page of them
+    assert set(own.links) == {"current", "first", "last"} and own.links["last"]["url"].endswith("page=1&per_page=10")
     links = [link["url"] for r in (enrollments, second, courses) for link in r.links.values()]
-    assert all(url.startswith(f"{canvas.base_url}/canvas/{MAIN}/api/v1/courses") for url in links)
+    assert all(url.startswith(f"{canvas.base_url}/canvas/{MAIN}/api/v1/") for url in links)
 
 
 def test_the_client_requests_only_a_first_url_per_listing_and_the_next_links_it_was_given(canvas: Canvas) -> None:
@@ -251,7 +253,8 @@ def test_without_state_the_app_lists_active_and_invited_and_state_reveals_the_re
         assert {e["enrollment_state"] for e in left} <= {"deleted", "inactive"}
         assert {e["sis_user_id"] for e in left} <= set(view.dropped)
     assert set(seen_default) == {"active", "invited"}
-    assert canvas.get("courses/1/enrollments", params=[("state[]", "gone")]).status_code == 400
+    unknown = canvas.get("courses/1/enrollments", params=[("state[]", "gone")])  # SQL IN: matches nothing
+    assert unknown.status_code == 200 and unknown.json() == []
 
 
 def test_a_later_drop_is_a_drop(canvas: Canvas) -> None:
@@ -283,7 +286,7 @@ def test_several_active_sections_make_one_course_edge_and_a_class_edge_each() ->
 
 
 @pytest.mark.parametrize("throttle_status", [403, 429])
-def test_throttling_is_survived_and_counted_and_a_permission_403_is_not_retried(throttle_status: int) -> None:
+def test_throttling_is_survived_and_counted_and_a_permission_refusal_is_not_retried(throttle_status: int) -> None:
     world, clock = WORLDS[SMALL], FakeClock()
     app = CanvasSimulatorApp([world], TOKENS, clock=lambda: D0, throttle_status=throttle_status, bucket_capacity=6,
                              preflight_penalty=0, leak_rate=200, timer=clock.time)  # fmt: skip
@@ -300,7 +303,7 @@ def test_throttling_is_survived_and_counted_and_a_permission_403_is_not_retried(
     for course in dark:
         answered = [e["status"] for e in app.request_log
                     if e["endpoint"] == "enrollments" and e["course_id"] == course and not e["throttled"]]  # fmt: skip
-        assert answered == [403]  # asked once, refused once, never retried
+        assert answered == [401]  # asked once, refused once (Canvas's 401 permission body), never retried
 
 
 def test_the_bucket_reports_cost_and_remaining_and_refills_with_time() -> None:
@@ -339,7 +342,7 @@ def test_a_bad_token_answers_401_and_raises_auth_error_without_leaking_any_token
 
 def test_a_course_the_token_may_not_read_is_not_exposed_never_empty(canvas: Canvas) -> None:
     scan = canvas.scan(MAIN, D1)
-    refused = [p for p in scan.pages if p["status"] == 403]
+    refused = [p for p in scan.pages if p["status"] == 401]  # canvas-lms: render_unauthorized_action -> 401
     dark = {v.id for v in WORLDS[MAIN].roster_view(D1) if not v.exposed}
     assert refused and {p["endpoint"] for p in refused} == {"enrollments"}
     assert all(json.loads(p["payload"])["status"] == "unauthorized" for p in refused)
@@ -349,6 +352,28 @@ def test_a_course_the_token_may_not_read_is_not_exposed_never_empty(canvas: Canv
     with canvas.client() as client:  # a course's pages missing altogether is unknown too, never empty
         courses_only = client.course_pages()
     assert set(normalize_canvas_pages(courses_only, MAIN).course_rosters["roster_status"]) == {"not_exposed"}
+
+
+def test_a_roster_refused_with_403_reads_the_same_as_canvas_401() -> None:
+    world = WORLDS[SMALL]
+    scans = {}
+    for status in (401, 403):
+        app = CanvasSimulatorApp([world], TOKENS, clock=lambda: D0, bucket_capacity=None, roster_denial_status=status)
+        pages, _ = scan_app(app)
+        assert {p["status"] for p in pages} == {200, status}
+        scans[status] = normalize_canvas_pages(pages, SMALL)
+    assert statuses(scans[403]) == statuses(scans[401]) == world.roster_status(D0)
+    assert rows(scans[403].course_student_edges) == rows(scans[401].course_student_edges)
+
+
+@pytest.mark.parametrize("body", ['{"errors": [{"message": "Invalid access token."}]}', "<html>denied</html>", "[]"])
+def test_a_stored_refusal_without_canvas_permission_body_is_a_clear_error(canvas: Canvas, body: str) -> None:
+    pages = canvas.scan(MAIN, D1).pages
+    at = next(i for i, p in enumerate(pages) if p["status"] == 401)
+    damaged = [*pages[:at], {**pages[at], "payload": body}, *pages[at + 1 :]]
+    with pytest.raises(CanvasPayloadError, match=r"enrollments page 0 of course \d+ \(GET .*\): status 401 without "
+                       "Canvas's permission body"):  # fmt: skip
+        normalize_canvas_pages(damaged, MAIN)
 
 
 def test_without_sis_permission_ids_fall_back_to_canvas_ids() -> None:

@@ -308,17 +308,27 @@ def test_contents_are_the_worlds_contents_of_every_listed_course(canvas: Canvas)
 # ---- permissions, tokens, faults --------------------------------------------------------------------------------
 
 
-def test_a_course_whose_roster_is_refused_gives_a_403_page_and_no_grades(canvas: Canvas) -> None:
+def test_a_course_whose_roster_is_refused_gives_a_refused_page_and_no_grades(canvas: Canvas) -> None:
     scan = canvas.scan()
     dark = {v.number: v.id for v in WORLD.roster_view(DAY) if not v.exposed}
     assert dark, "the fixture world should hide some rosters"
-    refused = [p for p in scan.pages if p["status"] == 403]
+    refused = [p for p in scan.pages if p["status"] == 401]  # canvas-lms refuses with 401 (render_json_unauthorized)
     assert {(p["endpoint"], p["course_id"]) for p in refused} == {("submissions", c) for c in dark}
     assert all(json.loads(p["payload"])["status"] == "unauthorized" for p in refused)
     graded_in_dark = [a for a in WORLD.activities(DAY) if "assigned_grade" in a and a["course_id"] in dark.values()]
     assert graded_in_dark, "the hidden courses should have grades the token may not read"
     assert not set(scan.frames.grades["course_id"]) & set(dark.values())
     assert set(dark.values()) <= set(scan.frames.contents["course_id"])  # assignments are still readable
+
+
+def test_a_roster_refused_with_403_gives_the_same_grades_as_canvas_401(canvas: Canvas) -> None:
+    app = CanvasSimulatorApp([WORLD], TOKENS, clock=lambda: DAY, bucket_capacity=None, roster_denial_status=403)
+    with serve_in_thread(app) as base_url, CanvasClient(CID, f"{base_url}/canvas/{CID}", TOKENS[CID],
+                                                       retry=RETRY) as client:  # fmt: skip
+        pages = client.grade_pages()
+    assert {p["status"] for p in pages} == {200, 403}
+    frames = normalize_canvas_grades(pages, CID)
+    assert frames.grades.equals(canvas.scan().frames.grades)
 
 
 def test_without_sis_permission_ids_fall_back_to_canvas_ids() -> None:

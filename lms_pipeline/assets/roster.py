@@ -584,7 +584,7 @@ def _fetch_dialect(context: dg.AssetExecutionContext, conn: ConnectionConfig, da
         "mode": "full",
         "mode_reason": row["mode_reason"],
         "technique": row["technique"],
-        "pages_refused_403": int((frame["status_code"] == 403).sum()),
+        "pages_refused": int(frame["status_code"].isin((401, 403)).sum()),  # permission refusals kept as pages
         "courses_listed": int(row["courses_listed"]),
         "classes_listed": int(row["classes_listed"]),
         **{f"http_{k}": v for k, v in stats.items()},

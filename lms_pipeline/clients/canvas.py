@@ -1,9 +1,17 @@
-"""Client for the Canvas LMS REST API (provider-apis.md §4): courses, each course's student enrollments and
-sections, and for grades each course's assignments, grading standards and submissions, paged by following
-``Link: rel="next"`` and nothing else.
+"""Client for the Canvas LMS REST API (provider-apis.md §4, §9.3): an account's courses, each course's student
+enrollments and sections, and for grades each course's assignments, grading standards and submissions, paged by
+following ``Link: rel="next"`` and nothing else.
 
 Canvas facts this client is built around:
 
+- The institution's courses are ``GET /api/v1/accounts/:account_id/courses`` (§9.3): ``GET /api/v1/courses`` lists
+  only the token user's own courses, a handful even for an admin. ``:account_id`` is ``self`` (the domain's root
+  account) unless configured, and the token's user needs the account permission ``read_course_list`` there; without
+  it Canvas answers 401 ``{"status": "unauthorized"}``, raised as an LmsAuthError naming the account and the
+  permission. The account listing has its own ``state[]`` values (created|claimed|available|completed|deleted).
+- Canvas parses query strings with Rack (§9.3): a repeated plain ``k`` reads as its last value and only ``k[]``
+  makes an array, so every multi-valued parameter is sent as ``k[]`` (the account listing even ignores
+  ``enrollment_type`` unless it is an array).
 - ``per_page`` defaults to 10 and larger values are clamped to 100 silently, so the client always sends it.
 - Link URLs are opaque (numbered pages or ``page=bookmark:...``) and ``rel="last"`` may be missing: the end of a
   listing is a response without ``rel="next"``. Only the first URL of a listing is built here; every later one is
@@ -14,10 +22,12 @@ Canvas facts this client is built around:
 - Submissions are read with ``student_ids[]=all``: without it Canvas lists only the caller's own submissions (none
   for a teacher's token), and more than 100 explicit ids is a 400. ``include[]=user`` brings each student's login.
 - Throttling is 429, or on older instances 403 with the body ``403 Forbidden (Rate Limit Exceeded)``; both are
-  retried with backoff. A 403 with Canvas's ``{"status": "unauthorized"}`` body on any course listing
+  retried with backoff. Canvas's permission refusal, ``{"status": "unauthorized", ...}``, on any course listing
   (enrollments, sections, assignments, grading standards, submissions) means the token may not read that part of
-  the course: it is returned as a page with status 403, for the normalizer to treat as unknown (a roster
-  ``not_exposed``, no grades), not raised. A 401 (bad token) raises LmsAuthError.
+  the course: canvas-lms sends it as a 401 (``render_unauthorized_action``), some deployments as a 403. It is
+  returned as a page with that status, for the normalizer to treat as unknown (a roster ``not_exposed``, no
+  grades), not raised. Any other 401 (a bad token: no such body) raises LmsAuthError, and so does the refusal on
+  the account's course listing (no ``read_course_list``).
 
 The token travels only in the Authorization header and is scrubbed from any server text quoted in an error; no
 raw page, URL or log line holds it.
@@ -30,10 +40,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
+from urllib.parse import quote
 
 import httpx
 
-from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
+from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsFetchError, LmsPayloadError
 from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
 
@@ -41,7 +52,12 @@ logger = logging.getLogger(__name__)
 
 # Every state an enrollment can be listed in, so nothing depends on Canvas's default filter.
 ENROLLMENT_STATES = ("active", "invited", "inactive", "completed", "deleted")
-COURSE_STATES = ("available", "completed")  # workflow_state of active and concluded courses
+# The account listing's workflow states of running and concluded courses. Unpublished ones (created, claimed) are
+# left out, as before the listing moved to the account: their students cannot see them yet and are not active
+# enrollments; deleted ones are gone. Asked explicitly, since the listing's default (all but deleted) could change.
+COURSE_STATES = ("available", "completed")
+DEFAULT_ACCOUNT_ID = "self"  # the domain's root account (§9.3)
+COURSE_LIST_PERMISSION = "read_course_list"  # the account right GET /accounts/:id/courses needs
 THROTTLE_MARK = b"Rate Limit Exceeded"  # Canvas's legacy throttle body: "403 Forbidden (Rate Limit Exceeded)"
 
 RawPage = dict[str, object]
@@ -51,8 +67,9 @@ class _CanvasTransport(httpx.BaseTransport):
     """Adapts Canvas's two kinds of 403 to what ``get_with_retries`` understands, without changing it.
 
     A legacy throttle 403 becomes the 429 it means, so it is retried, backed off and counted like any 429. A
-    permission 403 (``{"status": "unauthorized"}``) is passed on unchanged and kept, so the client can record its
-    body once ``get_with_retries`` has refused it. One client reads sequentially, so the last one is enough.
+    permission refusal (``{"status": "unauthorized"}``: 403, or 401 as ``authorized_action`` sends it) is passed on
+    unchanged and kept, so the client can record or explain its body once ``get_with_retries`` has refused it. One
+    client reads sequentially, so the last one is enough.
     """
 
     def __init__(self, inner: httpx.BaseTransport) -> None:
@@ -62,10 +79,10 @@ class _CanvasTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self._inner.handle_request(request)
-        if response.status_code != 403:
+        if response.status_code not in (401, 403):
             return response
-        body = response.read()  # decoded; a 403 body is small
-        if THROTTLE_MARK in body:
+        body = response.read()  # decoded; a refusal's body is small
+        if response.status_code == 403 and THROTTLE_MARK in body:
             self.legacy_throttles += 1
             skipped = ("content-encoding", "content-length")
             headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in skipped]
@@ -83,7 +100,8 @@ class CanvasClient:
     """Reads one Canvas connection's courses and rosters. One httpx.Client per instance: close it, or use ``with``.
 
     ``base_url`` is where ``/api/v1`` lives (``https://school.instructure.com``, or the simulator's
-    ``http://127.0.0.1:port/canvas/{connection_id}``). ``simulated_date`` sends ``X-Simulated-Date`` (simulator).
+    ``http://127.0.0.1:port/canvas/{connection_id}``). ``account_id`` is the account whose courses are listed
+    (``options.account_id``). ``simulated_date`` sends ``X-Simulated-Date`` (simulator).
     """
 
     MAX_PER_PAGE = 100  # Canvas clamps larger values; asking for more only hides the real page size
@@ -102,10 +120,12 @@ class CanvasClient:
         sleep: Callable[[float], None] = time.sleep,
         course_states: Sequence[str] = COURSE_STATES,
         enrollment_states: Sequence[str] = ENROLLMENT_STATES,
+        account_id: str = DEFAULT_ACCOUNT_ID,
     ) -> None:
         if not 1 <= per_page <= self.MAX_PER_PAGE or max_pages < 1:
             raise ValueError(f"per_page must be 1..{self.MAX_PER_PAGE} and max_pages >= 1, got {per_page}, {max_pages}")
         self.connection_id = connection_id
+        self.account_id = account_id
         self.per_page = per_page
         self.retry = retry
         self.max_pages = max_pages
@@ -141,7 +161,7 @@ class CanvasClient:
     # ---- listings ---------------------------------------------------------------------------------------------
     def roster_pages(self) -> list[RawPage]:
         """The course listing, then every listed course's enrollments and sections: all or nothing (any failure
-        raises), except a course whose roster the token may not read (a status-403 enrollments page)."""
+        raises), except a course whose roster the token may not read (a refused enrollments page, 401 or 403)."""
         pages = self.course_pages()
         for course_id in listed_course_ids(pages, self.connection_id):
             pages += self.enrollment_pages(course_id)
@@ -149,8 +169,10 @@ class CanvasClient:
         return pages
 
     def course_pages(self) -> list[RawPage]:
+        """The account's courses (``GET /accounts/:account_id/courses``), in the states asked for."""
         params = [*(("state[]", s) for s in self.course_states), ("per_page", self.per_page)]
-        return self._listing("courses", "api/v1/courses", params, None)
+        path = f"api/v1/accounts/{quote(self.account_id, safe=':')}/courses"
+        return self._listing("courses", path, params, None)
 
     def enrollment_pages(self, course_id: int) -> list[RawPage]:
         params = [("type[]", "StudentEnrollment"), *(("state[]", s) for s in self.enrollment_states),
@@ -164,7 +186,7 @@ class CanvasClient:
     def grade_pages(self, course_ids: Sequence[int] | None = None) -> list[RawPage]:
         """The course listing (it holds the courses' SIS ids), then for each course (default: every listed one) its
         assignments, grading standards and submissions. All or nothing like ``roster_pages``, except a listing the
-        token may not read (a status-403 page: no grades for that course, not an error)."""
+        token may not read (a refused page, 401 or 403: no grades for that course, not an error)."""
         pages = self.course_pages()
         wanted = listed_course_ids(pages, self.connection_id) if course_ids is None else list(dict.fromkeys(course_ids))
         for course_id in wanted:
@@ -218,10 +240,18 @@ class CanvasClient:
                                                   sleep=self._sleep, secret=self._token)  # fmt: skip
         except LmsAuthError as err:
             denied = self._transport.denied
-            if course_id is None or err.status != 403 or denied is None or str(denied.request.url) != url:
+            if denied is None or str(denied.request.url) != url:
                 raise
-            logger.info("%s: roster not readable with this token (HTTP 403 unauthorized)", target.describe())
+            if endpoint == "courses":
+                raise self._account_error(LmsAuthError, url, index, denied) from None
+            if course_id is None or err.status not in (401, 403):
+                raise
+            logger.info("%s: not readable with this token (HTTP %s unauthorized)", target.describe(), err.status)
             return self._raw(endpoint, course_id, index, denied), None
+        except LmsFetchError as err:
+            if endpoint == "courses" and err.status == 404:
+                raise self._account_error(LmsFetchError, url, index, None) from None
+            raise
         items = self._items(endpoint, response, index)
         self.stats.pages += 1
         self.stats.items += len(items)
@@ -264,6 +294,24 @@ class CanvasClient:
             "fetched_at": datetime.now(UTC),
         }  # fmt: skip
 
+    def _account_error(
+        self, cls: type[LmsFetchError], url: str, index: int, denied: httpx.Response | None
+    ) -> LmsFetchError:
+        """The course listing refused: the token lacks ``read_course_list`` on the account (401 with Canvas's
+        permission body), or the account does not exist (404). Both name ``options.account_id``."""
+        account = f"options.account_id {self.account_id!r}"
+        if denied is None:
+            status, detail = 404, (f"answered HTTP 404: no such account on this Canvas ({account}); use self (the "
+                                   "root account), an account id or sis_account_id:<id>")  # fmt: skip
+        else:
+            status = denied.status_code
+            detail = (f"refused with HTTP {status} ({_denial_message(denied.content, self._token)!r}): the token "
+                      f"may not list the courses of account {self.account_id!r} ({account}); its user needs the "
+                      f"account permission {COURSE_LIST_PERMISSION} ('Courses - view list', an account admin's) "
+                      "on that account")  # fmt: skip
+        return cls(f"connection {self.connection_id!r}: GET {url} (courses page {index}) {detail}",
+                   connection_id=self.connection_id, endpoint="courses", status=status)  # fmt: skip
+
     def _payload_error(self, endpoint: str, url: str, index: int, detail: str) -> LmsPayloadError:
         return LmsPayloadError(f"connection {self.connection_id!r}: GET {url} ({endpoint} page {index}) {detail}",
                                connection_id=self.connection_id, endpoint=endpoint)  # fmt: skip
@@ -285,6 +333,13 @@ def listed_course_ids(pages: Sequence[RawPage], connection_id: str) -> list[int]
                 )  # fmt: skip
             ids[course_id] = None
     return list(ids)
+
+
+def _denial_message(body: bytes, secret: str) -> str:
+    """The first error message of Canvas's permission body, fit for an error message."""
+    errors = json.loads(body).get("errors")
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    return server_text(str(first.get("message", "unauthorized")), secret)
 
 
 def _is_permission_denial(body: bytes) -> bool:

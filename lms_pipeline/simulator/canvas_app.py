@@ -1,10 +1,30 @@
-"""The simulated Canvas LMS REST API (provider-apis.md §4) as a WSGI app, over the same worlds as the Unified.to app.
+"""The simulated Canvas LMS REST API (provider-apis.md §4, §9.3) as a WSGI app, over the same worlds as the Unified.to
+app.
 
 One app serves several connections: ``/canvas/{connection_id}/api/v1/...`` selects the world, and each connection
-has its own bearer token. Endpoints: ``GET /courses`` (numbered pages, ``state[]`` over workflow_state),
+has its own bearer token. Endpoints: ``GET /accounts/:account_id/courses`` (the institution's courses, endpoint
+``courses``: numbered pages without ``rel="last"``, the account endpoint's own ``state[]`` values),
+``GET /accounts/:account_id`` (``account``), ``:account_id`` being ``self`` or the root account's id 1, and
+``GET /accounts`` (``accounts``: the accounts the token's user administers, none for a teacher);
+``GET /courses`` (endpoint ``user_courses``: only the token user's own courses, as on real Canvas);
 ``GET /courses/:id/enrollments`` (bookmark pages, ``type[]``, ``state[]``) and ``GET /courses/:id/sections``; for
 grades (§4.5, §4.7, §4.8) ``GET /courses/:id/assignments`` and ``GET /courses/:id/grading_standards`` (numbered
 pages) and ``GET /courses/:id/students/submissions`` (flat, bookmark pages by submission id).
+
+Whose token (§9.3, accounts_controller.rb ``courses_api``): by default the connection's token is an account
+admin's, holding ``read_course_list`` on the root account; its user also teaches a handful of courses
+(``OWN_COURSES``, the first ones created), and ``GET /courses`` lists only those, whatever the institution's size.
+With ``account_admin=False`` it is a plain teacher's token: the account endpoints answer Canvas's 401
+``{"status": "unauthorized", ...}`` (no ``WWW-Authenticate``: the user is known, ``render_json_unauthorized``), and
+every course but its own answers the roster permission refusal below.
+
+Query strings are parsed as Rack does (lib/rack/query_parser.rb, §9.3): ``k=a&k=b`` reads ``"b"``,
+``k[]=a&k[]=b`` reads ``["a", "b"]``, and ``k[]`` after a plain ``k`` is a 400. Each parameter is then read the way
+its controller reads it: ``state``, ``type`` and ``include`` as ``Array(...)`` (a plain value works too), but the
+account listing's ``enrollment_type``, ``by_teachers`` and ``by_subaccounts`` only as arrays, so
+``enrollment_type=student`` is silently ignored. An unknown ``state`` on the account listing or the enrollments
+matches nothing (a SQL ``IN``), as on Canvas. Link URLs carry the request's other parameters re-encoded the Rails
+way (``to_query``: sorted, arrays as ``k[]=``), then ``page`` and ``per_page``.
 
 Canvas behaviours simulated (the checklist at the end of provider-apis.md): ``per_page`` defaults to 10 and is
 clamped to 100 (a non-positive or non-numeric value means the default, as in lib/api.rb); ``Link`` URLs are
@@ -13,11 +33,14 @@ a leaky bucket per token with ``X-Request-Cost`` on every response and ``X-Rate-
 is on, throttled answers being 403 + ``403 Forbidden (Rate Limit Exceeded)`` (legacy) or 429; 401 +
 ``WWW-Authenticate`` for a bad token; every ``sis_*`` field dropped when the token lacks SIS permission; the
 enrollment state filter defaults to active + invited. A course whose roster the world does not expose answers its
-enrollments with Canvas's permission 403, which a client must tell apart from the throttle 403 by its body.
+enrollments and submissions with Canvas's permission refusal: 401 ``{"status": "unauthorized", ...}`` as canvas-lms
+sends it (or 403 with ``roster_denial_status=403``), which a client must tell apart from a bad token's 401 and from
+the throttle 403 by its body.
 
 How the world becomes enrollments (deterministic, from zlib.crc32 of course and student): every enrolled student has
 an active StudentEnrollment in their section; every student who left has one enrollment that is deleted, inactive
-or completed; some courses have invited students who are not on the roster; every course has one TeacherEnrollment.
+or completed; some courses have invited students who are not on the roster; every course has one TeacherEnrollment,
+and the token user's own courses a second one (the token user's).
 
 How the world becomes grades: each content of a course is an assignment (id = the integer of the content id's
 digits, "cnt-00007-02" -> 702; the world's content id in ``integration_id``, as Canvas has no SIS id to put it in;
@@ -31,8 +54,9 @@ a graded complete/incomplete-style grade without a score. Students' user ids are
 roster, no SIS id and no email) are 9,000,000 + their number.
 
 Requests are checked in this order: path (404), connection (404), rate limit (403/429), method (405), token (401),
-as-of date and filters (400), injected fault, course (404), roster permission (403, enrollments and submissions),
-page parameter (400).
+as-of date, query string and filters (400), injected fault, account (404) and its permission (401), course (404),
+roster permission (``roster_denial_status``, enrollments and submissions; every listing of a course not the token
+user's own when the token is not an admin's), page parameter (400).
 """
 
 from __future__ import annotations
@@ -51,7 +75,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from urllib.parse import parse_qsl, urlencode
+from typing import NamedTuple
+from urllib.parse import parse_qsl, quote_plus, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from lms_pipeline.simulator.common import (
@@ -75,13 +100,25 @@ from lms_pipeline.simulator.world import (
 
 DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 10, 100  # Api::PER_PAGE and MAX_PER_PAGE in canvas-lms lib/api.rb
-ENDPOINTS = ("courses", "enrollments", "sections", "assignments", "grading_standards", "submissions")
+COURSE_ENDPOINTS = ("enrollments", "sections", "assignments", "grading_standards", "submissions")  # /courses/:id/...
+ENDPOINTS = ("courses", "user_courses", "accounts", "account", *COURSE_ENDPOINTS)
 ENROLLMENT_TYPES = ("StudentEnrollment", "TeacherEnrollment", "TaEnrollment", "DesignerEnrollment",
                     "ObserverEnrollment")  # fmt: skip
 ENROLLMENT_STATES = ("active", "invited", "creation_pending", "deleted", "rejected", "completed", "inactive")
 DEFAULT_ENROLLMENT_STATES = frozenset({"active", "invited"})  # enrollments_api_controller.rb, without state[]
 LEFT_STATES = ("deleted", "inactive", "completed")  # how a student who left the roster shows up
-COURSE_STATES = ("unpublished", "available", "completed", "deleted")
+COURSE_STATES = ("unpublished", "available", "completed", "deleted")  # "List your courses" (courses_controller.rb)
+# The account listing filters the courses' own workflow_state (accounts_controller.rb courses_api, §9.3); without
+# state[] it lists all but deleted, and "all" means every one.
+ACCOUNT_COURSE_STATES = ("created", "claimed", "available", "completed", "deleted")
+DEFAULT_ACCOUNT_COURSE_STATES = ACCOUNT_COURSE_STATES[:4]
+ROOT_ACCOUNT_ID = 1  # every simulated course belongs to the root account; ``self`` names it too
+TOKEN_USER_ID = 8_000_000  # the token's own user: above the teachers' ids, below the guests'
+OWN_COURSES = 5  # the token user teaches the first five courses created: all that GET /courses lists
+# courses_api's enrollment_type[] values, as the enrollment types they stand for (Course.with_enrollment_types)
+ENROLLMENT_TYPE_NAMES = {"teacher": "TeacherEnrollment", "student": "StudentEnrollment", "ta": "TaEnrollment",
+                         "observer": "ObserverEnrollment", "designer": "DesignerEnrollment"}  # fmt: skip
+PAGINATION_EXCLUDED = ("page", "per_page", "access_token", "api_key")  # lib/api.rb EXCLUDE_IN_PAGINATION_LINKS
 JSON_TYPE, TEXT_TYPE = "application/json; charset=utf-8", "text/plain; charset=utf-8"
 TEACHER_USER_BASE = 1_000_000  # teacher user ids: disjoint from the students' 1..n_students
 GUEST_USER_BASE = 9_000_000  # guests' user ids ("gst-00007" -> 9000007): disjoint from students and teachers
@@ -98,7 +135,7 @@ _NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 NOT_FOUND = "The specified resource does not exist."
 NOT_AUTHORIZED = {"status": "unauthorized", "errors": [{"message": "user not authorized to perform that action"}]}
 
-Params = dict[str, list[str]]
+Params = dict[str, str | list[str]]  # a query string as Rack parses it: a plain value or an array
 EnrollmentKey = tuple[str, str, int]  # Canvas lists enrollments by type, sortable name, id: the bookmark
 SubmissionKey = tuple[int]  # the flat submissions listing is ordered by submission id
 
@@ -127,10 +164,19 @@ class CanvasOptions:
     timer: Callable[[], float] = time.monotonic  # inject a fake clock to make the bucket deterministic
     second_section_share: float = 0.0  # share of students with a second active enrollment in another section
     letter_grade_share: float = 0.25  # share of assignments graded as letters (by crc32 of the content id)
+    # True: the token is an account admin's (read_course_list on the root account, every roster); False: a
+    # teacher's, who may list neither the account's courses nor any course but their own (§9.3).
+    account_admin: bool = True
+    # How a course listing the token may not read is refused, always with Canvas's permission body: 401, as
+    # canvas-lms answers (render_unauthorized_action -> render_json_unauthorized, application_controller.rb), or
+    # 403, the other status provider-apis.md §4.1 allows for a permission denial.
+    roster_denial_status: int = 401
 
     def __post_init__(self) -> None:
         if self.throttle_status not in (403, 429):
             raise ValueError(f"throttle_status must be 403 or 429, got {self.throttle_status}")
+        if self.roster_denial_status not in (401, 403):
+            raise ValueError(f"roster_denial_status must be 401 or 403, got {self.roster_denial_status}")
         rates = (self.leak_rate, self.preflight_penalty, self.request_cost, self.second_section_share,
                  self.letter_grade_share)  # fmt: skip
         if min(rates) < 0:
@@ -153,7 +199,6 @@ class _Request:
     """One request's context: the log entry it fills and the bucket it was admitted to (None: not admitted)."""
 
     environ: WSGIEnvironment
-    params: Params
     entry: dict
     bucket: tuple[str, str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -228,11 +273,10 @@ class CanvasSimulatorApp:
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        params = query_params(environ)
-        entry: dict = {"connection_id": None, "endpoint": None, "course_id": None, "as_of": None, "status": None,
-                       "params": logged_params(params), "url": request_url(environ), "next": None,
-                       "throttled": False}  # fmt: skip
-        request = _Request(environ, params, entry)
+        entry: dict = {"connection_id": None, "endpoint": None, "course_id": None, "account_id": None,
+                       "as_of": None, "status": None, "params": logged_params(query_params(environ)),
+                       "url": request_url(environ), "next": None, "throttled": False}  # fmt: skip
+        request = _Request(environ, entry)
         content_type = JSON_TYPE
         try:
             status, body = self._handle(request)
@@ -245,9 +289,10 @@ class CanvasSimulatorApp:
         return respond(start_response, status, body, content_type, request.headers)
 
     def _handle(self, request: _Request) -> tuple[int, bytes]:
-        environ, params, entry = request.environ, request.params, request.entry
-        connection_id, endpoint, course_id = _route(environ.get("PATH_INFO", ""))
-        entry.update(connection_id=connection_id, endpoint=endpoint, course_id=course_id)
+        environ, entry = request.environ, request.entry
+        route = _route(environ.get("PATH_INFO", ""))
+        connection_id, endpoint, course_id = route.connection_id, route.endpoint, route.course_id
+        entry.update(connection_id=connection_id, endpoint=endpoint, course_id=course_id, account_id=route.account)
         world = self.worlds.get(connection_id)
         if world is None:
             raise _HttpError(404, NOT_FOUND)
@@ -256,52 +301,107 @@ class CanvasSimulatorApp:
             raise _HttpError(405, "Method not allowed", {"Allow": "GET"})
         self._authenticate(environ.get("HTTP_AUTHORIZATION"), connection_id)
         entry["as_of"] = as_of = _as_of(environ.get(DATE_HEADER)) or self.clock()
+        params = rack_params(environ.get("QUERY_STRING", ""))
+        base_url = entry["url"].partition("?")[0]
         per_page = _per_page(params)
-        states = (
-            _choices(params, "state[]", ENROLLMENT_STATES if endpoint == "enrollments" else COURSE_STATES)
-            if endpoint in ("courses", "enrollments")
-            else None
-        )
-        types = _choices(params, "type[]", ENROLLMENT_TYPES) if endpoint == "enrollments" else None
+        states = _choices(params, "state", COURSE_STATES) if endpoint == "user_courses" else None
         query = _submission_query(params) if endpoint == "submissions" else None
         fault = self._faults.take(connection_id, endpoint=endpoint, course_id=course_id)
         if fault is not None:
             if fault.body is None:
                 raise _HttpError(fault.status, "Simulated upstream error")
             return fault.status, fault.payload
+        if endpoint in ("account", "courses"):
+            self._authorize_account(route.account)
         try:
             views = self._course_views(world, as_of)
         except DateOutOfRangeError as err:
             raise _HttpError(400, str(err)) from None
-        if endpoint == "courses":
-            listed = [v for v in views.values() if states is None or _workflow_state(v) in states]
-            items, links = _numbered([self._course(v) for v in listed], params, per_page, entry["url"])
+        own = _own_courses(views)
+        if endpoint == "account":
+            return 200, json.dumps(_account(world)).encode()
+        if endpoint == "accounts":  # accounts_controller.rb index: "teachers will get an empty list"
+            admin = [_account(world)] if self.options.account_admin else []
+            items, links = _numbered(admin, params, per_page, base_url)
+        elif endpoint == "courses":
+            listed = self._account_courses(world, views, own, params)
+            items, links = _numbered([self._course(v) for v in listed], params, per_page, base_url, last=False)
+        elif endpoint == "user_courses":
+            listed = [v for v in own.values() if states is None or _workflow_state(v) in states]
+            items, links = _numbered([self._course(v, own=True) for v in listed], params, per_page, base_url)
         else:
             view = views.get(course_id)  # type: ignore[arg-type]
             if view is None:
                 raise _HttpError(404, NOT_FOUND)
+            if not self.options.account_admin and view.number not in own:
+                raise self._roster_denied()
             if endpoint == "sections":
-                items, links = _numbered(self._sections(view), params, per_page, entry["url"])
+                items, links = _numbered(self._sections(view), params, per_page, base_url)
             elif endpoint in ("assignments", "grading_standards"):
                 book = self._gradebook(world, view, as_of)
                 listed = book.assignments if endpoint == "assignments" else book.standards
-                items, links = _numbered(listed, params, per_page, entry["url"])
+                items, links = _numbered(listed, params, per_page, base_url)
             elif not view.exposed:
-                raise _HttpError(403, "not authorized", body=json.dumps(NOT_AUTHORIZED).encode())
+                raise self._roster_denied()
             elif endpoint == "submissions":
                 assert query is not None
                 keyed = _select_submissions(self._gradebook(world, view, as_of).submissions, query)
-                items, links = _bookmarked(keyed, params, per_page, entry["url"], (int,))
+                items, links = _bookmarked(keyed, params, per_page, base_url, (int,))
                 if not query.include_user:
                     items = [{k: v for k, v in item.items() if k != "user"} for item in items]
             else:
-                wanted = DEFAULT_ENROLLMENT_STATES if states is None else states
-                keyed = [(key, e) for key, e in self._enrollments(world, view)
-                         if e["enrollment_state"] in wanted and (types is None or e["type"] in types)]  # fmt: skip
-                items, links = _bookmarked(keyed, params, per_page, entry["url"])
+                # enrollments_api_controller.rb reads state and type as Array(...), and filters with SQL IN: an
+                # unknown value matches nothing. Without state, only active and invited enrollments are listed.
+                wanted = _as_array(params, "state") or DEFAULT_ENROLLMENT_STATES
+                types = _as_array(params, "type")
+                keyed = [(key, e) for key, e in self._enrollments(world, view, view.number in own)
+                         if e["enrollment_state"] in wanted and (not types or e["type"] in types)]  # fmt: skip
+                items, links = _bookmarked(keyed, params, per_page, base_url)
         entry["next"] = links.get("next")
         request.headers["Link"] = ",".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())
         return 200, json.dumps(items).encode()
+
+    def _roster_denied(self) -> _HttpError:
+        """A course listing the token may not read: the permission body, no ``WWW-Authenticate`` (the token is
+        good), with ``roster_denial_status``."""
+        return _HttpError(self.options.roster_denial_status, "not authorized", body=json.dumps(NOT_AUTHORIZED).encode())
+
+    def _authorize_account(self, account: str | None) -> None:
+        """The account must exist (404), then the token's user must hold ``read_course_list`` on it: Canvas's
+        ``authorized_action`` refuses with 401 and the permission body, without ``WWW-Authenticate`` since the
+        token itself is good (lib/authentication_system.rb ``render_json_unauthorized``)."""
+        if account not in ("self", str(ROOT_ACCOUNT_ID)):
+            raise _HttpError(404, NOT_FOUND)
+        if not self.options.account_admin:
+            raise _HttpError(401, "not authorized", body=json.dumps(NOT_AUTHORIZED).encode())
+
+    def _account_courses(
+        self, world: World, views: Mapping[int, CourseView], own: Mapping[int, CourseView], params: Params
+    ) -> list[CourseView]:
+        """The account's courses as ``courses_api`` selects them, ordered by id: ``state`` (array or plain value,
+        unknown values match nothing), and ``enrollment_type``, ``by_teachers``, ``by_subaccounts`` only when sent
+        as arrays (``params[:x].is_a?(Array)``), so ``enrollment_type=student`` filters nothing."""
+        states = _as_array(params, "state") or list(DEFAULT_ACCOUNT_COURSE_STATES)
+        if "all" in states:
+            states = list(ACCOUNT_COURSE_STATES)
+        listed = [v for v in views.values() if _workflow_state(v) in states]
+        kinds = _only_array(params, "enrollment_type")
+        if kinds is not None:
+            wanted = {ENROLLMENT_TYPE_NAMES.get(kind, "") for kind in kinds}
+            listed = [v for v in listed if wanted & self._enrollment_types(world, v, v.number in own)]
+        teachers = _only_array(params, "by_teachers")
+        if teachers is not None:
+            listed = [v for v in listed if _teacher_ids(v, v.number in own) & set(teachers)]
+        accounts = _only_array(params, "by_subaccounts")
+        if accounts is not None and str(ROOT_ACCOUNT_ID) not in accounts:
+            listed = []  # every course sits in the root account: no sub-account holds any
+        return sorted(listed, key=lambda v: v.number)
+
+    def _enrollment_types(self, world: World, view: CourseView, own: bool) -> set[str]:
+        """The types of the course's enrollments that count for ``with_enrollment_types`` (not deleted or
+        rejected)."""
+        return {e["type"] for _, e in self._enrollments(world, view, own)
+                if e["enrollment_state"] not in ("deleted", "rejected")}  # fmt: skip
 
     # ---- throttling and auth ---------------------------------------------------------------------------------
     def _admit(self, request: _Request, connection_id: str) -> None:
@@ -358,12 +458,17 @@ class CanvasSimulatorApp:
                 self._views.popitem(last=False)
         return views
 
-    def _course(self, view: CourseView) -> dict:
-        # Canvas's Course object has created_at but no updated_at.
+    def _course(self, view: CourseView, own: bool = False) -> dict:
+        """Canvas's Course object (it has created_at but no updated_at); in the user's own listing with the
+        user's enrollments in it, as ``GET /courses`` gives them."""
+        mine = {"enrollments": [{"type": "teacher", "role": "TeacherEnrollment", "role_id": 4,
+                                 "user_id": TOKEN_USER_ID, "enrollment_state": "active",
+                                 "limit_privileges_to_course_section": False}]} if own else {}  # fmt: skip
         return self._sis({
             "id": view.number, "sis_course_id": view.id, "name": view.name, "course_code": f"C{view.number:05d}",
-            "workflow_state": _workflow_state(view), "account_id": 1, "root_account_id": 1,
-            "enrollment_term_id": 1, "created_at": view.created_at, "start_at": None, "end_at": None,
+            "workflow_state": _workflow_state(view), "account_id": ROOT_ACCOUNT_ID,
+            "root_account_id": ROOT_ACCOUNT_ID, "enrollment_term_id": 1, "created_at": view.created_at,
+            "start_at": None, "end_at": None, **mine,
         })  # fmt: skip
 
     def _sections(self, view: CourseView) -> list[dict]:
@@ -374,8 +479,9 @@ class CanvasSimulatorApp:
             for k, (cls, _) in enumerate(view.sections)
         ]  # fmt: skip
 
-    def _enrollments(self, world: World, view: CourseView) -> list[tuple[EnrollmentKey, dict]]:
-        """Every enrollment of the course, sorted in Canvas's listing order (type, sortable name, id)."""
+    def _enrollments(self, world: World, view: CourseView, own: bool) -> list[tuple[EnrollmentKey, dict]]:
+        """Every enrollment of the course, sorted in Canvas's listing order (type, sortable name, id); ``own``: the
+        token user teaches it too."""
         sections = [cls for cls, _ in view.sections]
         placed = [(sid, k, "active") for k, (_, members) in enumerate(view.sections) for sid in members]
         share = self.options.second_section_share
@@ -387,6 +493,10 @@ class CanvasSimulatorApp:
         placed += [(sid, 0, "invited") for sid in _invited(view, world.spec.n_students)]
         rows = [self._student_enrollment(view, sections, sid, k, state) for sid, k, state in placed]
         rows.append(self._teacher_enrollment(view, sections))
+        if own:
+            user = {"id": TOKEN_USER_ID, "name": "Token User", "sortable_name": "User, Token", "short_name": "Token",
+                    "sis_user_id": "tch-token"}  # fmt: skip
+            rows.append(self._enrollment(view, sections, 0, user, "TeacherEnrollment", "active"))
         return sorted(rows, key=lambda row: row[0])
 
     def _student_enrollment(self, view: CourseView, sections: Sequence[str], sid: str, k: int,
@@ -519,22 +629,27 @@ class CanvasSimulatorApp:
 
 
 # ---- paging ---------------------------------------------------------------------------------------------------
-def _numbered(items: list[dict], params: Params, per_page: int, url: str) -> tuple[list[dict], dict[str, str]]:
-    """``page=N`` pages with current/next/prev/first/last links (what Canvas gives where counting is cheap)."""
-    raw = _first(params, "page") or "1"
+def _numbered(
+    items: list[dict], params: Params, per_page: int, url: str, *, last: bool = True
+) -> tuple[list[dict], dict[str, str]]:
+    """``page=N`` pages with current/next/prev/first links, and ``last`` where Canvas counts the total (the account
+    listing pages with ``total_entries: nil``, so it gives none)."""
+    raw = _scalar(params, "page") or "1"
     try:
         page = int(raw)
     except ValueError:
         raise _HttpError(400, f"page must be a number, got {raw!r}") from None
     if page < 1:
         raise _HttpError(400, f"page must be >= 1, got {page}")
-    last = max(1, -(-len(items) // per_page))
-    links = {"current": _link(url, str(page), per_page)}
-    if page < last:
-        links["next"] = _link(url, str(page + 1), per_page)
+    pages = max(1, -(-len(items) // per_page))
+    links = {"current": _link(url, params, str(page), per_page)}
+    if page < pages:
+        links["next"] = _link(url, params, str(page + 1), per_page)
     if page > 1:
-        links["prev"] = _link(url, str(page - 1), per_page)
-    links |= {"first": _link(url, "1", per_page), "last": _link(url, str(last), per_page)}
+        links["prev"] = _link(url, params, str(page - 1), per_page)
+    links["first"] = _link(url, params, "1", per_page)
+    if last:
+        links["last"] = _link(url, params, str(pages), per_page)
     return items[(page - 1) * per_page : page * per_page], links
 
 
@@ -547,13 +662,13 @@ def _bookmarked(
 ) -> tuple[list[dict], dict[str, str]]:
     """``page=bookmark:<b64 of the last key read>`` pages: no page numbers, so no ``rel="last"``. ``shape`` is the
     types of the listing's sort key (enrollments: type, sortable name, id)."""
-    raw = _first(params, "page") or "first"
+    raw = _scalar(params, "page") or "first"
     start = 0 if raw == "first" else bisect_right([key for key, _ in keyed], _bookmark_key(raw, shape))
     chunk = keyed[start : start + per_page]
-    links = {"current": _link(url, raw, per_page)}
+    links = {"current": _link(url, params, raw, per_page)}
     if start + per_page < len(keyed):
-        links["next"] = _link(url, _bookmark(chunk[-1][0]), per_page)
-    links["first"] = _link(url, "first", per_page)
+        links["next"] = _link(url, params, _bookmark(chunk[-1][0]), per_page)
+    links["first"] = _link(url, params, "first", per_page)
     return [record for _, record in chunk], links
 
 
@@ -576,53 +691,116 @@ def _bookmark_key(raw: str, shape: tuple[type, ...]) -> tuple:
     return tuple(key)
 
 
-def _link(url: str, page: str, per_page: int) -> str:
-    """The request URL with its page and per_page replaced: every other parameter is kept, as Canvas does."""
-    base, _, query = url.partition("?")
-    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in ("page", "per_page")]
-    return f"{base}?{urlencode([*kept, ('page', page), ('per_page', str(per_page))])}"
+def _link(url: str, params: Params, page: str, per_page: int) -> str:
+    """A page's URL as lib/api.rb builds it: the request's parameters as Canvas read them (``to_query``: sorted,
+    arrays as ``k[]=v``; a repeated plain ``k`` survives only as its last value), then ``page`` and ``per_page``."""
+    kept = {k: v for k, v in params.items() if k not in PAGINATION_EXCLUDED}
+    return f"{url}?{to_query(kept)}{'&' if kept else ''}{urlencode([('page', page), ('per_page', str(per_page))])}"
+
+
+def to_query(params: Params) -> str:
+    """Rails' ``Hash#to_query`` of Rack-parsed parameters: each key's part escaped, arrays as ``k[]=v`` in order, the
+    parts sorted."""
+    parts = [
+        "&".join(f"{quote_plus(k + '[]')}={quote_plus(v)}" for v in value) if isinstance(value, list)
+        else f"{quote_plus(k)}={quote_plus(value)}"
+        for k, value in params.items()
+        if value != []
+    ]  # fmt: skip
+    return "&".join(sorted(parts))
 
 
 # ---- request parsing ------------------------------------------------------------------------------------------
-def _route(path: str) -> tuple[str, str, int | None]:
-    """(connection_id, endpoint, Canvas course id) from ``/canvas/{connection}/api/v1/courses[/{id}/{endpoint}]``;
-    ``/courses/{id}/students/submissions`` is the ``submissions`` endpoint."""
+class _Route(NamedTuple):
+    connection_id: str
+    endpoint: str
+    course_id: int | None = None
+    account: str | None = None  # the path's :account_id, as given ("self", "1", ...)
+
+
+def _route(path: str) -> _Route:
+    """The route of ``/canvas/{connection}/api/v1/<path>``: ``accounts`` (accounts), ``accounts/:id`` (account),
+    ``accounts/:id/courses`` (courses: the account's), ``courses`` (user_courses: the token user's own),
+    ``courses/:id/{enrollments,sections,assignments,grading_standards}`` and ``courses/:id/students/submissions``
+    (submissions)."""
     parts = path.strip("/").split("/")
-    if len(parts) < 5 or parts[0] != "canvas" or parts[2:5] != ["api", "v1", "courses"]:
+    if len(parts) < 5 or parts[0] != "canvas" or parts[2:4] != ["api", "v1"]:
         raise _HttpError(404, NOT_FOUND)
-    if len(parts) == 5:
-        return parts[1], "courses", None
-    if len(parts) == 7 and parts[5].isdigit() and parts[6] in ENDPOINTS[1:] and parts[6] != "submissions":
-        return parts[1], parts[6], int(parts[5])
-    if len(parts) == 8 and parts[5].isdigit() and parts[6:] == ["students", "submissions"]:
-        return parts[1], "submissions", int(parts[5])
+    connection, rest = parts[1], parts[4:]
+    if rest == ["accounts"]:
+        return _Route(connection, "accounts")
+    if rest[0] == "accounts" and len(rest) in (2, 3) and rest[1] and rest[2:] in ([], ["courses"]):
+        return _Route(connection, "courses" if len(rest) == 3 else "account", account=rest[1])
+    if rest == ["courses"]:
+        return _Route(connection, "user_courses")
+    if rest[0] != "courses" or len(rest) < 3 or not rest[1].isdigit():
+        raise _HttpError(404, NOT_FOUND)
+    if len(rest) == 3 and rest[2] in COURSE_ENDPOINTS and rest[2] != "submissions":
+        return _Route(connection, rest[2], int(rest[1]))
+    if rest[2:] == ["students", "submissions"]:
+        return _Route(connection, "submissions", int(rest[1]))
     raise _HttpError(404, NOT_FOUND)
+
+
+def rack_params(query: str) -> Params:
+    """A query string as Rack parses it (lib/rack/query_parser.rb, provider-apis.md §9.3): ``k=v`` sets a string,
+    so a repeated ``k`` keeps only its last value; ``k[]=v`` appends to an array; ``k[]`` after a plain ``k`` is
+    Rack's ParameterTypeError, a 400 in Rails. Other bracketed names are kept as they are (Canvas's list endpoints
+    read none)."""
+    params: Params = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name.endswith("[]") and len(name) > 2:
+            current = params.setdefault(name[:-2], [])
+            if not isinstance(current, list):
+                raise _HttpError(400, f"Invalid query parameters: expected Array (got String) for param `{name[:-2]}'")
+            current.append(value)
+        else:
+            params[name] = value
+    return params
+
+
+def _scalar(params: Params, name: str) -> str | None:
+    """A parameter read as a plain value (``params[:x].to_i`` and the like): an array reads as absent."""
+    value = params.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _as_array(params: Params, name: str) -> list[str] | None:
+    """A parameter read as Ruby's ``Array(params[:x])``: a plain value or an array; None when absent."""
+    value = params.get(name)
+    return None if value is None else [value] if isinstance(value, str) else value
+
+
+def _only_array(params: Params, name: str) -> list[str] | None:
+    """A parameter Canvas reads only ``if params[:x].is_a?(Array)``: sent plain (``x=v``), it is ignored."""
+    value = params.get(name)
+    return value if isinstance(value, list) else None
 
 
 def _per_page(params: Params) -> int:
     """lib/api.rb: a missing, non-numeric or non-positive per_page means the default; above the max, the max."""
     try:
-        per_page = int(_first(params, "per_page") or 0)
+        per_page = int(_scalar(params, "per_page") or 0)
     except ValueError:
         per_page = 0
     return DEFAULT_PER_PAGE if per_page <= 0 else min(per_page, MAX_PER_PAGE)
 
 
 def _choices(params: Params, name: str, allowed: Sequence[str]) -> frozenset[str] | None:
-    """The values of a ``name[]`` filter; None when absent (the endpoint's default applies)."""
-    if name not in params:
+    """The values of a filter (``name[]`` or plain ``name``); None when absent (the endpoint's default applies)."""
+    values = _as_array(params, name)
+    if values is None:
         return None
-    values = frozenset(params[name])
-    unknown = sorted(values - set(allowed))
+    unknown = sorted(set(values) - set(allowed))
     if unknown:
-        raise _HttpError(400, f"{name} must be among {', '.join(allowed)}; got {', '.join(unknown)}")
-    return values
+        raise _HttpError(400, f"{name}[] must be among {', '.join(allowed)}; got {', '.join(unknown)}")
+    return frozenset(values)
 
 
 def _submission_query(params: Params) -> _SubmissionQuery:
     """student_ids[] (``all``, or at most 100 integer ids; omitted: the caller's own, none for a teacher token),
     graded_since (ISO 8601 with a time and zone, else 400) and include[] (unknown values ignored, as Canvas does)."""
-    raw_ids = params.get("student_ids[]", [])
+    raw_ids = _as_array(params, "student_ids") or []
     student_ids: frozenset[int] | None
     if "all" in raw_ids:
         student_ids = None
@@ -632,7 +810,7 @@ def _submission_query(params: Params) -> _SubmissionQuery:
         raise _HttpError(400, f"student_ids[] must be 'all' or user ids, got {sorted(set(raw_ids))[:3]}")
     else:
         student_ids = frozenset(int(value) for value in raw_ids)
-    since = _first(params, "graded_since")
+    since = _scalar(params, "graded_since")
     graded_since = None
     if since is not None:
         try:
@@ -641,7 +819,7 @@ def _submission_query(params: Params) -> _SubmissionQuery:
             graded_since = None
         if graded_since is None or "T" not in since or graded_since.tzinfo is None:
             raise _HttpError(400, f"graded_since must be an ISO 8601 time (YYYY-MM-DDTHH:MM:SSZ), got {since!r}")
-    return _SubmissionQuery(student_ids, graded_since, "user" in params.get("include[]", []))
+    return _SubmissionQuery(student_ids, graded_since, "user" in (_as_array(params, "include") or []))
 
 
 def _select_submissions(
@@ -658,10 +836,6 @@ def _select_submissions(
     ]  # fmt: skip
 
 
-def _first(params: Params, name: str) -> str | None:
-    return params[name][0] if name in params else None
-
-
 def _as_of(value: str | None) -> date | None:
     try:
         return parse_as_of(value)
@@ -672,6 +846,23 @@ def _as_of(value: str | None) -> date | None:
 # ---- small helpers --------------------------------------------------------------------------------------------
 def _workflow_state(view: CourseView) -> str:
     return "available" if view.is_active else "completed"
+
+
+def _own_courses(views: Mapping[int, CourseView]) -> dict[int, CourseView]:
+    """The courses the token's user teaches: the first ``OWN_COURSES`` created (``views`` is in creation order)."""
+    return dict(list(views.items())[:OWN_COURSES])
+
+
+def _teacher_ids(view: CourseView, own: bool) -> set[str]:
+    """User ids (as text, as ``by_teachers[]`` sends them) of the course's teachers."""
+    return {str(TEACHER_USER_BASE + view.number), *([str(TOKEN_USER_ID)] if own else [])}
+
+
+def _account(world: World) -> dict:
+    """The root account, as ``GET /accounts/:id`` shows it (accounts_controller.rb ``show``)."""
+    return {"id": ROOT_ACCOUNT_ID, "name": f"{world.spec.connection_id} (simulated root account)",
+            "uuid": f"sim{zlib.crc32(world.spec.connection_id.encode()):08x}", "parent_account_id": None,
+            "root_account_id": None, "workflow_state": "active", "default_time_zone": "Etc/UTC"}  # fmt: skip
 
 
 def _number(world_id: str) -> int:

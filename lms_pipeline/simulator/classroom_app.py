@@ -27,8 +27,10 @@ Mid-scan churn (``WorldSpec.churn_share``) is not simulated here: a day is serve
 
 CourseWork and submissions, from the world's contents and activities:
 - each content of a course is a PUBLISHED ``ASSIGNMENT`` courseWork with ``maxPoints`` 100, ``title`` its name and
-  ``creationTime``/``updateTime`` its timestamps; listed in content order, filtered by ``courseWorkStates``
-  (default PUBLISHED). Its id is derived reversibly from the content id (``classroom_coursework_id``), and since
+  ``creationTime``/``updateTime`` its timestamps; listed most recently updated first (the discovery document's
+  default ``orderBy`` is ``updateTime desc``; ``updateTime``/``dueDate`` with ``asc``/``desc`` are honoured, any
+  other field is INVALID_ARGUMENT), filtered by ``courseWorkStates`` (default PUBLISHED). Its id is derived
+  reversibly from the content id (``classroom_coursework_id``), and since
   the CourseWork resource has no external-id field, the world content id is also written into ``description`` as
   ``lms-content:<id>``: a simulation convenience standing in for whatever link a deployment keeps (a tag the SIS
   sync writes), which the normalizer reads (else it names the content ``classroom-coursework:<id>``);
@@ -45,8 +47,11 @@ CourseWork and submissions, from the world's contents and activities:
   (the world never grades below 40), a ``draftGrade``-only submission (TURNED_IN: the teacher graded but has not
   returned it, so it is NOT a grade of record), and a pending regrade (RETURNED with ``assignedGrade`` kept and a
   different ``draftGrade``); ``late: true`` on some handed-in work (absent otherwise, as proto3 JSON omits false);
-- studentSubmissions are filtered by ``states`` (default all) and by the ``courseWorkId`` of the path (404 when the
-  course has no such courseWork).
+- studentSubmissions are filtered by ``states`` (default all), by the ``courseWorkId`` of the path (404 when the
+  course has no such courseWork), by ``userId`` (a user id, an email address, or ``me``: the token's user, no
+  student) and by ``late`` (LATE_ONLY, NOT_LATE_ONLY), as the discovery document describes them; courses.list by
+  ``studentId`` (only over rosters the caller may see). ``teacherId`` is not simulated and answers
+  INVALID_ARGUMENT rather than being ignored. A user named in a filter who does not exist is NOT_FOUND.
 """
 
 from __future__ import annotations
@@ -179,6 +184,17 @@ class _Request:
 
 
 @dataclass(frozen=True)
+class _Filters:
+    """A listing's other filters, as the discovery document describes them: courseWork ``orderBy``,
+    studentSubmissions ``userId`` and ``late``, courses ``studentId``."""
+
+    order: tuple[tuple[str, bool], ...] = (("updateTime", True),)  # (field, descending); "updateTime desc" default
+    user: str | None = None
+    late: str | None = None  # LATE_ONLY or NOT_LATE_ONLY; None: regardless of lateness
+    student: str | None = None
+
+
+@dataclass(frozen=True)
 class _DayView:
     courses: tuple[CourseView, ...]  # newest-created first, as courses.list answers
     by_id: Mapping[str, CourseView]  # by Classroom id and by domain alias
@@ -285,7 +301,8 @@ class ClassroomSimulatorApp:
             raise _HttpError(401, "Request had invalid authentication credentials.")
         entry["as_of"] = as_of = _as_of(environ.get(DATE_HEADER)) or self.clock()
         states = _states(endpoint, params)
-        request = _request(params, f"{path}|{as_of}|{sorted(states)}")
+        filters = _filters(endpoint, params)
+        request = _request(params, f"{path}|{as_of}|{sorted(states)}|{filters}")
         entry["page_index"] = request.index
         fault = self._faults.take(connection_id, endpoint=endpoint, course_id=course_ref, page=request.index)
         if fault is not None:
@@ -296,7 +313,7 @@ class ClassroomSimulatorApp:
             view = self._view(world, as_of)
         except DateOutOfRangeError as err:
             raise _HttpError(400, INVALID_ARGUMENT, str(err)) from None
-        key, items = self._items(world, view, endpoint, course_ref, states, as_of, work_ref)
+        key, items = self._items(world, view, endpoint, course_ref, states, as_of, work_ref, filters)
         chunk, next_offset = self._page(items, request, key)
         body: dict = {endpoint: chunk} if chunk else {}  # Google omits an empty repeated field
         if next_offset is not None:
@@ -345,11 +362,17 @@ class ClassroomSimulatorApp:
         states: frozenset[str],
         as_of: date,
         work_ref: str | None = None,
+        filters: _Filters | None = None,
     ) -> tuple[str, Sequence]:
         """(listing key, every item of the listing): the key picks where the listing's empty page goes."""
         cid = world.spec.connection_id
+        filters = filters or _Filters()
         if endpoint == "courses":
             courses = [c for c in view.courses if _state(c) in states]
+            if filters.student is not None:
+                # Only rosters the caller may see tell who is in a course (assumed: a hidden roster stays hidden).
+                learner = self._user(world, as_of, filters.student)
+                courses = [c for c in courses if c.exposed and learner in c.enrolled]
             return f"{cid}/courses", [_course(c) for c in courses]
         course = view.by_id.get(course_ref or "")
         if course is None:
@@ -365,14 +388,32 @@ class ClassroomSimulatorApp:
         grades = self._grades(world, view, as_of)
         work = grades.coursework.get(course.id, [])
         if endpoint == "courseWork":
-            return key, [w for w in work if w["state"] in states]
+            return key, _ordered([w for w in work if w["state"] in states], filters.order)
         submissions = grades.submissions.get(course.id, [])
         if work_ref != "-":
             if work_ref not in {w["id"] for w in work}:
                 raise _HttpError(404, NOT_FOUND, f"courseWork {work_ref} not found in course {course_ref}")
             submissions = [s for s in submissions if s["courseWorkId"] == work_ref]
         key = f"{cid}/{classroom_course_id(course.number)}/courseWork/{work_ref}/studentSubmissions"  # as the path
+        if filters.user is not None:
+            learner = self._user(world, as_of, filters.user)
+            submissions = [s for s in submissions if learner is not None and s["userId"] == classroom_user_id(learner)]
+        if filters.late is not None:
+            submissions = [s for s in submissions if bool(s.get("late")) == (filters.late == "LATE_ONLY")]
         return key, [s for s in submissions if s["state"] in states]
+
+    def _user(self, world: World, as_of: date, ref: str) -> str | None:
+        """The world student a ``userId``/``studentId`` names: a Classroom user id or an email address; None for
+        ``me`` (the token's user, who is no student). Anyone else is NOT_FOUND, as the methods document."""
+        if ref == "me":
+            return None
+        people = self._directory(world, as_of)
+        if ref.isdigit() and (sid := f"stu-{int(ref) - USER_ID_BASE:05d}") in people:
+            return sid
+        by_email = {email: sid for sid, (_, _, email) in people.items()}
+        if ref in by_email:
+            return by_email[ref]
+        raise _HttpError(404, NOT_FOUND, f"user {ref!r} not found")
 
     def _grades(self, world: World, view: _DayView, as_of: date) -> _GradeView:
         """The day's courseWork and submissions, cached like the day view: a grade scan reads one day many times."""
@@ -484,6 +525,49 @@ def _submission(course: CourseView, activity: dict) -> dict:
             **grade, **late, "courseWorkType": "ASSIGNMENT"}  # fmt: skip
 
 
+def _filters(endpoint: str, params: Params) -> _Filters:
+    """The endpoint's filters from the query (400 INVALID_ARGUMENT for a malformed one). ``teacherId`` is not
+    simulated (the simulated Classroom has no teachers): it is refused rather than silently ignored."""
+    one = {name: values[-1] for name, values in params.items()}
+    if endpoint == "courseWork" and "orderBy" in one:
+        return _Filters(order=_order_by(one["orderBy"]))
+    if endpoint == "studentSubmissions":
+        late = one.get("late")
+        if late not in (None, "LATE_VALUES_UNSPECIFIED", "LATE_ONLY", "NOT_LATE_ONLY"):
+            raise _HttpError(400, INVALID_ARGUMENT, f"late {late!r} is not a lateness value")
+        return _Filters(user=one.get("userId") or None, late=None if late == "LATE_VALUES_UNSPECIFIED" else late)
+    if endpoint == "courses":
+        if one.get("studentId") and one.get("teacherId"):
+            raise _HttpError(400, INVALID_ARGUMENT, "studentId and teacherId together (teacherId must be empty)")
+        if one.get("teacherId"):
+            raise _HttpError(400, INVALID_ARGUMENT, "teacherId is not simulated")
+        return _Filters(student=one.get("studentId") or None)
+    return _Filters()
+
+
+def _order_by(text: str) -> tuple[tuple[str, bool], ...]:
+    """courseWork ``orderBy``: comma-separated ``updateTime`` or ``dueDate``, each optionally ``asc``/``desc``
+    (ascending unless ``desc``); anything else is INVALID_ARGUMENT."""
+    order = []
+    for part in text.split(","):
+        words = part.split()
+        known = 1 <= len(words) <= 2 and words[0] in ("updateTime", "dueDate") and words[1:] in ([], ["asc"], ["desc"])
+        if not known:
+            raise _HttpError(400, INVALID_ARGUMENT, f"orderBy {text!r}: fields are updateTime, dueDate; asc or desc")
+        order.append((words[0], words[1:] == ["desc"]))
+    return tuple(order)
+
+
+def _ordered(work: list[dict], order: tuple[tuple[str, bool], ...]) -> list[dict]:
+    """courseWork sorted by ``order``, the first key first (stable sorts, last key first). A missing ``dueDate``
+    (all simulated courseWork has none) sorts as equal."""
+    out = list(work)
+    for field, descending in reversed(order):
+        key = (lambda w: w["updateTime"]) if field == "updateTime" else (lambda w: json.dumps(w.get("dueDate")))
+        out.sort(key=key, reverse=descending)
+    return out
+
+
 def _states(endpoint: str, params: Params) -> frozenset[str]:
     """The listing's state filter (courseStates, courseWorkStates or states); empty for unfiltered endpoints."""
     if endpoint not in STATE_FILTERS:
@@ -497,8 +581,9 @@ def _states(endpoint: str, params: Params) -> frozenset[str]:
 
 
 def _request(params: Params, bound_to: str) -> _Request:
-    """Validate pageSize and pageToken. A token is bound to the path, the as-of date, courseStates and pageSize
-    as sent: replayed with any of them changed it is refused, as Google refuses it (provider-apis.md §5.5)."""
+    """Validate pageSize and pageToken. A token is bound to the path, the as-of date, the state and other filters
+    and pageSize as sent: replayed with any of them changed it is refused, as Google refuses it (provider-apis.md
+    §5.5)."""
     raw_size = params.get("pageSize", [""])[0]
     try:
         requested = int(raw_size) if raw_size else 0

@@ -5,8 +5,9 @@ has not accepted, so is not yet on the roster), and ``inactive``, ``completed`` 
 left; none of them makes an edge. A student with several active enrollments in one course (one per section) is
 one course edge, and one class edge per section.
 
-Roster status: ``not_exposed`` when the course's enrollments were refused (a status-403 page: the token may not
-read that roster) or were not read at all; otherwise ``empty`` or ``exposed`` by its active student enrollments.
+Roster status: ``not_exposed`` when the course's enrollments were refused (a 401 or 403 page with Canvas's
+permission body ``{"status": "unauthorized"}``: the token may not read that roster) or were not read at all;
+otherwise ``empty`` or ``exposed`` by its active student enrollments.
 A refused roster is unknown, never an empty one.
 
 Normalized ids fall back when the token lacks SIS permission (Canvas then omits every ``sis_*`` field):
@@ -47,7 +48,11 @@ _PAGE_PROBLEMS_SQL = """
 SELECT endpoint, course_id, page_index, url, NULL AS position,
     CASE
         WHEN endpoint NOT IN ('courses', 'enrollments', 'sections') THEN 'unknown endpoint ' || endpoint
-        WHEN status = 403 AND endpoint <> 'courses' THEN NULL  -- the token may not read this course's roster
+        WHEN status IN (401, 403) AND endpoint <> 'courses' THEN  -- the token may not read this course's roster
+            CASE WHEN NOT coalesce(json_valid(payload), false) OR json_type(payload) <> 'OBJECT'
+                     THEN 'status ' || status || ' without Canvas''s permission body'
+                 WHEN (payload->>'status') IS DISTINCT FROM 'unauthorized'
+                     THEN 'status ' || status || ' without Canvas''s permission body' END
         WHEN status IS DISTINCT FROM 200 THEN 'status ' || coalesce(status::VARCHAR, 'missing') || ' is not a page'
         WHEN payload IS NULL THEN 'no body'
         WHEN NOT json_valid(payload) THEN 'the body is not JSON'
@@ -90,7 +95,7 @@ FROM items WHERE endpoint = 'courses'
 QUALIFY row_number() OVER (PARTITION BY item->>'id' ORDER BY page_index DESC, position DESC) = 1;
 
 CREATE OR REPLACE TEMP TABLE listings AS
-SELECT CAST(course_id AS VARCHAR) AS canvas_id, bool_or(status = 403) AS refused
+SELECT CAST(course_id AS VARCHAR) AS canvas_id, bool_or(status IN (401, 403)) AS refused
 FROM pages WHERE endpoint = 'enrollments' GROUP BY ALL;
 
 CREATE OR REPLACE TEMP TABLE sections AS

@@ -17,10 +17,11 @@
   present, else the latest of graded_at, submitted_at and posted_at. Extra columns ``score`` and ``grading_type``
   keep the number behind a letter and say how to read ``raw_grade``.
 
-A status-403 submissions page (the token may not read the course's roster) gives that course no grades: unknown,
-never empty. ``contents`` lists the assignments (readable even then); ``students`` the login emails from
-``include[]=user`` (``login_id`` when it is an email; guests and username logins have none). A submission for an
-assignment its course's assignment pages do not list is an error (its points possible would be a guess).
+A refused submissions page (401 or 403 with Canvas's permission body: the token may not read the course's roster)
+gives that course no grades: unknown, never empty. ``contents`` lists the assignments (readable even then);
+``students`` the login emails from ``include[]=user`` (``login_id`` when it is an email; guests and username logins
+have none). A submission for an assignment its course's assignment pages do not list is an error (its points
+possible would be a guess).
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ SELECT endpoint, course_id, page_index, url, NULL AS position,
         WHEN endpoint NOT IN ('courses', 'assignments', 'grading_standards', 'submissions')
             THEN 'unknown endpoint ' || endpoint
         WHEN endpoint <> 'courses' AND course_id IS NULL THEN 'has no course id'
-        WHEN status = 403 AND endpoint <> 'courses' THEN NULL  -- the token may not read this part of the course
+        WHEN status IN (401, 403) AND endpoint <> 'courses' THEN  -- the token may not read this part of the course
+            CASE WHEN NOT coalesce(json_valid(payload), false) OR json_type(payload) <> 'OBJECT'
+                     THEN 'status ' || status || ' without Canvas''s permission body'
+                 WHEN (payload->>'status') IS DISTINCT FROM 'unauthorized'
+                     THEN 'status ' || status || ' without Canvas''s permission body' END
         WHEN status IS DISTINCT FROM 200 THEN 'status ' || coalesce(status::VARCHAR, 'missing') || ' is not a page'
         WHEN payload IS NULL THEN 'no body'
         WHEN NOT json_valid(payload) THEN 'the body is not JSON'
