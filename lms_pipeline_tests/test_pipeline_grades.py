@@ -66,7 +66,7 @@ class GradesPipeline:
                "grading_schemes": str(self.tmp / "schemes.yaml"),
                "write_back": write_back or {"enabled": False},
                "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05},
-               "simulator": {"seed": 3, "conflict_on_post": True, "rate_limit_every": 7}}  # fmt: skip
+               "simulator": {"seed": 3, "rate_limit_every": 7}}  # fmt: skip
         options = {"page_size": 50, "fetch_classes": False,
                    "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.05}}  # fmt: skip
         if self.provider == "unified":
