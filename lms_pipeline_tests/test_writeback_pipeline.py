@@ -142,19 +142,18 @@ def test_a_rerun_on_the_same_discrepancies_writes_nothing_and_blames_nothing_on_
 
 
 def test_every_body_sent_and_every_gradebook_answer_conforms_to_the_spec(spec_sync: dict) -> None:
-    exchanges = [e for e in spec_sync["first"] + spec_sync["second"] if e.get("collection") in ("results", "lineItems")]
+    exchanges = [e for e in spec_sync["first"] + spec_sync["second"] if "/ims/oneroster/gradebook/" in e["path"]]
     assert {e["method"] for e in exchanges} == {"GET", "PUT"}
+    answers = {"results": ("ResultSet", "SingleResult"), "lineItems": ("LineItemSet", "SingleLineItem")}
     problems = []
     for e in exchanges:
-        if e["method"] == "PUT":
+        if e["method"] == "PUT" and e["status"] != 429:  # a throttled request is answered before its body is read
             problems += [f"PUT body {e['path']}: {p}" for p in conforms(e["request_body"], "SingleResult")]
         if e["status"] == 201:
             problems += [] if e["response_body"] is None else [f"{e['path']}: 201 with a body"]
         elif e["status"] == 200:
-            single = e["method"] == "GET" and not e["path"].endswith(("/results", "/lineItems"))
-            kind = ("SingleResult" if "/results/" in e["path"] else "SingleLineItem") if single else (
-                "ResultSet" if e["collection"] == "results" else "LineItemSet")  # fmt: skip
-            problems += [f"{e['path']}: {p}" for p in conforms(e["response_body"], kind)]
+            collection, _, one = e["path"].split("/v1p2/", 1)[1].partition("/")
+            problems += [f"{e['path']}: {p}" for p in conforms(e["response_body"], answers[collection][bool(one)])]
         else:
             problems += [f"{e['path']} {e['status']}: {p}" for p in conforms(e["response_body"], "imsx_StatusInfo")]
     assert not problems, problems[:10]
