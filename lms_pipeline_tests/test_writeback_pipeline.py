@@ -9,12 +9,10 @@ the SIS received is in ``grade_sync_log``, and a re-run writes nothing twice and
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-import jsonschema
 import pandas as pd
 import pytest
 
@@ -24,16 +22,10 @@ from lms_pipeline.partitions import partition_key
 from lms_pipeline.resources import embedded_sis
 from lms_pipeline_tests.conftest import failure_message
 from lms_pipeline_tests.test_pipeline_grades import CONN, QUIET, SIS, START, GradesPipeline
+from lms_pipeline_tests.test_sis_oneroster import conforms
 
 DAY = START + timedelta(days=10)
 WRITABLE = ("missing_in_sis", "score_mismatch")
-SCHEMA = json.loads((Path(__file__).parent / "spec_schemas" / "oneroster_v1p2_gradebook.schema.json").read_text())
-
-
-def conforms(instance: object, definition: str) -> list[str]:
-    """Why ``instance`` is not a valid ``definition`` of the gradebook schema (empty when it is)."""
-    validator = jsonschema.Draft202012Validator({**SCHEMA, "$ref": f"#/$defs/{definition}"})
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in validator.iter_errors(instance)]
 
 
 class WriteBack:
