@@ -13,10 +13,12 @@ For each discrepancy row where the LMS grade should win (``missing_in_sis``, ``s
 * **Creation.** ``PUT /results/{id}`` at an id minted from (SIS, line item, student), so a re-run after a crash PUTs
   the same id and cannot duplicate (OneRoster 1.2 has no ``POST /results``). 201 with no body is the spec's success;
   200 and 204 are accepted vendor variants; a 409 (vendor) is journaled as ``conflict`` and the pair read again.
-* **Journal.** Before each write an ``intent`` row, after it an ``outcome`` row with the same ``operation_id``, each
-  in the warehouse before the code goes on: a crash leaves every attempted write visible. A later run reconciles an
-  intent whose answer was never read with the SIS (``confirmed`` when the SIS holds its value, else
-  ``not_applied``). Every per-row error is a ``failed`` row naming the SIS.
+* **Journal** (grade_sync_log; its outcomes are schemas.SYNC_OUTCOMES). Before each write an ``intent`` row
+  (outcome ``pending``), stored in the warehouse before the write is sent; after it an ``outcome`` row with the same
+  ``operation_id``. Rows are looked up in batches whose journal rows are stored together (one DuckDB append per
+  batch, not per row), so a crash leaves every attempted write visible and loses at most one batch of outcomes. A
+  later run reconciles an intent whose answer was never read with the SIS (``confirmed`` when the SIS holds its
+  value, else ``not_applied``). Every per-row error is a ``failed`` row naming the SIS.
 """
 
 from __future__ import annotations
@@ -37,16 +39,11 @@ from lms_pipeline.clients.oneroster import FilterValueError, OneRosterClient, re
 
 WRITABLE = ("missing_in_sis", "score_mismatch")
 WRITE_SUCCESS = frozenset({201, 200, 204})  # 201 is the spec's (§9.1); 200 and 204 are vendor variants
-# Outcomes of grade_sync_log: ``pending`` marks an intent row; the rest end an operation.
-OUTCOMES = ("pending", "created", "updated", "conflict", "would_write", "skipped_sis_newer", "already_current",
-            "identity_unproven", "confirmed", "not_applied", "failed")  # fmt: skip
-PHASES = ("intent", "outcome")
 # A Result allows no other properties (§9.1): a PUT body carries only these.
 RESULT_FIELDS = ("sourcedId", "status", "dateLastModified", "metadata", "lineItem", "student", "class", "scoreScale",
                  "scoreStatus", "score", "textScore", "scoreDate", "comment", "learningObjectiveSet", "inProgress",
                  "incomplete", "late", "missing")  # fmt: skip
 REF_FIELDS = ("lineItem", "student", "class", "scoreScale")
-VALUE_FIELDS = ("scoreStatus", "score", "textScore")
 BATCH = 20  # rows looked up and decided before their writes are journaled and sent
 CLOCK_SKEW = timedelta(minutes=5)  # the SIS's clock may trail ours: its modification time of our write may too
 MAX_CONNECTION_FAILURES = 5  # consecutive rows failing to reach the SIS: it is down, stop asking
@@ -84,8 +81,9 @@ class Candidate:
 
 @dataclass(frozen=True)
 class PastWrite:
-    """This pipeline's latest write of a pair, from the journal. ``state``: ``landed`` (answered 2xx, or confirmed
-    later), ``unanswered`` (the run ended or the connection failed before its answer was read) or ``not_landed``."""
+    """This pipeline's latest write of a pair that may be in the SIS, from the journal. ``state``: ``landed``
+    (answered 2xx, or confirmed later), ``unanswered`` (the run ended or the connection failed before its answer
+    was read), or ``not_landed`` once a reconciliation found the SIS without it."""
 
     operation_id: str
     run_id: str
@@ -207,7 +205,8 @@ def decide(
 
 
 def past_writes(log: pd.DataFrame) -> dict[tuple[str, str], PastWrite]:
-    """The latest write of each (line item, student) pair in grade_sync_log rows (of one SIS), and its state."""
+    """The latest write of each (line item, student) pair in grade_sync_log rows (of one SIS) that may have landed,
+    and its state; dry runs and writes the SIS refused are passed over."""
     if log.empty:
         return {}
     real = log[~log["dry_run"].astype(bool)]
@@ -220,7 +219,7 @@ def past_writes(log: pd.DataFrame) -> dict[tuple[str, str], PastWrite]:
         if any(o in ("created", "updated", "confirmed") for o, _ in ends):
             state = "landed"
         elif any(o in ("not_applied", "conflict") or (o == "failed" and pd.notna(h)) for o, h in ends):
-            state = "not_landed"  # the SIS answered, and not with success: nothing was applied
+            continue  # the SIS answered, and not with success: nothing was applied, an earlier write still stands
         else:
             state = "unanswered"  # no outcome, or a connection that failed before the answer
         values = {"scoreStatus": row.score_status_written, "score": _number(row.score_written),
