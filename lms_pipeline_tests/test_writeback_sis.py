@@ -199,3 +199,19 @@ def test_a_dry_run_reads_but_sends_no_write(sis: Sis) -> None:
     recorder, summary = sync(sis, todo, dry_run=True)
     assert summary.outcomes == Counter(would_write=5) and not sis.puts()
     assert {r["phase"] for r in recorder.rows} == {"outcome"}
+
+
+def test_a_lost_answer_is_confirmed_by_the_next_run_even_when_no_row_asks_for_that_pair_any_more(sis: Sis) -> None:
+    """After a crash the next reconciliation may show the written grade as a match: no candidate reaches the pair,
+    yet its open intent is closed by asking the SIS."""
+    sis.world.switch(drop_after_writes=1, drop_applies_write=True)
+    todo = updates(sis.world, 2)
+    first, _ = sync(sis, todo)
+    lost = next(r for r in first.rows if r["outcome"] == "failed")
+    sis.world.switch()
+    before = len(sis.puts())
+    second, summary = sync(sis, [], past=first.as_log())
+    assert len(sis.puts()) == before
+    [row] = second.rows
+    assert (row["operation_id"], row["outcome"], row["row_key"]) == (lost["operation_id"], "confirmed", todo[1].row_key)
+    assert "holds the value run earlier-run wrote" in row["detail"] and summary.failed == 0
