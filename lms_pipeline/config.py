@@ -275,9 +275,15 @@ class SisSimulator(_Strict):
     """Parameters of the embedded SIS (``lms_pipeline.simulator.sis_world.SisSpec``)."""
 
     seed: int = 0
-    conflict_on_post: bool = Field(True, description="POST on an existing result answers 409 (non-standard)")
     token_ttl_seconds: float = Field(300.0, gt=0, le=86_400)
     rate_limit_every: int = Field(0, ge=0)
+    # Vendor deviations from the OneRoster 1.2 gradebook spec (all off: the default SIS follows it).
+    ignores_filter: bool = Field(False, description="listings ignore `filter` and return every record")
+    put_status: Literal[201, 200, 204] = Field(201, description="PUT success: 201 no body (spec), 200 or 204")
+    conflict_on_duplicate: bool = Field(False, description="409 on a PUT creating a second result for a pair")
+    drop_after_writes: int = Field(0, ge=0, description="drop the connection after this many writes (0: never)")
+    drops: int = Field(1, ge=1, description="how many writes are dropped then")
+    drop_applies_write: bool = Field(True, description="a dropped write lands before its answer is lost")
 
 
 class WriteBack(_Strict):

@@ -155,16 +155,22 @@ def _write_back(settings, job_name: str, day) -> bool:
             path.write_text(yaml.safe_dump(raw))
             job = build_defs(load_settings(path), str(path)).resolve_job_def(job_name)
             for conn in reconciled:
-                line = _sync_round(job, instance, settings.warehouse_path(), conn.id, day)
-                if line is None:
+                done = _sync_round(job, instance, settings.warehouse_path(), conn.id, day)
+                if done is None:
                     return False
+                line, writes = done
                 print(f"  {label:8} {conn.id}: {line}")
-    print("  (skipped_sis_newer: the SIS grade changed after the LMS grade, so it is kept; see lms.grade_sync_log)\n")
+                if label != "write" and writes:
+                    print(f"{label} for {conn.id} sent {writes} write(s); it must send none", file=sys.stderr)
+                    return False
+    print("  (PUT created/updated: every write was journaled as an intent before it was sent and its outcome after;")
+    print("   skipped_sis_newer: the SIS grade changed after the LMS grade, so it is kept; see lms.grade_sync_log)\n")
     return True
 
 
-def _sync_round(job, instance, db: Path, connection_id: str, day) -> str | None:
-    """One grade run with write-back; what differed before it and what it did, or None when it failed."""
+def _sync_round(job, instance, db: Path, connection_id: str, day) -> tuple[str, int] | None:
+    """One grade run with write-back: what differed before it and what it did, and how many writes it sent (their
+    intents in the journal); None when it failed."""
     result = job.execute_in_process(partition_key=partition_key(connection_id, day), instance=instance,
                                     asset_selection=GRADE_ASSETS, raise_on_error=False, run_config=QUIET)  # fmt: skip
     if not result.success:
@@ -173,14 +179,17 @@ def _sync_round(job, instance, db: Path, connection_id: str, day) -> str | None:
     with duckdb.connect(str(db), read_only=True) as live:
         ops = live.execute(
             "SELECT coalesce(method, '-') AS method, outcome, count(*) AS n FROM lms.grade_sync_log "
-            "WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [result.run_id]).df()  # fmt: skip
+            "WHERE run_id = ? AND phase = 'outcome' GROUP BY ALL ORDER BY ALL", [result.run_id]).df()  # fmt: skip
+        [(writes,)] = live.execute(
+            "SELECT count(*) FROM lms.grade_sync_log WHERE run_id = ? AND phase = 'intent'", [result.run_id]
+        ).fetchall()
         left = live.execute(
             "SELECT status, count(*) AS n FROM lms.grade_discrepancies WHERE connection_id = ? AND snapshot_date = ? "
             "AND status IN ('missing_in_sis', 'score_mismatch') GROUP BY ALL ORDER BY ALL", [connection_id, day]
         ).df()  # fmt: skip
     summary = ", ".join(f"{r.method} {r.outcome}: {r.n}" for r in ops.itertuples()) or "no operation"
     before = ", ".join(f"{r.status}: {r.n}" for r in left.itertuples()) or "none"
-    return f"differing before this run ({before}) -> {summary}"
+    return f"differing before this run ({before}) -> {summary}", writes
 
 
 def _verify_grades(conn: duckdb.DuckDBPyConnection, settings, days) -> list[str]:

@@ -267,7 +267,9 @@ class CourseProgressSummary(_Partitioned):
 GRADE_STATUSES = ["graded", "excused", "incomplete", "ungraded", "missing", "unparseable"]
 DISCREPANCY_STATUSES = ["match", "score_mismatch", "missing_in_sis", "missing_in_lms", "unmapped_student",
                         "unmapped_assignment", "unparseable"]  # fmt: skip
-SYNC_OUTCOMES = ["created", "updated", "conflict", "would_write", "skipped_sis_newer", "already_current", "failed"]
+# grade_sync_log: ``pending`` on an intent row (a write about to be sent), the rest on outcome rows (see writeback.py).
+SYNC_OUTCOMES = ["pending", "created", "updated", "conflict", "would_write", "skipped_sis_newer", "already_current",
+                 "identity_unproven", "confirmed", "not_applied", "failed"]  # fmt: skip
 
 
 class RawDialectPage(_Partitioned):
@@ -369,7 +371,12 @@ class GradeDiscrepancy(_Partitioned):
 
 
 class GradeSyncLog(_Partitioned):
+    """The write-back journal, append-only: an intent row before each write, an outcome row after it (same
+    operation_id), and one outcome row for each decision that sends nothing."""
+
     run_id: Series[str] = pa.Field(description="Dagster run that made the operation")
+    operation_id: Series[str] = pa.Field(description="one operation: its intent row and its outcome row(s)")
+    phase: Series[str] = pa.Field(isin=["intent", "outcome"], description="intent: about to send; outcome: done")
     attempted_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC, description="when it was sent/decided")
     sis_id: Series[str] = pa.Field(description="SIS written to")
     row_key: Series[str] = pa.Field(description="grade_discrepancies row it acted on")
@@ -388,7 +395,9 @@ class GradeSyncLog(_Partitioned):
         nullable=True, dtype_kwargs=UTC, description="SIS dateLastModified before the write"
     )
     outcome: Series[str] = pa.Field(isin=SYNC_OUTCOMES, description="what happened")
-    detail: Series[str] = pa.Field(nullable=True, description="the SIS's words on failure, or the rule applied")
+    detail: Series[str] = pa.Field(
+        nullable=True, description="the SIS's words on failure, the rule applied, or how the result was identified"
+    )
     dry_run: Series[bool] = pa.Field(description="true: nothing was sent")
 
 

@@ -228,6 +228,8 @@ TABLES: dict[str, str] = {
         connection_id VARCHAR NOT NULL,
         snapshot_date DATE NOT NULL,
         run_id VARCHAR NOT NULL,
+        operation_id VARCHAR NOT NULL,
+        phase VARCHAR NOT NULL,
         attempted_at TIMESTAMPTZ NOT NULL,
         sis_id VARCHAR NOT NULL,
         row_key VARCHAR NOT NULL,

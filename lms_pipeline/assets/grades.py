@@ -7,7 +7,6 @@ the progress assets already stored: one fetch serves both) or its LTI platform's
 connection's submissions. Each source's own normalizer turns them into the same parsed grades.
 """
 
-import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -15,10 +14,10 @@ from datetime import UTC, datetime
 import dagster as dg
 import pandas as pd
 
+from lms_pipeline import writeback
 from lms_pipeline.assets import dialects
 from lms_pipeline.assets.roster import table_metadata, table_spec
 from lms_pipeline.clients.errors import LmsClientError
-from lms_pipeline.clients.oneroster import OneRosterClient
 from lms_pipeline.config import ConnectionConfig, SisConfig
 from lms_pipeline.grade_inputs import (
     ASSIGNMENT_MAP_COLUMNS,
@@ -37,12 +36,11 @@ from lms_pipeline.transforms.classroom_grades import normalize_classroom_grades
 from lms_pipeline.transforms.grades import extract_lms_grades, parse_grades, to_letters
 from lms_pipeline.transforms.lti_grades import lti_sides, normalize_lti_grades
 from lms_pipeline.transforms.reconcile import lms_student_emails, reconcile, sis_frames
-from lms_pipeline.warehouse import Warehouse
+from lms_pipeline.warehouse import Warehouse, table
 
 GROUP = "grades"
 SIS_COLLECTIONS = (("rostering", "users"), ("rostering", "classes"), ("gradebook", "lineItems"),
                    ("gradebook", "results"))  # fmt: skip
-WRITABLE = ("missing_in_sis", "score_mismatch")
 
 
 def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -173,17 +171,18 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
                 deps=["grade_discrepancies"],
                 kinds={"duckdb"},
                 metadata=table_metadata("grade_sync_log"),
-                description="Journal of the opt-in write-back (append-only, a row per operation): student, line "
-                "item, the score written and the one it replaced, HTTP status and outcome (created, updated, "
-                "conflict, would_write in a dry run, skipped_sis_newer, already_current, failed).",
+                description="Journal of the opt-in write-back (append-only): an intent row before each write and an "
+                "outcome row after it (same operation_id), one outcome row per decision that sends nothing: created, "
+                "updated, conflict, would_write (dry run), skipped_sis_newer, already_current, identity_unproven, "
+                "confirmed / not_applied (a past write whose answer was lost), failed.",
             )
         ],
     )
     def grade_sync(context: dg.AssetExecutionContext, lms: LmsApiResource, warehouse: WarehouseResource):
         """Write LMS grades that differ to the SIS, when ``write_back.enabled`` is set for the SIS (off by
-        default). Compare-and-set: each write first reads the SIS result; a result modified after the LMS grade
-        is never overwritten (skipped_sis_newer), and a PUT keeps the result's other fields (late, missing,
-        comment). A new result is POSTed; a 409 (the result exists) is resolved with a PUT."""
+        default), by the rules of ``lms_pipeline.writeback``: exact lookup and proven identity, compare-and-set,
+        creation by PUT at a minted id, every write journaled before it is sent. Fails after the loop when any
+        row failed."""
         connection_id, day = split_key(context)
         sis = lms.settings().sis_of(connection_id)
         if sis is None or not sis.write_back.enabled:
@@ -192,31 +191,43 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
             return
         store = warehouse.warehouse()
         report = store.read_partition("grade_discrepancies", connection_id, day)
-        todo = report[report["status"].isin(WRITABLE) & report["lms_grade_status"].isin(["graded", "excused"])]
+        writable = report["status"].isin(writeback.WRITABLE) & report["lms_grade_status"].isin(["graded", "excused"])
+        todo = report[writable]
         dry = sis.write_back.dry_run
-        with lms.sis_client(connection_id, day, write=not dry) as client:
-            log = [entry for row in todo.itertuples() for entry in _sync_one(client, row, dry)]
-        frame = pd.DataFrame(log, columns=list(_LOG_COLUMNS)).assign(
-            connection_id=connection_id, snapshot_date=pd.Timestamp(day), run_id=context.run_id, sis_id=sis.id,
-            dry_run=dry,
-        )  # fmt: skip
-        frame = validate("grade_sync_log", frame)
-        if len(frame):
-            store.append("grade_sync_log", frame)
-            store.publish_partition(connection_id, day, ["grade_sync_log"])
-        outcomes = frame["outcome"].value_counts()
-        failed = int(outcomes.get("failed", 0))
+        part = {"connection_id": connection_id, "snapshot_date": pd.Timestamp(day), "run_id": context.run_id,
+                "sis_id": sis.id, "dry_run": dry}  # fmt: skip
+
+        def append(rows: list[dict]) -> None:
+            frame = pd.DataFrame(rows, columns=list(writeback.LOG_COLUMNS)).assign(**part)
+            store.append("grade_sync_log", validate("grade_sync_log", frame))
+
+        past = writeback.past_writes(store.query(
+            f"SELECT * FROM {table('grade_sync_log')} WHERE connection_id = ? AND sis_id = ? AND phase IS NOT NULL",
+            [connection_id, sis.id]))  # fmt: skip
+        journal = writeback.Journal(append, clock=lambda: datetime.now(UTC))
+        try:
+            with lms.sis_client(connection_id, day, write=not dry) as client:
+                summary = writeback.WriteBack(client, journal, dry_run=dry, past=past).run(
+                    writeback.candidates(todo.to_dict("records"))
+                )
+        finally:
+            if journal.summary.outcomes:
+                store.publish_partition(connection_id, day, ["grade_sync_log"])
+        outcomes = summary.outcomes
         yield dg.MaterializeResult(
             asset_key="grade_sync_log",
             metadata={
-                "operations": len(frame),
+                "operations": sum(outcomes.values()),
                 "dry_run": dry,
                 "candidates": len(todo),
-                **{f"outcome_{k}": int(v) for k, v in outcomes.items()},
+                **{f"outcome_{k}": int(v) for k, v in sorted(outcomes.items())},
+                **({"stopped": summary.stopped, "not_attempted": summary.not_attempted} if summary.stopped else {}),
             },
         )
-        if failed:
-            raise dg.Failure(description=f"{failed} grade write(s) failed; see grade_sync_log (outcome failed)")
+        if summary.failed or summary.stopped:
+            stopped = f"; {summary.stopped}, {summary.not_attempted} row(s) not attempted" if summary.stopped else ""
+            raise dg.Failure(description=f"SIS {sis.id!r}: {summary.failed} grade write(s) failed{stopped}; see "
+                             "grade_sync_log (outcome failed)")  # fmt: skip
 
     return [raw_grade_pages, grade_reconciliation, grade_sync]
 
@@ -356,76 +367,3 @@ def _report_metadata(report: pd.DataFrame, published) -> dict:  # noqa: ANN001
         "analyst_copy": dg.MetadataValue.path(str(published.analysts_db)),
         "published": published.reason,
     }
-
-
-_LOG_COLUMNS = ("attempted_at", "row_key", "lms_student_id", "sis_student_id", "sis_line_item_id", "sis_result_id",
-                "method", "http_status", "score_status_written", "score_written", "text_score_written",
-                "previous_score", "previous_text_score", "previous_modified_at", "outcome", "detail")  # fmt: skip
-
-
-def _desired(row) -> dict:  # noqa: ANN001
-    """The result fields the LMS grade asks for: points on the line item's scale, a letter, or exempt."""
-    if row.lms_grade_status == "excused":
-        return {"scoreStatus": "exempt"}
-    if row.letter_scale:
-        return {"scoreStatus": "fully graded", "textScore": row.lms_letter}
-    return {"scoreStatus": "fully graded", "score": round(row.lms_percent * row.sis_result_max / 100, 2)}
-
-
-def _same(current: dict, desired: dict) -> bool:
-    return current.get("status") == "active" and all(current.get(k) == v for k, v in desired.items())
-
-
-def _sync_one(client: OneRosterClient, row, dry: bool) -> list[dict]:  # noqa: ANN001
-    """The log entries of one write-back: read, decide, then POST or PUT (409 -> read -> PUT)."""
-    desired = _desired(row)
-    base = {"row_key": row.row_key, "lms_student_id": row.lms_student_id, "sis_student_id": row.sis_student_id,
-            "sis_line_item_id": row.sis_line_item_id, "score_status_written": desired["scoreStatus"],
-            "score_written": desired.get("score"), "text_score_written": desired.get("textScore")}  # fmt: skip
-    graded_at = pd.Timestamp(row.lms_graded_at) if pd.notna(row.lms_graded_at) else None
-
-    def entry(outcome: str, current: dict | None, **extra: object) -> dict:
-        previous = current or {}
-        return {**base, "attempted_at": datetime.now(UTC), "outcome": outcome,
-                "sis_result_id": extra.pop("result_id", previous.get("sourcedId")),
-                "previous_score": previous.get("score"), "previous_text_score": previous.get("textScore"),
-                "previous_modified_at": pd.to_datetime(previous.get("dateLastModified"), utc=True),
-                **extra}  # fmt: skip
-
-    def put(current: dict) -> dict:
-        """PUT over an existing result, unless it is active and newer than the LMS grade or already equal."""
-        modified = pd.to_datetime(current.get("dateLastModified"), utc=True)
-        if current.get("status") == "active" and graded_at is not None and modified > graded_at:
-            return entry("skipped_sis_newer", current, detail="SIS result modified after the LMS grade: kept")
-        if _same(current, desired):
-            return entry("already_current", current)
-        if dry:
-            return entry("would_write", current, method="PUT")
-        body = {**current, **desired, "status": "active", "scoreDate": datetime.now(UTC).date().isoformat()}
-        body.pop("dateLastModified", None)
-        answer = client.put_result(current["sourcedId"], body)
-        outcome = {201: "created", 200: "updated"}.get(answer.status_code, "failed")
-        return entry(outcome, current, method="PUT", http_status=answer.status_code, detail=answer.description)
-
-    if row.sis_result_id is not None and pd.notna(row.sis_result_id):
-        current = client.find_result(row.sis_line_item_id, row.sis_student_id)
-        if current is not None:
-            return [put(current)]
-    if dry:
-        return [entry("would_write", None, method="POST")]
-    new_id = "lmsp-" + hashlib.sha1(f"{row.sis_line_item_id}|{row.sis_student_id}".encode()).hexdigest()[:16]
-    body = {"sourcedId": new_id, "status": "active",
-            "lineItem": {"sourcedId": row.sis_line_item_id, "type": "lineItem"},
-            "student": {"sourcedId": row.sis_student_id, "type": "user"}, **desired,
-            "scoreDate": datetime.now(UTC).date().isoformat()}  # fmt: skip
-    answer = client.post_result(body)
-    if answer.status_code == 201:
-        return [entry("created", None, method="POST", http_status=201, result_id=new_id)]
-    if answer.status_code != 409:
-        return [entry("failed", None, method="POST", http_status=answer.status_code, result_id=new_id,
-                      detail=answer.description)]  # fmt: skip
-    conflict = entry("conflict", None, method="POST", http_status=409, result_id=new_id, detail=answer.description)
-    current = client.find_result(row.sis_line_item_id, row.sis_student_id)
-    if current is None:
-        return [conflict, entry("failed", None, detail="409 on POST, yet no result found for the pair")]
-    return [conflict, put(current)]

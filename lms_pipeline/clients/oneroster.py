@@ -1,11 +1,13 @@
 """Client for a OneRoster 1.2 SIS: OAuth2 client credentials, Link-header paging, gradebook reads and writes.
 
-Facts from provider-apis.md §2: tokens come from a client-credentials grant (Basic auth, form body, ``scope``) and
-expire (``expires_in``); lists page by ``limit``/``offset`` and announce the next page in ``Link`` (followed as
-given, never rebuilt) and the size in ``X-Total-Count``, which is checked at the end so a listing cut short is an
-error, not a smaller gradebook; errors carry ``imsx_StatusInfo``; 429 means ``server_busy``. Writes: ``PUT
-/results/{id}`` upserts; ``POST /results`` may answer 409 on an existing result (some SIS gradebooks), which the
-caller resolves with a PUT.
+Facts from provider-apis.md §2 and §9.1: tokens come from a client-credentials grant (Basic auth, form body,
+``scope``) and expire (``expires_in``); lists page by ``limit``/``offset`` and announce the next page in ``Link``
+(followed as given, never rebuilt, and only on the SIS's own origin: the token goes with it and may carry write
+scope) and the size in ``X-Total-Count``, which is checked at the end so a listing cut short is an error, not a
+smaller gradebook; errors carry ``imsx_StatusInfo``; 429 means ``server_busy``. Writes: ``PUT /results/{id}``
+creates or replaces a result at a caller-chosen id and answers 201 with no body (200 and 204 are vendor variants);
+OneRoster 1.2 has no ``POST /results``. ``filter`` is a vendor's option (§9.1): a lookup returns what the SIS
+answered, and the caller checks every result of it.
 
 The client secret and tokens travel only in headers; nothing logged, raised or returned contains them.
 """
@@ -13,10 +15,12 @@ The client secret and tokens travel only in headers; nothing logged, raised or r
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import httpx
 import tenacity
@@ -33,6 +37,17 @@ WRITE_SCOPE = "gradebook.createput"
 SERVICES = {"rostering": "/ims/oneroster/rostering/v1p2", "gradebook": "/ims/oneroster/gradebook/v1p2"}
 WRITE_RETRY_STATUS = frozenset({429, 502, 503, 504})  # answers that say the write was not applied
 TOKEN_MARGIN_SECONDS = 10.0  # refresh a token this long before it expires
+# GUIDRef field -> (its fixed type, the service and collection its href points into) (§9.1).
+REFS = {
+    "lineItem": ("lineItem", "gradebook", "lineItems"),
+    "student": ("user", "rostering", "users"),
+    "class": ("class", "rostering", "classes"),
+    "scoreScale": ("scoreScale", "gradebook", "scoreScales"),
+}
+
+
+class FilterValueError(ValueError):
+    """A value the OneRoster filter grammar cannot carry: it has no escape for a quote inside a quoted value."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,15 @@ class WriteResponse:
     status_code: int
     body: dict | None
     description: str | None  # imsx_description of an error body
+
+
+@dataclass(frozen=True)
+class PairLookup:
+    """The results a lookup for one (line item, student) pair got back: ``matches`` are those of the pair,
+    ``listed`` how many the SIS returned in all (more than the matches: it ignored the filter)."""
+
+    matches: list[dict]
+    listed: int
 
 
 class OneRosterClient:
@@ -99,6 +123,15 @@ class OneRosterClient:
     def __repr__(self) -> str:
         return f"OneRosterClient(sis_id={self.sis_id!r}, base_url={str(self._http.base_url)!r})"
 
+    def href(self, service: str, collection: str, sourced_id: str) -> str:
+        """The absolute URL of one object on this SIS (a GUIDRef's ``href``)."""
+        return f"{str(self._http.base_url).rstrip('/')}{SERVICES[service]}/{collection}/{quote(sourced_id, safe='')}"
+
+    def ref(self, field: str, sourced_id: str) -> dict:
+        """A whole GUIDRef ``{href, sourcedId, type}`` for a Result's ``field`` (§9.1: all three are required)."""
+        kind, service, collection = REFS[field]
+        return {"href": self.href(service, collection, sourced_id), "sourcedId": sourced_id, "type": kind}
+
     def close(self) -> None:
         self._http.close()
 
@@ -115,6 +148,7 @@ class OneRosterClient:
         self.token_requests += 1
         response = self._send(
             "POST",
+            "oauth/token",
             self._token_url,
             auth=httpx.BasicAuth(*self._credentials),
             data={"grant_type": "client_credentials", "scope": " ".join(SCOPE_ROOT + s for s in self._scopes)},
@@ -153,6 +187,7 @@ class OneRosterClient:
             total = page.total if total is None else total
             read += len(page.items)
             yield page
+            self._check_origin(collection, page.next_url)
             if page.next_url is None:
                 if total is not None and read != total:
                     raise LmsPayloadError(
@@ -184,26 +219,71 @@ class OneRosterClient:
                        response.status_code, items, attempts, int(total) if total and total.isdigit() else None,
                        response.links.get("next", {}).get("url"))  # fmt: skip
 
-    def find_result(self, line_item: str, student: str) -> dict | None:
-        """The result (any status) of one (line item, student) pair, found with a two-predicate filter."""
-        filter_ = f"lineItem.sourcedId='{line_item}' AND student.sourcedId='{student}'"
-        found = [r for page in self.iter_pages("gradebook", "results", {"filter": filter_}) for r in page.items]
-        return found[0] if found else None
+    def _check_origin(self, collection: str, next_url: str | None) -> None:
+        """Refuse a next-page link to another origin: the bearer token would go with the request."""
+        if next_url is None:
+            return
+        wanted, given = self._http.base_url, self._http.base_url.join(next_url)
+        if (given.scheme, given.host, given.port) != (wanted.scheme, wanted.host, wanted.port):
+            raise LmsPayloadError(
+                f"SIS {self.sis_id!r}: GET {collection}: the next-page Link points to {given.scheme}://{given.host}"
+                f"{f':{given.port}' if given.port else ''}, not the SIS's own origin; not followed (the access "
+                "token would go with it)", connection_id=self.sis_id, endpoint=collection,
+            )  # fmt: skip
+
+    def get_result(self, sourced_id: str) -> dict | None:
+        """``GET /results/{sourcedId}``: the result as the SIS holds it (any status), None on 404."""
+        path = f"{SERVICES['gradebook']}/results/{quote(sourced_id, safe='')}"
+        target = RequestTarget(self.sis_id, "results", path)
+
+        def call() -> tuple[httpx.Response, int]:
+            return get_with_retries(self._http, target, {}, self.retry, self.stats, sleep=self._sleep,
+                                    secret=self._token)  # fmt: skip
+
+        try:
+            response, _ = self._with_auth(call)
+        except LmsFetchError as err:
+            if err.status == 404:
+                return None
+            raise
+        body = _json(response, target, self._token)
+        result = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(result, dict):
+            raise target.error(LmsPayloadError, 'answered without a "result" object', status=response.status_code)
+        return result
+
+    def find_pair(self, line_item: str, student: str) -> PairLookup:
+        """Every result (any status) of one (line item, student) pair: a listing filtered on both, read to the end,
+        of which only the results whose own references name the pair are kept (a SIS may ignore ``filter``)."""
+        expression = filter_expression(self.sis_id, {"lineItem.sourcedId": line_item, "student.sourcedId": student})
+        listed, matches = 0, []
+        for page in self.iter_pages("gradebook", "results", {"filter": expression}):
+            listed += len(page.items)
+            matches += [r for r in page.items if result_pair(r) == (line_item, student)]
+        return PairLookup(matches, listed)
 
     # ---- writes ----------------------------------------------------------------------------------------------
     def put_result(self, sourced_id: str, result: dict) -> WriteResponse:
-        return self._write("PUT", f"{SERVICES['gradebook']}/results/{sourced_id}", {"result": result})
+        """``PUT /results/{sourcedId}``: create or replace (§9.1). A transport error raises LmsFetchError saying
+        the write may or may not have been applied: only the SIS knows, and the caller's journal asks it later."""
+        return self._write("PUT", f"{SERVICES['gradebook']}/results/{quote(sourced_id, safe='')}", {"result": result})
 
-    def post_result(self, result: dict) -> WriteResponse:
-        return self._write("POST", f"{SERVICES['gradebook']}/results", {"result": result})
-
-    def _send(self, method: str, url: str, **kwargs: object) -> httpx.Response:
+    def _send(self, method: str, endpoint: str, url: str, **kwargs: object) -> httpx.Response:
         """One non-GET request, retried only on answers that mean it was not applied (429, 502-504), with the
-        same bounded backoff as reads; the last answer is returned whatever it is."""
+        same bounded backoff as reads; the last answer is returned whatever it is. A transport error (refused,
+        dropped, timed out) is not retried: the request may have been applied."""
 
         def send() -> httpx.Response:
             self.stats.requests += 1
-            response = self._http.request(method, url, **kwargs)
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except httpx.TransportError as err:
+                self.stats.transport_errors += 1
+                raise LmsFetchError(
+                    f"SIS {self.sis_id!r}: {method} {url}: the connection failed before an answer was read "
+                    f"({type(err).__name__}: {server_text(str(err), self._token)}); the SIS may or may not have "
+                    "applied it", connection_id=self.sis_id, endpoint=endpoint,
+                ) from err  # fmt: skip
             if response.status_code == 429:
                 self.stats.throttled += 1
             return response
@@ -222,10 +302,10 @@ class OneRosterClient:
         to act on and log."""
 
         self._authorize()
-        response = self._send(method, url, json=body)
+        response = self._send(method, "results", url, json=body)
         if response.status_code == 401:
             self._authorize(force=True)
-            response = self._send(method, url, json=body)
+            response = self._send(method, "results", url, json=body)
         try:
             parsed = response.json() if response.content else None
         except ValueError:
@@ -233,6 +313,30 @@ class OneRosterClient:
         payload = parsed if isinstance(parsed, dict) else None
         failure = None if 200 <= response.status_code < 300 else _description(response, self._token)[2:] or None
         return WriteResponse(method, url, response.status_code, payload, failure)
+
+
+def result_pair(result: dict) -> tuple[object, object]:
+    """(line item, student) sourcedIds a result names itself, whatever the shape (None where one is missing)."""
+    refs = [result.get(key) for key in ("lineItem", "student")]
+    return tuple(ref.get("sourcedId") if isinstance(ref, dict) else None for ref in refs)
+
+
+def filter_expression(sis_id: str, predicates: Mapping[str, str]) -> str:
+    """``field='value' AND ...`` for a OneRoster ``filter`` (§2.4: values single-quoted, at most two predicates).
+
+    The grammar has no escape for a quote inside a value, and servers split the expression on `` AND ``/`` OR ``:
+    a value holding either (or a control character) cannot be carried, and is refused rather than spliced in.
+    """
+    if not 1 <= len(predicates) <= 2:
+        raise FilterValueError(f"SIS {sis_id!r}: a OneRoster filter takes one or two predicates, got {len(predicates)}")
+    for field, value in predicates.items():
+        cause = ("contains a single quote" if "'" in value else "contains ' AND ' or ' OR '"
+                 if re.search(r"\s(AND|OR)\s", value) else "contains a control character"
+                 if any(ord(c) < 32 for c in value) else "is empty" if not value else None)  # fmt: skip
+        if cause:
+            raise FilterValueError(f"SIS {sis_id!r}: filter {field}: the value {value!r} {cause}; the OneRoster "
+                                   "filter grammar cannot carry it, so no lookup was sent")  # fmt: skip
+    return " AND ".join(f"{field}='{value}'" for field, value in predicates.items())
 
 
 def _json(response: httpx.Response, target: RequestTarget, secret: str | None) -> object:

@@ -1,18 +1,23 @@
-"""The simulated SIS: OneRoster 1.2 rostering and gradebook over HTTP, as a WSGI app (provider-apis.md §2).
+"""The simulated SIS: OneRoster 1.2 rostering and gradebook over HTTP, as a WSGI app (provider-apis.md §2, §9.1).
 
 Paths under ``/sis/{sis_id}``:
 * ``POST /oauth/token`` -- OAuth2 client credentials (Basic auth, form ``grant_type`` and ``scope``); tokens expire
   after ``token_ttl_seconds`` and are then answered 401.
 * ``GET /ims/oneroster/rostering/v1p2/{users|classes}`` and ``GET /ims/oneroster/gradebook/v1p2/{lineItems|results}``
   -- ``limit`` (default and cap 100) / ``offset`` paging with ``X-Total-Count`` and ``Link`` (next, prev, first,
-  last); envelopes keyed by the plural; ``filter`` with up to two ``=`` predicates joined by `` AND ``.
-* ``GET|PUT /ims/oneroster/gradebook/v1p2/results/{sourcedId}`` -- PUT upserts (201 created, 200 updated);
-  ``POST /ims/oneroster/gradebook/v1p2/results`` creates and returns ``sourcedIdPairs``; with
-  ``conflict_on_post`` it answers 409 when a result for the (line item, student) pair exists, like some SIS
-  gradebooks (non-standard, flagged in the spec).
-Errors carry imsx_StatusInfo bodies; every Nth request answers 429 ``server_busy``; writes need the
-``gradebook.createput`` scope (403 ``forbidden`` otherwise); scores outside the line item's range or an unknown
-``scoreStatus`` answer 422; an unknown line item 404 ``unknownobject``.
+  last); envelopes keyed by the plural; ``filter`` with up to two ``=`` predicates joined by `` AND ``. Every
+  GUIDRef is served whole, ``{href, sourcedId, type}``, its href on this server.
+* ``GET /ims/oneroster/gradebook/v1p2/{results|lineItems}/{sourcedId}`` -- one record, ``{"result": {...}}``.
+* ``PUT /ims/oneroster/gradebook/v1p2/results/{sourcedId}`` -- create or replace with a caller-chosen id; 201 with
+  no body, on create and on update alike (§9.1). The body must be a valid Result (every required field, no other,
+  GUIDRefs whole, ``scoreDate`` YYYY-MM-DD) or the answer is 422 ``invaliddata``. There is no ``POST /results`` in
+  OneRoster 1.2: a POST anywhere is answered 405, as a conforming SIS would.
+
+Vendor deviations, each a switch of ``SisSpec`` and off by default: listings that ignore ``filter``; PUT answered
+200 with the result or 204; 409 on a PUT creating a second result for a (line item, student) pair; the connection
+dropped after N writes. Errors carry imsx_StatusInfo bodies; every Nth request answers 429 ``server_busy``; writes
+need the ``gradebook.createput`` scope (403 ``forbidden`` otherwise); an unknown line item or student answers 404
+``unknownobject``; a score outside the line item's range 422.
 """
 
 from __future__ import annotations
@@ -35,8 +40,28 @@ DATE_HEADER = "HTTP_X_SIMULATED_DATE"
 SCOPE_ROOT = "https://purl.imsglobal.org/spec/or/v1p2/scope/"
 READ_SCOPES = {"users": "roster-core.readonly", "classes": "roster-core.readonly",
                "lineItems": "gradebook.readonly", "results": "gradebook.readonly"}  # fmt: skip
+SINGULAR = {"users": "user", "classes": "class", "lineItems": "lineItem", "results": "result"}
 WRITE_SCOPE = "gradebook.createput"
 _FILTER = re.compile(r"^\s*([A-Za-z.]+)\s*=\s*'([^']*)'\s*$")
+# GUIDRef field -> (its fixed type, the service and collection its href points into) (§9.1).
+REFS = {"lineItem": ("lineItem", "gradebook", "lineItems"), "student": ("user", "rostering", "users"),
+        "class": ("class", "rostering", "classes"), "scoreScale": ("scoreScale", "gradebook", "scoreScales"),
+        "category": ("category", "gradebook", "categories"), "school": ("org", "rostering", "orgs"),
+        "course": ("course", "rostering", "courses")}  # fmt: skip
+RESULT_FIELDS = {"sourcedId", "status", "dateLastModified", "metadata", "lineItem", "student", "class", "scoreScale",
+                 "scoreStatus", "score", "textScore", "scoreDate", "comment", "learningObjectiveSet", "inProgress",
+                 "incomplete", "late", "missing"}  # fmt: skip
+RESULT_REQUIRED = ("sourcedId", "status", "dateLastModified", "lineItem", "student", "scoreStatus", "scoreDate")
+STRING_FLAGS = ("inProgress", "incomplete", "late", "missing")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_EXT = re.compile(r"^ext:[a-zA-Z0-9.\-_]+$")
+DROPPED_BODY_LENGTH = 64  # a dropped answer promises this many bytes and sends none
+
+# Called with (world, the path's sourcedId or None, the JSON body or None) when a gradebook write request (PUT, POST)
+# arrives, before anything is checked or applied: tests use it to act at a chosen write (a registrar editing the same
+# result, a SIGKILL of the writing process).
+WriteHook = Callable[[SisWorld, str, dict], None]
 
 
 class _ImsxError(Exception):
@@ -45,25 +70,39 @@ class _ImsxError(Exception):
         self.status, self.minor, self.description, self.headers = status, minor, description, headers or {}
 
     def body(self) -> bytes:
-        return json.dumps({
+        return json.dumps(self.payload()).encode()
+
+    def payload(self) -> dict:
+        return {
             "imsx_codeMajor": "failure", "imsx_severity": "error", "imsx_description": self.description,
             "imsx_CodeMinor": {"imsx_codeMinorField": [
                 {"imsx_codeMinorFieldName": "TargetEndSystem", "imsx_codeMinorFieldValue": self.minor}]},
-        }).encode()  # fmt: skip
+        }  # fmt: skip
+
+
+class _Dropped(Exception):
+    """The SIS drops the connection mid-answer (vendor mode ``drop_after_writes``)."""
 
 
 class SisSimulatorApp:
-    """Serves each SIS world at ``/sis/{sis_id}/...`` as of the ``X-Simulated-Date`` day (default: ``clock``)."""
+    """Serves each SIS world at ``/sis/{sis_id}/...`` as of the ``X-Simulated-Date`` day (default: ``clock``).
+
+    ``record_bodies`` keeps each write's request body and each answer's body in the request log (contract tests
+    validate them against the spec's schemas); off by default, since listings are large.
+    """
 
     def __init__(
         self,
         worlds: Iterable[SisWorld],
         credentials: Mapping[str, tuple[str, str]],
         clock: Callable[[], date] | None = None,
+        before_write: WriteHook | None = None,
     ) -> None:
         self.worlds = {w.spec.sis_id: w for w in worlds}
         self._credentials = dict(credentials)  # sis_id -> (client_id, client_secret)
         self.clock = clock or (lambda: datetime.now(UTC).date())
+        self.before_write = before_write
+        self.record_bodies = False
         self._tokens: dict[str, tuple[str, float, frozenset[str]]] = {}  # token -> (sis_id, expires, scopes)
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -80,8 +119,17 @@ class SisSimulatorApp:
             status, payload, headers = self._handle(environ, entry)
             body = json.dumps(payload).encode() if payload is not None else b""
         except _ImsxError as err:
-            status, body, headers = err.status, err.body(), err.headers
+            status, payload, body, headers = err.status, err.payload(), err.body(), err.headers
+        except _Dropped:
+            # Headers that promise a body, then the connection closes: the client sees the peer hang up mid-answer.
+            entry["status"] = "dropped"
+            self.request_log.append(entry)
+            start_response("201 Created", [("Content-Type", "application/json"),
+                                           ("Content-Length", str(DROPPED_BODY_LENGTH))])  # fmt: skip
+            return []
         entry["status"] = status
+        if self.record_bodies:
+            entry["response_body"] = payload
         self.request_log.append(entry)
         return respond(start_response, status, body, "application/json", headers)
 
@@ -104,21 +152,30 @@ class SisSimulatorApp:
             raise _ImsxError(404, "unknownobject", f"Not found: {environ.get('PATH_INFO')}")
         if collection not in READ_SCOPES or (service == "rostering") != (collection in ("users", "classes")):
             raise _ImsxError(404, "unknownobject", f"Unknown collection {collection}")
+        body = _json_or_none(_read(environ)) if method not in ("GET", "HEAD") else None
+        if self.before_write is not None and method in ("PUT", "POST") and service == "gradebook":
+            self.before_write(world, sourced_id, body)
+        allowed = "GET, PUT" if collection == "results" and sourced_id is not None else "GET"
+        if method not in allowed.split(", "):
+            # No POST /results in OneRoster 1.2 (§9.1): a result is created with PUT /results/{sourcedId}.
+            raise _ImsxError(405, "invaliddata", f"{method} not allowed on {collection}", {"Allow": allowed})
         scopes = self._authorize(world, environ)
         day = _as_of(environ.get(DATE_HEADER)) or self.clock()
         entry.update(collection=collection, as_of=day.isoformat())
+        base = f"{origin(environ)}/sis/{world.spec.sis_id}/ims/oneroster"
         if method == "GET":
             if READ_SCOPES[collection] not in scopes and WRITE_SCOPE not in scopes:
                 raise _ImsxError(403, "forbidden", f"scope {SCOPE_ROOT}{READ_SCOPES[collection]} required")
             if sourced_id is not None:
-                return 200, self._one(world, day, collection, sourced_id), {}
-            return self._list(world, day, collection, environ)
-        if collection != "results" or method not in ("PUT", "POST") or (method == "PUT") != (sourced_id is not None):
-            raise _ImsxError(405, "invaliddata", f"{method} not allowed here")
+                return 200, {SINGULAR[collection]: _served(self._one(world, day, collection, sourced_id), base)}, {}
+            return self._list(world, day, collection, environ, base)
         if WRITE_SCOPE not in scopes:
             raise _ImsxError(403, "forbidden", f"scope {SCOPE_ROOT}{WRITE_SCOPE} required for writes")
-        body = _json_body(environ)
-        return self._put(world, day, sourced_id, body) if method == "PUT" else self._post(world, day, body)
+        if body is None:
+            raise _ImsxError(422, "invaliddata", "body is not JSON")
+        if self.record_bodies:
+            entry["request_body"] = body
+        return self._write(world, day, sourced_id, body, base)
 
     def _throttle(self, world: SisWorld) -> None:
         every = world.spec.rate_limit_every
@@ -163,24 +220,26 @@ class SisSimulatorApp:
     def _one(self, world: SisWorld, day: date, collection: str, sourced_id: str) -> dict:
         found = next((r for r in self._records(world, day, collection) if r["sourcedId"] == sourced_id), None)
         if found is None:
-            raise _ImsxError(404, "unknownobject", f"{collection[:-1]} {sourced_id} not found")
-        return {collection[:-1]: found}
+            raise _ImsxError(404, "unknownobject", f"{SINGULAR[collection]} {sourced_id} not found")
+        return found
 
     def _list(
-        self, world: SisWorld, day: date, collection: str, environ: WSGIEnvironment
+        self, world: SisWorld, day: date, collection: str, environ: WSGIEnvironment, base: str
     ) -> tuple[int, dict, dict[str, str]]:
         params = query_params(environ)
         limit, offset = _int(params, "limit", 100), _int(params, "offset", 0)
         if limit < 1 or offset < 0:
             raise _ImsxError(400, "invaliddata", "limit must be >= 1 and offset >= 0")
         limit = min(limit, world.spec.max_limit)
-        records = _filtered(self._records(world, day, collection), params.get("filter", [None])[0])
-        page = records[offset : offset + limit]
-        base = _base_url(environ)
+        records = self._records(world, day, collection)
+        if not world.spec.ignores_filter:  # vendor mode: the filter is not applied, every record comes back
+            records = _filtered(records, params.get("filter", [None])[0])
+        page = [_served(r, base) for r in records[offset : offset + limit]]
+        url = _base_url(environ)
         keep = {k: v[0] for k, v in params.items() if k not in ("limit", "offset")}
 
         def link(at: int, rel: str) -> str:
-            return f'<{base}?{urlencode({**keep, "limit": limit, "offset": at})}>; rel="{rel}"'
+            return f'<{url}?{urlencode({**keep, "limit": limit, "offset": at})}>; rel="{rel}"'
 
         last = max(0, (len(records) - 1) // limit * limit)
         links = [link(0, "first"), link(last, "last")]
@@ -191,46 +250,114 @@ class SisSimulatorApp:
         return 200, {collection: page}, {"X-Total-Count": str(len(records)), "Link": ", ".join(links)}
 
     # ---- writes ----------------------------------------------------------------------------------------------
-    def _validated(self, world: SisWorld, day: date, body: object, sourced_id: str | None) -> dict:
-        result = body.get("result") if isinstance(body, dict) else None
+    def _validated(self, world: SisWorld, day: date, body: object, sourced_id: str) -> dict:
+        """The Result of a PUT body, checked as the spec's schema says (422) and against the gradebook (404)."""
+        result = body.get("result") if isinstance(body, dict) and set(body) == {"result"} else None
         if not isinstance(result, dict):
-            raise _ImsxError(400, "invaliddata", 'body must be {"result": {...}}')
-        sourced_id = sourced_id or result.get("sourcedId")
-        if not isinstance(sourced_id, str) or not sourced_id:
-            raise _ImsxError(400, "invaliddata", "result.sourcedId is required")
-        for key in ("lineItem", "student"):
-            if not isinstance(result.get(key), dict) or not result[key].get("sourcedId"):
-                raise _ImsxError(400, "invaliddata", f"result.{key}.sourcedId is required")
-        if result.get("scoreStatus") not in SCORE_STATUSES:
-            raise _ImsxError(422, "invaliddata", f"scoreStatus must be one of {', '.join(SCORE_STATUSES)}")
+            raise _ImsxError(422, "invaliddata", 'body must be {"result": {...}}, nothing else')
+        problems = result_problems(result)
+        if problems:
+            raise _ImsxError(422, "invaliddata", "not a valid Result: " + "; ".join(problems))
+        if result["sourcedId"] != sourced_id:
+            raise _ImsxError(422, "invaliddata", f"result.sourcedId {result['sourcedId']!r} is not the path's "
+                             f"{sourced_id!r}")  # fmt: skip
         item = world.line_item(day, result["lineItem"]["sourcedId"])
         if item is None:
             raise _ImsxError(404, "unknownobject", f"Line item {result['lineItem']['sourcedId']} not found")
+        student = result["student"]["sourcedId"]
+        if not any(u["sourcedId"] == student for u in world.users(day)):
+            raise _ImsxError(404, "unknownobject", f"User {student} not found")
         score = result.get("score")
         if score is not None:
-            top = item["resultValueMax"]
-            if not isinstance(score, int | float) or top is None or not item["resultValueMin"] <= score <= top:
-                raise _ImsxError(422, "invaliddata", f"score {score!r} outside [{item['resultValueMin']}, {top}]")
+            low, top = item["resultValueMin"], item.get("resultValueMax")
+            if top is None or not low <= score <= top:
+                raise _ImsxError(422, "invaliddata", f"score {score!r} outside [{low}, {top}]")
+        # The SIS keeps its own modification time, whatever the body said.
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return {**result, "sourcedId": sourced_id, "status": "active", "dateLastModified": stamp,
-                "class": item["class"]}  # fmt: skip
+        return {**result, "dateLastModified": stamp, "class": {k: item["class"][k] for k in ("sourcedId", "type")}}
 
-    def _put(self, world: SisWorld, day: date, sourced_id: str, body: object) -> tuple[int, dict, dict]:
+    def _write(self, world: SisWorld, day: date, sourced_id: str, body: object, base: str) -> tuple[int, object, dict]:
+        """One write request. In the vendor mode ``drop_after_writes`` the connection of some writes drops whatever
+        the answer would have been, after the write landed (or before, with ``drop_applies_write`` off)."""
+        spec, number = world.spec, world.next_write()
+        dropped = spec.drop_after_writes and spec.drop_after_writes < number <= spec.drop_after_writes + spec.drops
+        if dropped and not spec.drop_applies_write:
+            raise _Dropped
+        try:
+            answer = self._put(world, day, sourced_id, body, base)
+        except _ImsxError:
+            if dropped:
+                raise _Dropped from None
+            raise
+        if dropped:
+            raise _Dropped
+        return answer
+
+    def _put(self, world: SisWorld, day: date, sourced_id: str, body: object, base: str) -> tuple[int, object, dict]:
         result = self._validated(world, day, body, sourced_id)
-        exists = any(r["sourcedId"] == sourced_id for r in world.results(day))
-        world.write(result)
-        return (200 if exists else 201), {"result": result}, {}
-
-    def _post(self, world: SisWorld, day: date, body: object) -> tuple[int, dict, dict]:
-        result = self._validated(world, day, body, None)
+        current = world.results(day)
+        exists = any(r["sourcedId"] == sourced_id for r in current)
         pair = (result["lineItem"]["sourcedId"], result["student"]["sourcedId"])
-        existing = [r for r in world.results(day)
-                    if (r["lineItem"]["sourcedId"], r["student"]["sourcedId"]) == pair]  # fmt: skip
-        if existing and world.spec.conflict_on_post:
-            raise _ImsxError(409, "invaliddata", f"a result for line item {pair[0]} and student {pair[1]} exists")
+        others = [r["sourcedId"] for r in current if r["sourcedId"] != sourced_id
+                  and (r["lineItem"]["sourcedId"], r["student"]["sourcedId"]) == pair]  # fmt: skip
+        if not exists and others and world.spec.conflict_on_duplicate:
+            # Vendor behaviour, not in the spec (§2.8): a second result for the pair is refused.
+            raise _ImsxError(409, "invaliddata", f"a result for line item {pair[0]} and student {pair[1]} exists: "
+                             f"{others[0]}")  # fmt: skip
         world.write(result)
-        pairs = [{"suppliedSourcedId": result["sourcedId"], "allocatedSourcedId": result["sourcedId"]}]
-        return 201, {"sourcedIdPairs": pairs}, {}
+        if world.spec.put_status == 200:  # vendor variant: 200 and the stored result
+            return 200, {"result": _served(result, base)}, {}
+        return world.spec.put_status, None, {}  # 201 (spec) or 204: no body
+
+
+def result_problems(result: dict) -> list[str]:
+    """Why ``result`` is not a OneRoster 1.2 Result (§9.1), field by field; empty when it is one."""
+    problems = [f"{key} is required" for key in RESULT_REQUIRED if key not in result]
+    problems += [f"{key} is not a Result field" for key in sorted(set(result) - RESULT_FIELDS)]
+    for key in ("lineItem", "student", "class", "scoreScale"):
+        if key in result:
+            problems += _ref_problems(key, result[key])
+    if "status" in result and result["status"] not in ("active", "tobedeleted"):
+        problems.append("status must be active or tobedeleted")
+    status = result.get("scoreStatus")
+    if "scoreStatus" in result and not (status in SCORE_STATUSES or (isinstance(status, str) and _EXT.match(status))):
+        problems.append(f"scoreStatus must be one of {', '.join(SCORE_STATUSES)} or ext:<token>")
+    if "scoreDate" in result and not (isinstance(result["scoreDate"], str) and _DATE.match(result["scoreDate"])):
+        problems.append("scoreDate must be YYYY-MM-DD")
+    stamp = result.get("dateLastModified")
+    if "dateLastModified" in result and not (isinstance(stamp, str) and _DATE_TIME.match(stamp)):
+        problems.append("dateLastModified must be an ISO 8601 date-time with its zone")
+    if "score" in result and (isinstance(result["score"], bool) or not isinstance(result["score"], int | float)):
+        problems.append("score must be a number")
+    for key in ("sourcedId", "textScore", "comment"):
+        if key in result and not isinstance(result[key], str):
+            problems.append(f"{key} must be a string")
+    problems += [f'{key} must be the string "true" or "false"' for key in STRING_FLAGS
+                 if key in result and result[key] not in ("true", "false")]  # fmt: skip
+    return problems
+
+
+def _ref_problems(key: str, ref: object) -> list[str]:
+    kind = REFS[key][0]
+    if not isinstance(ref, dict) or set(ref) != {"href", "sourcedId", "type"}:
+        return [f"{key} must be a GUIDRef {{href, sourcedId, type}}"]
+    problems = [] if ref["type"] == kind else [f"{key}.type must be {kind!r}"]
+    if not isinstance(ref["sourcedId"], str) or not ref["sourcedId"]:
+        problems.append(f"{key}.sourcedId must be a non-empty string")
+    if not isinstance(ref["href"], str) or not ref["href"].startswith(("http://", "https://")):
+        problems.append(f"{key}.href must be an absolute URI")
+    return problems
+
+
+def _served(record: dict, base: str) -> dict:
+    """A record as served: every GUIDRef whole, with an href to the referenced object on this server."""
+    out = dict(record)
+    for key, (kind, service, collection) in REFS.items():
+        ref = out.get(key)
+        if isinstance(ref, dict) and ref.get("sourcedId"):
+            out[key] = {"href": f"{base}/{service}/v1p2/{collection}/{ref['sourcedId']}",
+                        "sourcedId": ref["sourcedId"], "type": kind}  # fmt: skip
+    return out
 
 
 def _filtered(records: list[dict], expression: str | None) -> list[dict]:
@@ -260,11 +387,11 @@ def _read(environ: WSGIEnvironment) -> bytes:
     return environ["wsgi.input"].read(length) if length > 0 else b""
 
 
-def _json_body(environ: WSGIEnvironment) -> object:
+def _json_or_none(raw: bytes) -> object:
     try:
-        return json.loads(_read(environ) or b"null")
+        return json.loads(raw) if raw else None
     except ValueError:
-        raise _ImsxError(400, "invaliddata", "body is not JSON") from None
+        return None
 
 
 def _int(params: dict[str, list[str]], name: str, default: int) -> int:

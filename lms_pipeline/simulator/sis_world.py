@@ -9,12 +9,16 @@ hash-chosen few disagree in each way a reconciliation must catch (README "Grade 
   in the SIS (only a mapping-file row links them), some are letter-graded (``textScore``, compared after the
   course's grading scheme converts the LMS percent);
 * results: missing, a different score, a different score *newer* than the LMS grade (a write-back must not
-  overwrite it), a ``tobedeleted`` row (read as absent; a POST for it meets 409 in conflict mode), a result
-  where the LMS has none, and rounding inside the tolerance (the SIS floors 84.5 to 84).
+  overwrite it), a ``tobedeleted`` row (read as absent; a write-back must find it and PUT over it, not create a
+  second result for the pair), a result where the LMS has none, and rounding inside the tolerance (the SIS floors
+  84.5 to 84).
 
 Choices hash the entity ids (zlib.crc32), so they are stable across days and independent of the order asked.
 ``expected_statuses`` computes, in plain Python and independently of the pipeline's SQL, the status every
-discrepancy row must get. Writes (PUT/POST) land in an overlay that outlives days, like a real gradebook.
+discrepancy row must get. Writes (PUT) land in an overlay that outlives days, like a real gradebook.
+
+The default SIS answers as the OneRoster 1.2 gradebook spec says (provider-apis.md §9.1); each vendor deviation
+the write-back must survive is a switch of ``SisSpec``, off by default.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Protocol
@@ -30,6 +34,7 @@ from typing import Protocol
 from lms_pipeline.simulator.world import World
 
 SCORE_STATUSES = ("exempt", "fully graded", "not submitted", "partially graded", "submitted")
+SCHOOL_ID = "org-school-1"
 
 
 class Scheme(Protocol):
@@ -40,14 +45,27 @@ class Scheme(Protocol):
     rounding: str
 
 
+PUT_STATUSES = (201, 200, 204)  # the spec's 201 (no body), then the vendor variants a client must accept (§2.8)
+
+
 @dataclass(frozen=True)
 class SisSpec:
     sis_id: str
     seed: int = 0
-    conflict_on_post: bool = True  # POST /results answers 409 when a result for the pair exists (non-standard)
     token_ttl_seconds: float = 300.0
     rate_limit_every: int = 0  # every Nth request answers 429 server_busy
     max_limit: int = 100
+    # Vendor deviations (§9.1 leaves filter support to the vendor and lists no 409 and no 200 for PUT):
+    ignores_filter: bool = False  # listings ignore ``filter`` and return every record
+    put_status: int = 201  # 201 with no body (spec); 200 with the stored result as body; 204 with none
+    conflict_on_duplicate: bool = False  # PUT of a new sourcedId for a pair that already has a result: 409
+    drop_after_writes: int = 0  # after this many writes the SIS drops the connection of the next ``drops`` writes
+    drops: int = 1
+    drop_applies_write: bool = True  # a dropped write lands before its connection drops (the answer is lost)
+
+    def __post_init__(self) -> None:
+        if self.put_status not in PUT_STATUSES:
+            raise ValueError(f"put_status must be one of {PUT_STATUSES}, got {self.put_status}")
 
 
 def _h(key: str) -> int:
@@ -146,6 +164,19 @@ class SisWorld:
         self._lock = threading.Lock()
         self._written: dict[str, dict] = {}  # result sourcedId -> the result as last written (outlives days)
         self._cache: dict[date, tuple] = {}
+        self._writes_seen = 0  # write requests since the spec was last switched (drop_after_writes counts these)
+
+    def switch(self, **changes: object) -> None:
+        """Change vendor behaviour while the SIS keeps its gradebook (tests switch a quirk on and off between runs)."""
+        with self._lock:
+            self.spec = replace(self.spec, **changes)
+            self._writes_seen = 0
+
+    def next_write(self) -> int:
+        """Count one write request; its 1-based number since the last switch."""
+        with self._lock:
+            self._writes_seen += 1
+            return self._writes_seen
 
     # ---- rostering -------------------------------------------------------------------------------------------
     def users(self, day: date) -> list[dict]:
@@ -250,11 +281,12 @@ class SisWorld:
             "sourcedId": line_item_id(content["id"]), "status": "active", "dateLastModified": content["created_at"],
             "title": title, "assignDate": content["created_at"], "dueDate": content["created_at"],
             "class": {"sourcedId": f"cl-{course_number:05d}", "type": "class"},
+            "school": {"sourcedId": SCHOOL_ID, "type": "org"},
             "category": {"sourcedId": "cat-coursework", "type": "category"},
             "resultValueMin": 0.0, "resultValueMax": 20.0 if kind == "points20" else 100.0,
         }  # fmt: skip
-        if kind == "letter":
-            item["resultValueMax"] = None
+        if kind == "letter":  # a letter scale has no maximum: the field is absent (a float when present, §9.1)
+            del item["resultValueMax"]
             item["scoreScale"] = {"sourcedId": "scale-letters", "type": "scoreScale"}
         return item
 
@@ -274,7 +306,7 @@ class SisWorld:
         if text == "":  # ungraded in the LMS: a fifth of these have a score in the SIS (missing_in_lms)
             if kind >= 20:
                 return None
-            if item["resultValueMax"] is None:
+            if item.get("resultValueMax") is None:
                 return {**base, "scoreStatus": "fully graded", "textScore": "C"}
             return {**base, "scoreStatus": "fully graded", "score": self._points(item, Decimal(70))}
         if text in ("EX", "EXCUSED"):
@@ -296,7 +328,7 @@ class SisWorld:
         return {**base, **self._score(item, course_id, percent, off=False)}
 
     def _score(self, item: dict, course_id: str, percent: Decimal, *, off: bool) -> dict:
-        if item["resultValueMax"] is None:
+        if item.get("resultValueMax") is None:
             scheme = self.scheme_for(course_id)
             if scheme is None:
                 return {"scoreStatus": "fully graded", "textScore": "P"}
@@ -394,7 +426,7 @@ class SisWorld:
         if text in ("EX", "EXCUSED") or result.get("scoreStatus") == "exempt":
             return "match" if text in ("EX", "EXCUSED") and result.get("scoreStatus") == "exempt" else "score_mismatch"
         percent = parse_percent(text)
-        if item["resultValueMax"] is None:
+        if item.get("resultValueMax") is None:
             scheme = self.scheme_for(course_id)
             if scheme is None:
                 return "unmapped_assignment"
