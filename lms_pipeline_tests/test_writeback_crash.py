@@ -106,7 +106,7 @@ class Killer:
             self.killed.set()
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_a_write_back_killed_mid_loop_journals_every_write_and_the_rerun_writes_nothing_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -142,7 +142,8 @@ def test_a_write_back_killed_mid_loop_journals_every_write_and_the_rerun_writes_
             killer.run = groups.start("grade-sync", [
                 str(BIN / "dagster"), "asset", "materialize", "-m", MODULE, "--select", "grade_sync_log",
                 "--partition", partition_key(CONN, DAY), "--config-json", IN_PROCESS])  # fmt: skip
-            wait_for(lambda: killer.killed.is_set() or killer.run.proc.poll() is not None, 180, "the kill")
+            # Generous: a `dagster` process starting on a loaded 2-core machine (CI runs other suites beside it).
+            wait_for(lambda: killer.killed.is_set() or killer.run.proc.poll() is not None, 420, "the kill")
             assert killer.killed.is_set(), f"the run ended before its {KILL_AT}th write:\n{killer.run.tail()}"
             assert wait_for(lambda: not marked_processes(sandbox.marker), 15, "the killed run's processes to exit")
         killer.run = None
