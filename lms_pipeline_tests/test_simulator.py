@@ -276,10 +276,18 @@ def test_limit_is_clamped_to_1_through_100(api: Api) -> None:
     assert len(api.get("main", "student", limit=-3).json()) == 1
 
 
+def test_limit_and_offset_as_integral_floats_like_the_vendor_sdk_sends_are_accepted(api: Api) -> None:
+    """unified-python-sdk types limit/offset as float and sends ``limit=5.0&offset=0.0`` (provider-apis.md §9.4)."""
+    as_ints = api.get("main", limit=5, offset=5).json()
+    assert len(as_ints) == 5
+    assert api.get("main", limit="5.0", offset="5.0").json() == as_ints
+    assert api.get("main", limit="5.00", offset="5").json() == as_ints
+
+
 @pytest.mark.parametrize(
     ("param", "value"),
-    [("limit", "ten"), ("limit", "7.5"), ("offset", "-1"), ("offset", "x"), ("sort", "id"), ("order", "up"),
-     ("updated_gte", "last week")],
+    [("limit", "ten"), ("limit", "7.5"), ("limit", "nan"), ("limit", "inf"), ("offset", "-1"), ("offset", "x"),
+     ("offset", "2.5"), ("sort", "id"), ("order", "up"), ("updated_gte", "last week")],
 )  # fmt: skip
 def test_a_bad_query_parameter_answers_400_naming_it(api: Api, param: str, value: str) -> None:
     response = api.get("main", **{param: value})

@@ -228,13 +228,22 @@ def _first(params: Params, name: str) -> str | None:
 
 
 def _int(params: Params, name: str, default: int) -> int:
+    """An integer parameter; an integral float too, as unified-python-sdk types ``limit``/``offset`` as float and
+    sends ``limit=5.0&offset=0.0``, so the real API accepts them (provider-apis.md §9.4)."""
     value = _first(params, name)
     if value is None:
         return default
     try:
         return int(value)
     except ValueError:
-        raise _HttpError(400, f"{name} must be an integer, got {value!r}") from None
+        pass
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not number.is_integer():  # also nan and inf
+        raise _HttpError(400, f"{name} must be an integer, got {value!r}")
+    return int(number)
 
 
 def _as_of(value: str | None) -> date | None:
