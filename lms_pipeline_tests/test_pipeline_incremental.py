@@ -197,3 +197,29 @@ def test_sync_health_is_recorded_as_run_metadata(tmp_path, monkeypatch, endpoint
         [m["mode"].value, m["http_requests"].value, m["http_throttled"].value, m["http_server_errors"].value]
         for m in (full, incremental)
     ], "sync_log keeps the same health figures for analysts"
+
+
+def test_an_integration_ignoring_limit_and_offset_fails_at_once_naming_the_options_then_is_read_whole(
+    tmp_path, monkeypatch
+) -> None:
+    """Unified list options `-none-` (provider-apis.md §9.4, Moodle courses): every call answers the whole list.
+    Before, the client paged it until max_pages (10,000 requests); now the first repeated answer fails the run."""
+    spec = WorldSpec("conn-none", seed=12, start_date=START, n_courses=30, missing_timestamps_share=0.0,
+                     supports_updated_gte=False, ignores_paging="limit_offset", progress=False)  # fmt: skip
+    with make_pipeline(tmp_path, monkeypatch, [spec], {"conn-none": {"full_scan_every_days": 7}}) as pipe:
+        world, days = pipe.worlds["conn-none"], [START, START + timedelta(days=1)]
+        result = pipe.run("conn-none", days[0], QUIET)
+        assert not result.success
+        message = failure_message(result)
+        assert "ignores updated_gte and limit" in message
+        assert "options.supports_updated_gte: false and options.unpaged_endpoints: [course]" in message
+        assert len(pipe.app.request_log) <= 3, "failed at the first repeated answer"
+        assert pipe.rows("SELECT count(*) FROM lms.raw_course_pages") == {(0,)}
+        pipe.options["conn-none"].update(supports_updated_gte=False, unpaged_endpoints=["course"])
+        for day in days:
+            pipe.app.reset_log()
+            run(pipe, "conn-none", day)
+            assert edges(pipe, "conn-none", day) == world.true_course_edges(day)
+            courses = [e for e in pipe.app.request_log if e["endpoint"] == "course"]
+            assert len(courses) == 2, "two one-request passes that agree"
+        assert modes(pipe, "conn-none") == {days[0]: "full", days[1]: "full"}
