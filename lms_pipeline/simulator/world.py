@@ -609,7 +609,12 @@ class World:
         return tuple(pool)
 
     def students(self, day: date) -> list[dict]:
-        """The student pool (the same every day); updated_at spread over the year before start_date."""
+        """The student pool (the same every day); updated_at spread over the year before start_date. Built once:
+        callers must not mutate it (a 20,000-student pool took 0.15 s to build per page request)."""
+        return self._student_items
+
+    @cached_property
+    def _student_items(self) -> list[dict]:
         return [
             {"id": sid, "name": f"{first} {last}", "first_name": first, "last_name": last,
              "emails": [{"email": email, "type": "WORK"}], "updated_at": updated}
