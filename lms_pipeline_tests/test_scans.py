@@ -50,6 +50,18 @@ SPECS = [
         )
         for stamps in ("identical", "microseconds")
     ),
+    # The same rollover from an integration serving records tied on updated_at in a new order on every request.
+    *(
+        churn_spec(
+            f"shuffled-{stamps}",
+            rollover_days=(2,),
+            rollover_share=0.9,
+            rollover_stamps=stamps,
+            churn_per_request=1,
+            unstable_ties=True,
+        )
+        for stamps in ("identical", "microseconds")
+    ),  # fmt: skip
     # Unified list options `-none-` (provider-apis.md §9.4, Moodle courses): limit, offset and updated_gte ignored.
     churn_spec("none-options", churn_share=0.0, ignores_paging="limit_offset", supports_updated_gte=False),
     # Issue 19: the same full page forever, one updated_at: offset ignored, every course rewritten in one second.
@@ -260,3 +272,23 @@ def test_passes_that_agree_but_repeat_an_id_say_the_paging_repeats_records_not_t
     message = str(err.value)
     assert "two consecutive passes agree" in message and f"list {courses[5]['id']!r} at offsets 5 and 10" in message
     assert "paging repeats records" in message and "max_scan_passes" not in message
+
+
+@pytest.mark.parametrize("stamps", ["identical", "microseconds"])
+def test_a_bulk_update_whose_tied_records_change_order_between_requests_is_never_silently_skipped(
+    served, stamps: str
+) -> None:
+    """Where the two stamp shapes differ: records stamped alike tie, and an integration may serve ties in any order,
+    so no offset within them is trustworthy: the scan must say so, not publish a listing missing records. Records
+    microseconds apart do not tie: the same integration is read exactly."""
+    base_url, worlds = served
+    world = worlds[f"shuffled-{stamps}"]
+    with client(base_url, f"shuffled-{stamps}") as c:
+        if stamps == "identical":
+            with pytest.raises(ScanError, match="come in a different order from one request to the next"):
+                keyset_scan(c, "course", FIELDS)
+            assert c.stats.requests < 40, "gave up after a few restarts of the run, not at max_pages"
+            return
+        scan = keyset_scan(c, "course", FIELDS)
+    assert world.churn_fired(DAY)[0] == 10
+    assert latest(scan.pages) == truth(world)

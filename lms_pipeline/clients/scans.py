@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from lms_pipeline.clients.errors import LmsClientError
 from lms_pipeline.clients.unified import Page, PageLimitError, RepeatedPageError, UnifiedLmsClient, versions
 
+MAX_RUN_RESTARTS = 3  # re-reads of a one-second run whose order changed between requests, before giving up
 KEYSET = "keyset_updated_at"
 STABLE = "repeat_until_stable"
 SINGLE = "single_pass"
@@ -125,6 +126,7 @@ class _Run:
     second: datetime
     read: set[str]  # ids read in this run at this second
     stepping_back: bool = False
+    restarts: int = 0  # re-reads from the run's start after its order changed between requests
 
 
 class _Cursor:
@@ -140,6 +142,12 @@ class _Cursor:
     record of overlap) and must find a record already read: then everything before it was read too (records only
     leave a past second, and the order of the rest holds). When none is found, something before shifted: the cursor
     steps back a page, as often as needed, until it does (offset 0 needs none).
+
+    That proof needs the run's order to hold between requests: true for records microseconds apart, up to the
+    provider for records stamped alike (an ORDER BY without a unique tiebreaker may serve ties in any order), and
+    untrue while the bulk update is still being written in the current second. So the records already read must come
+    first on every page of the run; when one not read comes before one read, the run is read again from its start,
+    and after ``MAX_RUN_RESTARTS`` the scan fails saying why rather than publish a listing that may miss records.
     """
 
     def __init__(self, client: UnifiedLmsClient, endpoint: str, since: datetime | None) -> None:
@@ -160,7 +168,7 @@ class _Cursor:
         if not fresh and len(items) >= size and not (self.run is not None and self.run.stepping_back):
             raise _repeated_page(self.client, self.endpoint, self.watermark, self.offset, len(items))
         if self.run is not None:
-            if self._shifted(stamps, items):
+            if self._reread(stamps, items):
                 return False  # its records count as read only once a page proves nothing before them was skipped
             self._seen |= fresh
             return self._take_run_page(items, stamps)
@@ -183,15 +191,30 @@ class _Cursor:
         second = self.run.second  # type: ignore[union-attr]  # only called in a run
         return [str(item.get("id")) for item, stamp in zip(items, stamps, strict=True) if stamp == second]
 
-    def _shifted(self, stamps: list[datetime], items: list[dict]) -> bool:
-        """No record of the run already read on this page (past offset 0): records read before it left the run
-        (updated meanwhile) and what was here shifted down. Step back a page."""
+    def _reread(self, stamps: list[datetime], items: list[dict]) -> bool:
+        """Whether this run page (past offset 0) cannot prove that nothing before it was skipped, and where to read
+        instead: a page back when it holds no record already read (records before it left the run, updated
+        meanwhile, and the rest shifted down), the run's start when a record not read comes before one read."""
         run = self.run
         assert run is not None
-        if self.offset == 0 or any(record in run.read for record in self._in_run(stamps, items)):
+        if self.offset == 0:
+            return False
+        known = [i for i, record in enumerate(self._in_run(stamps, items)) if record in run.read]
+        if known == list(range(len(known))) and known:
             return False
         run.stepping_back = True
-        self.offset = max(0, self.offset - (self.client.page_size - 1))
+        if not known:
+            self.offset = max(0, self.offset - (self.client.page_size - 1))
+            return True
+        run.restarts += 1
+        if run.restarts > MAX_RUN_RESTARTS:
+            raise _error(self.client, self.endpoint, f"the records updated at {_iso(run.second)} (more than a page "
+                         "of them) come in a different order from one request to the next, or are still being "
+                         f"written: {MAX_RUN_RESTARTS} re-reads from their first could not page through them without "
+                         "risking a skipped record. Retry later; if it persists the integration orders records with "
+                         "equal updated_at differently per request, so set options.supports_updated_gte: false to "
+                         "read it in repeated full passes.")  # fmt: skip
+        self.offset = 0
         return True
 
     def _take_run_page(self, items: list[dict], stamps: list[datetime]) -> bool:

@@ -7,7 +7,8 @@ lacks. Requests are checked in this order: path, connection (404), rate limit (4
 as-of date and query (400), injected fault, object support (501). ``limit``/``offset`` may come as integral floats
 (``5.0``: the vendor SDK sends them so, §9.4). ``updated_gte`` and sorting compare instants, not strings: records
 may carry microseconds (``…:00.418207Z``) while the filter is sent in whole seconds. ``WorldSpec.ignores_paging``
-makes listed endpoints ignore limit/offset (Unified list options ``-none-``) or only offset.
+makes listed endpoints ignore limit/offset (Unified list options ``-none-``) or only offset;
+``WorldSpec.unstable_ties`` serves records tied on the sort key in a new order on every request.
 
 Churn mode (``WorldSpec.churn_share``): before every course or class list request of an as-of date but its first,
 the world applies its next mid-scan updates, so records move in ``updated_at`` order while a client pages.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -135,7 +137,8 @@ class SimulatorApp:
             raise _HttpError(400, str(err)) from None
         spec = world.spec
         paging = spec.ignores_paging if endpoint in spec.ignores_paging_on else "no"
-        return 200, json.dumps(_page(items, query, paging)).encode(), {}
+        ties = random.Random(f"{connection_id}:{self._counts[connection_id]}") if spec.unstable_ties else None
+        return 200, json.dumps(_page(items, query, paging, ties)).encode(), {}
 
     def _throttle(self, world: World) -> None:
         """Every Nth request to a connection answers 429, whatever else is wrong with it."""
@@ -187,12 +190,13 @@ class SimulatorApp:
         return [s for s in world.students(as_of) if members is None or s["id"] in members]
 
 
-def _page(items: list[dict], query: _Query, paging: str = "no") -> list[dict]:
-    """The filtered, sorted listing cut at offset/limit, or as an integration ignoring them answers."""
+def _page(items: list[dict], query: _Query, paging: str = "no", ties: random.Random | None = None) -> list[dict]:
+    """The filtered, sorted listing cut at offset/limit, or as an integration ignoring them answers; ``ties``
+    shuffles records tied on the sort key (``WorldSpec.unstable_ties``)."""
     if query.updated_gte is not None:
         since = _instant(query.updated_gte)
         items = [i for i in items if i.get("updated_at") is not None and _instant(i["updated_at"]) >= since]
-    items = _sorted(items, query.sort, query.descending)
+    items = _sorted(items, query.sort, query.descending, ties)
     if paging == "no":
         items = items[query.offset : query.offset + query.limit]
     elif paging == "offset":
@@ -202,11 +206,13 @@ def _page(items: list[dict], query: _Query, paging: str = "no") -> list[dict]:
     return items
 
 
-def _sorted(items: list[dict], key: str, descending: bool) -> list[dict]:
+def _sorted(items: list[dict], key: str, descending: bool, ties: random.Random | None = None) -> list[dict]:
     """Records missing the key first, then by key (timestamps as instants); ties by id ascending in either order (a
-    stable paging order)."""
+    stable paging order), or in a random order when ``ties`` is given."""
     missing = sorted((i for i in items if i.get(key) is None), key=lambda i: i["id"])
     present = sorted((i for i in items if i.get(key) is not None), key=lambda i: i["id"])
+    if ties is not None:
+        ties.shuffle(present)
     value = (lambda i: _instant(i[key])) if key.endswith("_at") else (lambda i: i[key])
     present.sort(key=value, reverse=descending)  # stable, also when reversed
     return missing + present

@@ -96,6 +96,9 @@ class WorldSpec:
     # answer is the whole list; offset = limit honoured but offset ignored, the first page served forever.
     ignores_paging: Literal["no", "limit_offset", "offset"] = "no"
     ignores_paging_on: tuple[str, ...] = ("course",)  # the endpoints it applies to
+    # Records tied on the sort key come in a new order on every request (an ORDER BY without a unique tiebreaker);
+    # False: ties by id, the same every time.
+    unstable_ties: bool = False
 
     @property
     def world_key(self) -> str:
