@@ -29,7 +29,8 @@ CAPABILITIES: dict[str, Capabilities] = {
         # Unified list options differ per integration and object (provider-apis.md §1.6, §9.4); the simulator has
         # a switch for each: WorldSpec.supports_updated_gte / supports_sort (Udemy, Teachable), ignores_paging
         # ("limit_offset": `-none-`, every answer the whole list, e.g. Moodle courses; "offset": the first page
-        # served forever), rollover_days (a bulk update putting pages of records in one updated_at second).
+        # served forever), rollover_days (a bulk update putting pages of records in one updated_at second),
+        # unstable_ties (records tied on the sort key served in a new order per request).
         Capabilities(
             provider="unified",
             course_rosters="`Course.student_ids` / `students[]`, per course when the integration gives them",

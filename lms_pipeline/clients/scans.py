@@ -102,8 +102,8 @@ def keyset_scan(
     if unpaged:
         scan.pages = list(client.iter_pages(endpoint, {**sent, "updated_gte": since}, unpaged=True))
         stamps = _stamps(endpoint, scan.pages[0].items)
-        if stamps:
-            _check_keyset_page(client, endpoint, since, 0, stamps, len(stamps))
+        if stamps:  # a whole list is as long as it is: no limit to exceed
+            _check_keyset_page(client, endpoint, since, 0, stamps, limit=len(stamps))
             scan.high_water = stamps[-1]
         return scan
     cursor = _Cursor(client, endpoint, since)
@@ -234,11 +234,14 @@ class _Cursor:
 
 
 def _stamps(endpoint: str, items: list[dict]) -> list[datetime]:
-    stamps = [parse_stamp(item.get("updated_at")) for item in items]
-    missing = next((item.get("id") for item, stamp in zip(items, stamps, strict=True) if stamp is None), None)
-    if len(items) and any(stamp is None for stamp in stamps):
-        raise NeedsStableScan(f"{endpoint} {missing!r} has no usable updated_at")
-    return stamps  # type: ignore[return-value]  # no None left
+    """Each record's updated_at second; a record without one can never be found again by updated_gte."""
+    stamps = []
+    for item in items:
+        stamp = parse_stamp(item.get("updated_at"))
+        if stamp is None:
+            raise NeedsStableScan(f"{endpoint} {item.get('id')!r} has no usable updated_at")
+        stamps.append(stamp)
+    return stamps
 
 
 def _check_keyset_page(
