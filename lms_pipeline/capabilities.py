@@ -26,11 +26,18 @@ class Capabilities:
 CAPABILITIES: dict[str, Capabilities] = {
     c.provider: c
     for c in (
+        # Unified list options differ per integration and object (provider-apis.md §1.6, §9.4); the simulator has
+        # a switch for each: WorldSpec.supports_updated_gte / supports_sort (Udemy, Teachable), ignores_paging
+        # ("limit_offset": `-none-`, every answer the whole list, e.g. Moodle courses; "offset": the first page
+        # served forever), rollover_days (a bulk update putting pages of records in one updated_at second),
+        # unstable_ties (records tied on the sort key served in a new order per request).
         Capabilities(
             provider="unified",
             course_rosters="`Course.student_ids` / `students[]`, per course when the integration gives them",
             section_rosters="`Class.student_ids`, some integrations",
-            incremental_filter="`updated_gte` (used: keyset polls between full scans)",
+            incremental_filter="`updated_gte` (used: keyset polls between full scans; a bulk update in one second is "
+            "paged with overlap); lists whose integration ignores `limit`/`offset` (`-none-`) are read whole "
+            "(`unpaged_endpoints`)",
             deletions_visible="no tombstone: a student vanishes; a full scan diffs by id",
             not_exposed_signal="roster keys absent on the course",
             grades="`activity.assigned_grade` (used: lms_grades)",

@@ -133,6 +133,14 @@ class UnifiedOptions(CommonOptions):
         "are neither skipped nor stale. single_pass: one plain offset pass, unsafe under churn; for diagnosis only.",
     )
     max_scan_passes: int = Field(4, ge=2, le=10, description="bound on repeated passes of a consistent scan")
+    unpaged_endpoints: tuple[Literal["course", "class"], ...] = Field(
+        (),
+        description="lists the integration answers whole, ignoring limit/offset (Unified list options `-none-`, "
+        "e.g. Moodle courses: provider-apis.md §9.4): each read is one request; full scans compare two such reads",
+    )
+    max_pages_per_scan: int = Field(
+        10_000, ge=1, le=1_000_000, description="bound on the requests of one endpoint's scan (x page_size records)"
+    )
     fetch_progress: bool = Field(
         True, description="also read course contents and learner activities (skipped if the integration lacks them)"
     )

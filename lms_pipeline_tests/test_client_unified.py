@@ -30,8 +30,9 @@ class FakeUnified:
     normally."""
 
     def __init__(self, total: int, script: list[httpx.Response | Exception | None] | None = None,
-                 ignore_limit: int | None = None) -> None:  # fmt: skip
+                 ignore_limit: int | None = None, ignore_offset: bool = False) -> None:  # fmt: skip
         self.total, self.script, self.ignore_limit = total, list(script or []), ignore_limit
+        self.ignore_offset = ignore_offset  # every request answered from offset 0 (Unified list options `-none-`)
         self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -42,7 +43,7 @@ class FakeUnified:
         if step is not None:
             return step
         limit = self.ignore_limit or min(int(request.url.params["limit"]), 100)
-        offset = int(request.url.params["offset"])
+        offset = 0 if self.ignore_offset else int(request.url.params["offset"])
         return httpx.Response(200, json=[{"id": f"c{i}"} for i in range(offset, min(offset + limit, self.total))])
 
     @property
@@ -103,6 +104,48 @@ def test_max_pages_bounds_a_listing_that_never_ends() -> None:
     with pytest.raises(LmsClientError, match=r"at offset 30 not sent: 3 full pages read \(max_pages\)") as err:
         list(client.iter_pages("course"))
     assert len(api.requests) == 3 and err.value.offset == 30 and not isinstance(err.value, LmsFetchError)
+
+
+def test_an_integration_ignoring_limit_and_offset_is_stopped_at_the_first_repeated_page() -> None:
+    """Unified's Moodle course list has no list options (`-none-`): every call returns the whole list (§9.4)."""
+    api = FakeUnified(60, ignore_limit=10**6, ignore_offset=True)
+    client, _ = make_client(api, page_size=25)
+    with pytest.raises(LmsClientError) as err:
+        list(client.iter_pages("course"))
+    assert len(api.requests) == 2, "detected at the first page that brings nothing new, not at max_pages"
+    message = str(err.value)
+    assert message.startswith(f"connection {CONNECTION!r}: GET /lms/{CONNECTION}/course at offset 60")
+    assert "all already read at earlier offsets" in message and "ignores offset (and maybe limit" in message
+    assert err.value.endpoint == "course" and err.value.offset == 60
+
+
+def test_an_integration_serving_its_first_page_forever_is_stopped_at_the_second_request() -> None:
+    api = FakeUnified(1000, ignore_offset=True)  # honours limit, ignores offset: the same full page every time
+    client, _ = make_client(api)
+    with pytest.raises(LmsClientError, match="at offset 10 answered a full page of 10 records all already read"):
+        list(client.iter_pages("course"))
+    assert len(api.requests) == 2
+
+
+def test_an_unpaged_listing_is_read_whole_in_one_request() -> None:
+    api = FakeUnified(60, ignore_limit=10**6, ignore_offset=True)
+    client, _ = make_client(api, page_size=25)
+    pages = list(client.iter_pages("course", unpaged=True))
+    assert len(api.requests) == 1 and ids(pages) == [f"c{i}" for i in range(60)]
+
+
+@pytest.mark.parametrize("total", [10, 25])
+def test_an_unpaged_answer_exactly_limit_long_is_refused_as_possibly_cut(total: int) -> None:
+    """Exactly ``limit`` records: the whole list, or the integration honours limit after all and cut it."""
+    api = FakeUnified(total, ignore_offset=True)
+    client, _ = make_client(api, page_size=10)
+    if total == 10:
+        with pytest.raises(LmsClientError, match="exactly limit=10 records.*options.page_size"):
+            list(client.iter_pages("course", unpaged=True))
+    else:  # the first page of 25, cut at 10
+        with pytest.raises(LmsClientError, match="exactly limit=10 records"):
+            list(client.iter_pages("course", unpaged=True))
+    assert len(api.requests) == 1
 
 
 def test_query_params_are_sent_as_recorded_with_fields_comma_separated() -> None:

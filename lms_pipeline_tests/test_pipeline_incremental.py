@@ -1,7 +1,10 @@
 """Incremental polling, full-scan reconciliation and churn while paging: real Dagster runs against the simulator.
 
 The churn world changes 2% of its courses *during* every scan and ignores ``sort`` (lists stay in updated_at
-order), the case where offset paging silently skips records. Truth is the world as of the scan's last request.
+order), the case where offset paging silently skips records. On five days a term rollover rewrites 90% of the
+course rosters in one second first (over 12 pages of 20 share that ``updated_at`` second, microseconds apart), and
+that day's changes during the scan touch rolled-over courses while the run is paged by offset: full days (7, 14) and
+incremental days (3, 10, 17). Truth is the world as of the scan's last request.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ import pytest
 
 from lms_pipeline.config import load_settings
 from lms_pipeline.resources import world_spec
-from lms_pipeline.simulator import WorldSpec
+from lms_pipeline.simulator import World, WorldSpec
 from lms_pipeline_tests.conftest import START, Pipeline, failure_message, make_pipeline
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 CHURN = WorldSpec("conn-churn", seed=5, start_date=START, n_courses=300, mean_roster_size=20,
                   missing_timestamps_share=0.0, remove_prob=0.0, drop_prob=0.002, adds_per_course=0.05,
-                  new_courses_per_day=2, supports_sort=False, churn_share=0.02, churn_per_request=3,
-                  classes="rosters", progress=False)  # fmt: skip
+                  new_courses_per_day=2, supports_sort=False, churn_share=0.02, churn_per_request=1,
+                  classes="rosters", progress=False, rollover_days=(3, 7, 10, 14, 17), rollover_share=0.9,
+                  rollover_stamps="microseconds")  # fmt: skip
+ROLLOVER_DAYS = {START + timedelta(days=d) for d in CHURN.rollover_days}
 CHURN_OPTIONS = {"page_size": 20, "full_scan_every_days": 7}
 
 
@@ -44,12 +49,28 @@ def class_edges(pipe: Pipeline, cid: str, day: date) -> set[tuple[str, str, str]
     )
 
 
+def changes(pipe: Pipeline, cid: str, day: date) -> set[tuple[str, str, str]]:
+    return pipe.rows(
+        "SELECT course_id, student_id, change_type FROM lms.enrollment_changes WHERE connection_id = ? "
+        "AND snapshot_date = ?",
+        [cid, day],
+    )
+
+
+def true_changes(world: World, day: date) -> set[tuple[str, str, str]]:
+    """Every roster exposed, no course removed: the change set is the difference of the true edges."""
+    before, after = world.true_course_edges(day - timedelta(days=1)), world.true_course_edges(day)
+    return {(c, s, "added") for c, s in after - before} | {(c, s, "dropped") for c, s in before - after}
+
+
 def modes(pipe: Pipeline, cid: str) -> dict[date, str]:
     frame = pipe.query("SELECT snapshot_date, mode FROM lms.sync_log WHERE connection_id = ?", [cid])
     return {d.date(): m for d, m in zip(frame["snapshot_date"], frame["mode"], strict=True)}
 
 
-def test_under_churn_20_days_of_snapshots_equal_the_truth(tmp_path, monkeypatch) -> None:
+def test_under_churn_and_bulk_updates_20_days_of_snapshots_and_change_sets_equal_the_truth(
+    tmp_path, monkeypatch
+) -> None:
     with make_pipeline(tmp_path, monkeypatch, [CHURN], {"conn-churn": CHURN_OPTIONS}) as pipe:
         world = pipe.worlds["conn-churn"]
         for offset in range(20):
@@ -57,12 +78,19 @@ def test_under_churn_20_days_of_snapshots_equal_the_truth(tmp_path, monkeypatch)
             run(pipe, "conn-churn", day)
             fired, planned = world.churn_fired(day)
             assert fired >= 0.01 * len(world.roster_status(day)) and fired == planned, f"{day}: churn too weak"
+            if day in ROLLOVER_DAYS:
+                second = f"{day}T23:10:00."
+                run_size = sum(c["updated_at"].startswith(second) for c in world.courses(day))
+                assert run_size >= 12 * CHURN_OPTIONS["page_size"], f"{day}: the bulk update spans 12+ pages"
             assert edges(pipe, "conn-churn", day) == world.true_course_edges(day), f"{day}"
             assert class_edges(pipe, "conn-churn", day) == world.true_class_edges(day), f"{day}"
+            if offset:
+                assert changes(pipe, "conn-churn", day) == true_changes(world, day), f"{day}: change set"
         seen = modes(pipe, "conn-churn")
     full = sorted(d for d, m in seen.items() if m == "full")
     assert full == [START, START + timedelta(days=7), START + timedelta(days=14)], "weekly full scans"
     assert sum(m == "incremental" for m in seen.values()) == 17
+    assert {seen[d] for d in ROLLOVER_DAYS} == {"full", "incremental"}, "bulk updates on both kinds of day"
 
 
 def test_under_the_same_churn_plain_offset_paging_publishes_wrong_snapshots(tmp_path, monkeypatch) -> None:
@@ -169,3 +197,29 @@ def test_sync_health_is_recorded_as_run_metadata(tmp_path, monkeypatch, endpoint
         [m["mode"].value, m["http_requests"].value, m["http_throttled"].value, m["http_server_errors"].value]
         for m in (full, incremental)
     ], "sync_log keeps the same health figures for analysts"
+
+
+def test_an_integration_ignoring_limit_and_offset_fails_at_once_naming_the_options_then_is_read_whole(
+    tmp_path, monkeypatch
+) -> None:
+    """Unified list options `-none-` (provider-apis.md §9.4, Moodle courses): every call answers the whole list.
+    Before, the client paged it until max_pages (10,000 requests); now the first repeated answer fails the run."""
+    spec = WorldSpec("conn-none", seed=12, start_date=START, n_courses=30, missing_timestamps_share=0.0,
+                     supports_updated_gte=False, ignores_paging="limit_offset", progress=False)  # fmt: skip
+    with make_pipeline(tmp_path, monkeypatch, [spec], {"conn-none": {"full_scan_every_days": 7}}) as pipe:
+        world, days = pipe.worlds["conn-none"], [START, START + timedelta(days=1)]
+        result = pipe.run("conn-none", days[0], QUIET)
+        assert not result.success
+        message = failure_message(result)
+        assert "ignores updated_gte and limit" in message
+        assert "options.supports_updated_gte: false and options.unpaged_endpoints: [course]" in message
+        assert len(pipe.app.request_log) <= 3, "failed at the first repeated answer"
+        assert pipe.rows("SELECT count(*) FROM lms.raw_course_pages") == {(0,)}
+        pipe.options["conn-none"].update(supports_updated_gte=False, unpaged_endpoints=["course"])
+        for day in days:
+            pipe.app.reset_log()
+            run(pipe, "conn-none", day)
+            assert edges(pipe, "conn-none", day) == world.true_course_edges(day)
+            courses = [e for e in pipe.app.request_log if e["endpoint"] == "course"]
+            assert len(courses) == 2, "two one-request passes that agree"
+        assert modes(pipe, "conn-none") == {days[0]: "full", days[1]: "full"}

@@ -276,10 +276,18 @@ def test_limit_is_clamped_to_1_through_100(api: Api) -> None:
     assert len(api.get("main", "student", limit=-3).json()) == 1
 
 
+def test_limit_and_offset_as_integral_floats_like_the_vendor_sdk_sends_are_accepted(api: Api) -> None:
+    """unified-python-sdk types limit/offset as float and sends ``limit=5.0&offset=0.0`` (provider-apis.md §9.4)."""
+    as_ints = api.get("main", limit=5, offset=5).json()
+    assert len(as_ints) == 5
+    assert api.get("main", limit="5.0", offset="5.0").json() == as_ints
+    assert api.get("main", limit="5.00", offset="5").json() == as_ints
+
+
 @pytest.mark.parametrize(
     ("param", "value"),
-    [("limit", "ten"), ("limit", "7.5"), ("offset", "-1"), ("offset", "x"), ("sort", "id"), ("order", "up"),
-     ("updated_gte", "last week")],
+    [("limit", "ten"), ("limit", "7.5"), ("limit", "nan"), ("limit", "inf"), ("offset", "-1"), ("offset", "x"),
+     ("offset", "2.5"), ("sort", "id"), ("order", "up"), ("updated_gte", "last week")],
 )  # fmt: skip
 def test_a_bad_query_parameter_answers_400_naming_it(api: Api, param: str, value: str) -> None:
     response = api.get("main", **{param: value})
@@ -464,3 +472,56 @@ def test_churn_updates_land_between_requests_and_never_change_later_days() -> No
     busy.fire(day, 10)
     assert busy.churn_fired(day) == (planned, planned), "a day's updates are bounded"
     assert busy.courses(next_day) == idle.courses(next_day), "the next day starts from the day with every update"
+
+
+def _serve_one(spec: WorldSpec) -> tuple[World, SimulatorApp]:
+    world = World(spec)
+    return world, SimulatorApp([world], {spec.connection_id: "t0ken"})
+
+
+def _get(client: httpx.Client, cid: str, endpoint: str = "course", day: date = D0, **params: object) -> list[dict]:
+    headers = {"Authorization": "Bearer t0ken", "X-Simulated-Date": day.isoformat()}
+    response = client.get(f"/lms/{cid}/{endpoint}", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize("stamps", ["identical", "microseconds"])
+def test_a_rollover_rewrites_many_rosters_in_one_second_and_updated_gte_compares_instants(stamps: str) -> None:
+    """A term rollover stamps its courses within one second at microsecond precision, while updated_gte is sent in
+    whole seconds: '…T23:10:00.418207Z' is at or after '…T23:10:00Z' (as strings it sorts before it)."""
+    day = D0 + timedelta(days=2)
+    spec = WorldSpec("rollover", seed=9, n_courses=120, missing_timestamps_share=0.0, rollover_days=(2,),
+                     rollover_stamps=stamps, progress=False)  # type: ignore[arg-type]  # fmt: skip
+    world, app = _serve_one(spec)
+    rolled = {c["id"]: c["updated_at"] for c in world.courses(day) if c["updated_at"].startswith(f"{day}T23:10:00.")}
+    active = sum(world.is_active(day).values())
+    assert len(rolled) >= active // 2 - 1 >= 50, "about half the active courses, one bulk update"
+    assert len(set(rolled.values())) == (1 if stamps == "identical" else len(rolled))
+    before = {c: {s for k, s in world.true_course_edges(day - timedelta(days=1)) if k == c} for c in rolled}
+    after = {c: {s for k, s in world.true_course_edges(day) if k == c} for c in rolled}
+    assert all(before[c] != after[c] for c in rolled), "every rolled course's roster changes"
+    with serve_in_thread(app) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
+        since = f"{day}T23:10:00Z"
+        listed = [c for offset in (0, 100) for c in _get(client, "rollover", day=day, updated_gte=since, offset=offset)]
+        assert [c["id"] for c in listed] == sorted(rolled, key=lambda c: (rolled[c], c)), "every one, in time order"
+        assert _get(client, "rollover", day=day, updated_gte=f"{day}T23:10:01Z") == []
+    assert not any(
+        c["updated_at"].startswith(f"{day - timedelta(days=1)}T23:10") for c in world.courses(D0 + timedelta(days=1))
+    )
+
+
+@pytest.mark.parametrize("mode", ["limit_offset", "offset"])
+def test_an_integration_ignoring_paging_answers_every_offset_alike(mode: str) -> None:
+    """Unified list options `-none-` (provider-apis.md §9.4): the same records whatever limit and offset say."""
+    spec = WorldSpec(
+        "unpaged", seed=10, n_courses=30, ignores_paging=mode, missing_timestamps_share=0.0, progress=False
+    )  # type: ignore[arg-type]
+    world, app = _serve_one(spec)
+    courses = sorted(world.courses(D0), key=lambda c: (c["updated_at"], c["id"]))
+    with serve_in_thread(app) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
+        answers = [_get(client, "unpaged", limit=10, offset=offset) for offset in (0, 10, 20, 30)]
+        students = _get(client, "unpaged", "student", limit=10, offset=10)
+    assert all(answer == answers[0] for answer in answers)
+    assert answers[0] == (courses if mode == "limit_offset" else courses[:10])
+    assert students == sorted(world.students(D0), key=lambda s: (s["updated_at"], s["id"]))[10:20], "other lists page"

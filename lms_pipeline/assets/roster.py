@@ -452,11 +452,13 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
 
 
 def _scan(client: UnifiedLmsClient, endpoint: str, plan: SyncPlan, options: UnifiedOptions) -> Scan:
-    params = FIELDS[endpoint]
+    params, unpaged = FIELDS[endpoint], endpoint in options.unpaged_endpoints
     if options.scan == "single_pass":
-        return single_pass(client, endpoint, {**params, **SINGLE_PASS_PARAMS, "updated_gte": plan.since})
+        return single_pass(client, endpoint, {**params, **SINGLE_PASS_PARAMS, "updated_gte": plan.since},
+                           unpaged=unpaged)  # fmt: skip
     return consistent_scan(client, endpoint, params, since=plan.since, keyset=options.supports_updated_gte,
-                           max_passes=options.max_scan_passes)  # fmt: skip
+                           max_passes=options.max_scan_passes, unpaged=unpaged,
+                           max_pages=options.max_pages_per_scan)  # fmt: skip
 
 
 def load_base(store: Warehouse, connection_id: str, day: date) -> BaseSync | None:

@@ -2,6 +2,10 @@
 
 Facts from provider-apis.md §1: list endpoints return a bare JSON array; the end is a page shorter than
 ``limit``; ``limit`` is capped at 100 and larger values are clamped silently; 429 may come without Retry-After.
+Not every integration honours ``limit``/``offset`` (§9.4: Moodle's course list has no list options, ``-none-``,
+and answers every call with the same records), so the short-page rule alone may never end: a full page bringing
+no record not already read in the pass stops paging at once (``RepeatedPageError``), and a list known to come
+whole in one answer is read with one request (``unpaged``).
 
 The token travels only in the Authorization header. httpx logs each request at INFO with its URL (no headers),
 and httpcore's DEBUG trace shows requests as ``<Request [b'GET']>``, so neither log shows the token; nor does
@@ -10,6 +14,7 @@ anything this module logs, raises or returns.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +32,15 @@ logger = logging.getLogger(__name__)
 
 QueryValue = str | int | float | bool
 PAGING_PARAMS = frozenset({"limit", "offset"})
+
+
+class RepeatedPageError(LmsClientError):
+    """A full page brought no record not already read in the pass: the integration ignores offset (and maybe
+    limit), so offset paging would never end. Callers that know the connection's options add which one to set."""
+
+
+class PageLimitError(LmsClientError):
+    """``max_pages`` full pages were read and the listing still had data."""
 
 
 @dataclass(frozen=True)
@@ -93,24 +107,61 @@ class UnifiedLmsClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def iter_pages(self, endpoint: str, params: Mapping[str, object] | None = None) -> Iterator[Page]:
+    def iter_pages(
+        self,
+        endpoint: str,
+        params: Mapping[str, object] | None = None,
+        *,
+        unpaged: bool = False,
+        max_pages: int | None = None,
+    ) -> Iterator[Page]:
         """Yield every page of ``endpoint`` until a short one; an exactly-full last page is followed by the empty
         page that proves the end, which is yielded too.
 
         ``params`` are extra query parameters: a list or tuple is sent comma-separated (``fields``), a tz-aware
         datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (``updated_gte``), None is left out. Paging is the client's own.
+        ``unpaged``: the integration ignores limit/offset and answers with its whole list, so one request is the
+        whole listing. ``max_pages`` overrides the client's bound for this listing.
         """
         extra = _query(params or {})
+        if unpaged:
+            yield self._whole_list(endpoint, extra)
+            return
+        bound = max_pages or self.max_pages
+        seen: set[object] = set()
         offset = 0
-        for _ in range(self.max_pages):
+        for _ in range(bound):
             page = self._get(endpoint, extra, offset)
+            fresh = versions(page.items) - seen
+            if offset and len(page.items) >= self.page_size and not fresh:
+                raise self._target(endpoint, offset).error(
+                    RepeatedPageError,
+                    f"answered a full page of {len(page.items)} records all already read at earlier offsets of this "
+                    "pass: the integration ignores offset (and maybe limit; Unified list options `-none-`, "
+                    "provider-apis.md §9.4), so paging would never end",
+                )
+            seen |= fresh
             yield page
             if len(page.items) < self.page_size:
                 return
             offset += len(page.items)
         raise self._target(endpoint, offset).error(
-            LmsClientError, f"not sent: {self.max_pages} full pages read (max_pages) and the listing still had data"
+            PageLimitError, f"not sent: {bound} full pages read (max_pages) and the listing still had data"
         )
+
+    def _whole_list(self, endpoint: str, extra: dict[str, QueryValue]) -> Page:
+        """One answer that must be the whole list. Exactly ``limit`` records cannot prove it: the list may have
+        exactly that many, or the integration honours limit after all and cut it (a different limit tells)."""
+        page = self._get(endpoint, extra, 0)
+        if len(page.items) == self.page_size:
+            raise self._target(endpoint, 0).error(
+                LmsClientError,
+                f"answered exactly limit={self.page_size} records although {endpoint} is read as one whole list "
+                f"(options.unpaged_endpoints): either the list has exactly {self.page_size} records, or the "
+                "integration honours limit after all and the list was cut. Set options.page_size to another value "
+                "to tell which; nothing was stored",
+            )
+        return page
 
     def get_page(self, endpoint: str, params: Mapping[str, object] | None, offset: int) -> Page:
         """One page of ``endpoint`` at ``offset`` (``limit`` is the client's page size); for callers that page
@@ -150,6 +201,16 @@ class UnifiedLmsClient:
             raise target.error(LmsPayloadError, f"answered HTTP {status} with an array holding {', '.join(strays)} "
                                "items, not objects", status=status)  # fmt: skip
         return body
+
+
+def versions(items: list[dict]) -> set[object]:
+    """Each record as (id, updated_at): a record read again unchanged is not new, one updated meanwhile is. A record
+    without an id is its whole content."""
+    return {
+        (str(item["id"]), str(item.get("updated_at"))) if item.get("id") is not None
+        else json.dumps(item, sort_keys=True, default=str)
+        for item in items
+    }  # fmt: skip
 
 
 def _query(params: Mapping[str, object]) -> dict[str, QueryValue]:

@@ -4,7 +4,11 @@ Behaviour follows provider-apis.md §1 and its simulator checklist: bare JSON ar
 the end signalled by a short page, bearer auth (401), 429 with or without Retry-After, ``fields``,
 ``updated_gte`` (optionally ignored, like Udemy/Teachable), ``sort``/``order``, 501 for an object the integration
 lacks. Requests are checked in this order: path, connection (404), rate limit (429), method (405), token (401),
-as-of date and query (400), injected fault, object support (501).
+as-of date and query (400), injected fault, object support (501). ``limit``/``offset`` may come as integral floats
+(``5.0``: the vendor SDK sends them so, §9.4). ``updated_gte`` and sorting compare instants, not strings: records
+may carry microseconds (``…:00.418207Z``) while the filter is sent in whole seconds. ``WorldSpec.ignores_paging``
+makes listed endpoints ignore limit/offset (Unified list options ``-none-``) or only offset;
+``WorldSpec.unstable_ties`` serves records tied on the sort key in a new order on every request.
 
 Churn mode (``WorldSpec.churn_share``): before every course or class list request of an as-of date but its first,
 the world applies its next mid-scan updates, so records move in ``updated_at`` order while a client pages.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -130,7 +135,10 @@ class SimulatorApp:
             items = self._records(world, endpoint, as_of, params)
         except DateOutOfRangeError as err:
             raise _HttpError(400, str(err)) from None
-        return 200, json.dumps(_page(items, query)).encode(), {}
+        spec = world.spec
+        paging = spec.ignores_paging if endpoint in spec.ignores_paging_on else "no"
+        ties = random.Random(f"{connection_id}:{self._counts[connection_id]}") if spec.unstable_ties else None
+        return 200, json.dumps(_page(items, query, paging, ties)).encode(), {}
 
     def _throttle(self, world: World) -> None:
         """Every Nth request to a connection answers 429, whatever else is wrong with it."""
@@ -182,21 +190,45 @@ class SimulatorApp:
         return [s for s in world.students(as_of) if members is None or s["id"] in members]
 
 
-def _page(items: list[dict], query: _Query) -> list[dict]:
+def _page(items: list[dict], query: _Query, paging: str = "no", ties: random.Random | None = None) -> list[dict]:
+    """The filtered, sorted listing cut at offset/limit, or as an integration ignoring them answers; ``ties``
+    shuffles records tied on the sort key (``WorldSpec.unstable_ties``)."""
     if query.updated_gte is not None:
-        items = [i for i in items if i.get("updated_at") is not None and i["updated_at"] >= query.updated_gte]
-    items = _sorted(items, query.sort, query.descending)[query.offset : query.offset + query.limit]
+        since = _instant(query.updated_gte)
+        items = [i for i in items if i.get("updated_at") is not None and _instant(i["updated_at"]) >= since]
+    items = _sorted(items, query.sort, query.descending, ties)
+    if paging == "no":
+        items = items[query.offset : query.offset + query.limit]
+    elif paging == "offset":
+        items = items[: query.limit]
     if query.fields:
         items = [{k: v for k, v in i.items() if k in query.fields or k == "id"} for i in items]
     return items
 
 
-def _sorted(items: list[dict], key: str, descending: bool) -> list[dict]:
-    """Records missing the key first, then by key; ties by id ascending in either order (a stable paging order)."""
+def _sorted(items: list[dict], key: str, descending: bool, ties: random.Random | None = None) -> list[dict]:
+    """Records missing the key first, then by key (timestamps as instants); ties by id ascending in either order (a
+    stable paging order), or in a random order when ``ties`` is given."""
     missing = sorted((i for i in items if i.get(key) is None), key=lambda i: i["id"])
     present = sorted((i for i in items if i.get(key) is not None), key=lambda i: i["id"])
-    present.sort(key=lambda i: i[key], reverse=descending)  # stable, also when reversed
+    if ties is not None:
+        ties.shuffle(present)
+    value = (lambda i: _instant(i[key])) if key.endswith("_at") else (lambda i: i[key])
+    present.sort(key=value, reverse=descending)  # stable, also when reversed
     return missing + present
+
+
+def _instant(stamp: str) -> str:
+    """A timestamp as a string that orders like the instant: 'YYYY-MM-DDTHH:MM:SS.ffffff' in UTC. As strings,
+    '…:00.5Z' < '…:00Z' ('.' sorts before 'Z'): a record half a second after a whole-second filter would fail it."""
+    if len(stamp) == 20 and stamp[-1] == "Z":  # YYYY-MM-DDTHH:MM:SSZ, the common case: no parsing
+        return stamp[:19] + ".000000"
+    if len(stamp) == 27 and stamp[-1] == "Z" and stamp[19] == ".":
+        return stamp[:26]
+    moment = datetime.fromisoformat(stamp)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="microseconds")
 
 
 def _query(params: Params, *, with_updated_gte: bool, with_sort: bool = True) -> _Query:
@@ -228,13 +260,22 @@ def _first(params: Params, name: str) -> str | None:
 
 
 def _int(params: Params, name: str, default: int) -> int:
+    """An integer parameter; an integral float too, as unified-python-sdk types ``limit``/``offset`` as float and
+    sends ``limit=5.0&offset=0.0``, so the real API accepts them (provider-apis.md §9.4)."""
     value = _first(params, name)
     if value is None:
         return default
     try:
         return int(value)
     except ValueError:
-        raise _HttpError(400, f"{name} must be an integer, got {value!r}") from None
+        pass
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not number.is_integer():  # also nan and inf
+        raise _HttpError(400, f"{name} must be an integer, got {value!r}")
+    return int(number)
 
 
 def _as_of(value: str | None) -> date | None:

@@ -12,6 +12,12 @@ mode the world also changes *while it is scanned*: a fixed list of updates for D
 stamped 23:30:00 + i seconds, so "now" is always the newest time) is applied ``churn_per_request`` at a time, before
 each list request after the first (``World.fire``). Updates not fired by the end of a scan happened after it; D+1
 starts from D with all its updates applied, so every day's state is the same whatever requests were made.
+
+Rollover mode (``rollover_days``): on those days an SIS-style term rollover rewrites ``rollover_share`` of the active
+courses' rosters in one bulk update at 23:10:00 UTC, so hundreds of records share one ``updated_at`` second, at the
+microsecond as a single SQL transaction stamps them (``rollover_stamps="identical"``) or microseconds apart as
+row-by-row updates do (``"microseconds"``). That day's mid-scan churn then touches rolled-over courses only: a bulk
+run paged by offset while some of its records move to the end is what keyset paging has to survive.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ T = TypeVar("T")
 
 MAX_DAYS = 3660  # about ten years after start_date: bounds the replay an as-of date can ask for
 DAY_SECONDS = 23 * 3600  # a day's own changes happen before 23:00; its scan (and mid-scan churn) at 23:30
+ROLLOVER_SECONDS = DAY_SECONDS + 600  # a rollover day's bulk update: 23:10:00, after the day's own changes
 CHECKPOINT_EVERY = 10  # every 10th day stays cached, so any day replays at most 9 days
 RECENT_DAYS = 32  # plus the most recently asked days (a pipeline walks days in order)
 
@@ -81,6 +88,17 @@ class WorldSpec:
     churn_share: float = 0.0  # share of courses updated during each day's scan (mid-scan churn)
     churn_per_request: int = 1  # updates applied before each list request after the first
     world_id: str | None = None  # seeds the world instead of connection_id: connections sharing it see one world
+    rollover_days: tuple[int, ...] = ()  # days (0 = start_date) with a term rollover: a bulk update at 23:10:00
+    rollover_share: float = 0.5  # share of the active, timestamped courses the rollover rewrites
+    # identical: one transaction stamps every row alike; microseconds: row-by-row updates within that second
+    rollover_stamps: Literal["identical", "microseconds"] = "identical"
+    # An integration whose list options are `-none-` (provider-apis.md §9.4: Moodle courses): limit_offset = every
+    # answer is the whole list; offset = limit honoured but offset ignored, the first page served forever.
+    ignores_paging: Literal["no", "limit_offset", "offset"] = "no"
+    ignores_paging_on: tuple[str, ...] = ("course",)  # the endpoints it applies to
+    # Records tied on the sort key come in a new order on every request (an ORDER BY without a unique tiebreaker);
+    # False: ties by id, the same every time.
+    unstable_ties: bool = False
 
     @property
     def world_key(self) -> str:
@@ -408,10 +426,34 @@ class World:
         return _Content(f"cnt-{course.number:05d}-{k:02d}", f"{kind} {k + 1}", True, rng.choice((10, 20, 30, 45, 60)),
                         moment, moment)  # fmt: skip
 
-    def _plan(self, start: _Day, day: date) -> _DayPlan:
-        """The day's mid-scan updates: distinct timestamped courses each drop one student and gain another."""
+    def _rollover(self, state: _Day, day: date) -> tuple[_Day, list[int]]:
+        """A term rollover at 23:10:00 if ``day`` is a rollover day: each picked course loses about a tenth of its
+        roster to the new term and gains as many; returns the new state and the indexes of the rolled courses."""
         s = self.spec
-        candidates = [i for i, c in enumerate(start.courses) if c.timestamps and c.is_active]
+        if (day - s.start_date).days not in s.rollover_days:
+            return state, []
+        rng = random.Random(f"{s.seed}:{s.world_key}:{day.isoformat()}:rollover")
+        candidates = [i for i, c in enumerate(state.courses) if c.timestamps and c.is_active]
+        picked = sorted(rng.sample(candidates, round(s.rollover_share * len(candidates))))
+        second = _stamp(datetime.combine(day, datetime.min.time()) + timedelta(seconds=ROLLOVER_SECONDS))[:-1]
+        micros = (rng.sample(range(1_000_000), len(picked)) if s.rollover_stamps == "microseconds"
+                  else [rng.randrange(1_000_000)] * len(picked))  # fmt: skip
+        courses = list(state.courses)
+        for index, micro in zip(picked, micros, strict=True):
+            course = courses[index]
+            size = max(1, len(course.students) // 10)
+            gone = set(rng.sample(sorted(course.students), min(size, len(course.students))))
+            students = course.students.difference(gone).union(rng.randint(1, s.n_students) for _ in range(size))
+            courses[index] = course._replace(students=students, dropped=(course.dropped | gone) - students,
+                                             updated_at=f"{second}.{micro:06d}Z")  # fmt: skip
+        return _Day(tuple(courses), state.next_course, state.next_class), picked
+
+    def _plan(self, start: _Day, day: date) -> _DayPlan:
+        """The day's rollover, if any, then its mid-scan updates: distinct timestamped courses (rolled-over ones on a
+        rollover day) each drop one student and gain another."""
+        s = self.spec
+        start, rolled = self._rollover(start, day)
+        candidates = rolled or [i for i, c in enumerate(start.courses) if c.timestamps and c.is_active]
         count = min(len(candidates), math.ceil(s.churn_share * len(start.courses))) if s.churn_share > 0 else 0
         if not count:
             return _DayPlan(start, (), start)
@@ -570,7 +612,12 @@ class World:
         return tuple(pool)
 
     def students(self, day: date) -> list[dict]:
-        """The student pool (the same every day); updated_at spread over the year before start_date."""
+        """The student pool (the same every day); updated_at spread over the year before start_date. Built once:
+        callers must not mutate it (a 20,000-student pool took 0.15 s to build per page request)."""
+        return self._student_items
+
+    @cached_property
+    def _student_items(self) -> list[dict]:
         return [
             {"id": sid, "name": f"{first} {last}", "first_name": first, "last_name": last,
              "emails": [{"email": email, "type": "WORK"}], "updated_at": updated}
