@@ -76,7 +76,8 @@ CAPABILITIES: dict[str, Capabilities] = {
             not_exposed_signal="403 `forbidden` on a class's enrollments",
             grades="gradebook results (the SIS side of reconciliation)",
             grading_scheme="`scoreScales` (letter line items compared on `textScore`)",
-            write_back="yes: `PUT /results/{sourcedId}` at an id minted from (line item, student); 201 with no body (200, 204 and 409 handled as vendor variants); never without proving whose result it is",
+            write_back="yes: `PUT /results/{sourcedId}` at an id minted from (line item, student); 201 with no "
+            "body (200, 204 and 409 handled as vendor variants); never without proving whose result it is",
             incremental_sync=False,
         ),
         Capabilities(
