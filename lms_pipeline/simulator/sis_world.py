@@ -191,7 +191,7 @@ class SisWorld:
                 email = f"{lms_student['last_name'].lower()}{number}@sis.school.example"
             user = {
                 "sourcedId": sis_user_id(number), "status": "active", "dateLastModified": "2026-08-01T00:00:00Z",
-                "enabledUser": True, "givenName": lms_student["first_name"], "familyName": lms_student["last_name"],
+                "enabledUser": "true", "givenName": lms_student["first_name"], "familyName": lms_student["last_name"],
                 "identifier": f"S{200000 + number}", "email": email,
                 "roles": [{"roleType": "primary", "role": "student"}],
             }  # fmt: skip
