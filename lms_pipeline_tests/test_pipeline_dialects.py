@@ -153,9 +153,9 @@ def test_the_sync_log_says_how_each_dialect_was_read(school: dict) -> None:
     assert (log["mode"] == "full").all() and (log["requests"] > 0).all()
 
 
-def test_the_readme_capability_matrix_is_the_one_the_pipeline_reads() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert markdown_table() in readme
+def test_the_documented_capability_matrix_is_the_one_the_pipeline_reads() -> None:
+    providers = (Path(__file__).resolve().parent.parent / "docs" / "providers.md").read_text()
+    assert markdown_table() in providers, "docs/providers.md: paste capabilities.markdown_table() over its matrix"
 
 
 @pytest.mark.parametrize(
