@@ -118,8 +118,8 @@ class UnifiedOptions(CommonOptions):
 
     supports_updated_gte: bool = Field(
         True,
-        description="the integration honours updated_gte (README capability table). False: every day is a full "
-        "scan, read in repeated passes until two agree.",
+        description="the integration honours updated_gte (docs/providers.md capability tables). False: every day is "
+        "a full scan, read in repeated passes until two agree.",
     )
     full_scan_every_days: int = Field(
         7, ge=1, le=366, description="a full scan (catches removed courses, repairs drift) at least this often"

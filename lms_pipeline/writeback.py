@@ -1,4 +1,4 @@
-"""The rules of the opt-in grade write-back to a OneRoster 1.2 gradebook, apart from Dagster (README "Write-back").
+"""The rules of the opt-in grade write-back to a OneRoster 1.2 gradebook, apart from Dagster (docs/operators.md).
 
 For each discrepancy row where the LMS grade should win (``missing_in_sis``, ``score_mismatch``):
 

@@ -42,7 +42,7 @@ COURSE_FIELDS = ["id", "name", "is_active", "created_at", "updated_at", "student
 CLASS_FIELDS = ["id", "name", "course_id", "created_at", "updated_at", "student_ids", "students"]
 FIELDS = {"course": {"fields": COURSE_FIELDS}, "class": {"fields": CLASS_FIELDS}}
 SINGLE_PASS_PARAMS = {"sort": "created_at", "order": "asc"}
-# A Unified.to integration without an object answers 501 (see the README's capability table).
+# A Unified.to integration without an object answers 501 (docs/providers.md, "Unified.to integrations").
 NOT_SUPPORTED_STATUS = 501
 
 

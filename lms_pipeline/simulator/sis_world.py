@@ -1,7 +1,7 @@
 """A deterministic SIS (OneRoster 1.2) world linked to an LMS world, with planted disagreements and their truth.
 
 The SIS holds the grades of record for the LMS world's courses. Most of them agree with the LMS; a fixed,
-hash-chosen few disagree in each way a reconciliation must catch (README "Grade reconciliation"):
+hash-chosen few disagree in each way a reconciliation must catch (docs/operators.md, "Grade reconciliation"):
 
 * students: some are not in the SIS, some have another email there (only a mapping-file row links them), some
   have a duplicate SIS record with the same email (ambiguous); guests of the LMS have no student record at all;
