@@ -1,5 +1,6 @@
-"""The documentation says what the code does: the data dictionary is the one the pandera models generate, the README's
-asset graph is the one Dagster loads, and the README stays short enough to read, with links that lead somewhere."""
+"""The documentation says what the code does: the data dictionary is the one the pandera models generate, every
+provider fact the code cites is in docs/providers.md, the README's asset graph is the one Dagster loads, and the README
+stays short enough to read, with links that lead somewhere."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from lms_pipeline.schemas import MODELS
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
+PROVIDERS = DOCS / "providers.md"
 README_MAX_BYTES = 12_500
+SECTION = "\N{SECTION SIGN}"
+# A section number cited after another document's name (RFC 6750 §3.1, peers-and-user-pains.md §16) is that
+# document's; any other is docs/providers.md's, named on the same line or at the top of the file.
+CITATION = re.compile(SECTION + r"(\d+(?:\.\d+)*)")
+OTHER_DOCUMENT = re.compile(r"(RFC \d+|[\w-]+\.md)(?:[^.;)]*?)$")
 
 
 def test_the_data_dictionary_is_the_one_the_models_generate() -> None:
@@ -36,6 +43,42 @@ def test_a_model_added_outside_the_reading_order_is_still_documented() -> None:
     text = data_dictionary.render(models)
     assert "## Other tables" in text and "\n### brand_new_table\n" in text
     assert "course_student_edges" not in text  # tables the models do not have are not invented
+
+
+def cited_files() -> list[Path]:
+    """Every file of the project that may cite a provider fact (this test's own patterns excepted)."""
+    sources = [p for d in ("lms_pipeline", "lms_pipeline_tests") for p in (ROOT / d).rglob("*")
+               if p.suffix in (".py", ".json") and p != Path(__file__).resolve()]  # fmt: skip
+    return sorted([*sources, README, *DOCS.glob("*.md"), *(ROOT / "data").rglob("*.yaml")])
+
+
+def provider_sections() -> set[str]:
+    """Section numbers of docs/providers.md: headings such as ``## 9. Conformance`` and ``### 9.4 Unified.to``."""
+    return set(re.findall(r"^#{2,3} (\d+(?:\.\d+)*)\.? ", PROVIDERS.read_text(), flags=re.MULTILINE))
+
+
+def test_every_provider_fact_the_code_cites_has_its_section_in_docs_providers() -> None:
+    sections = provider_sections()
+    assert {"1.4", "1.9", "2.8", "4.7", "5.5", "9.1", "9.4", "9.5"} <= sections
+    cited: list[tuple[str, int, str]] = []
+    for path in cited_files():
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            assert "provider-apis" not in line, (
+                f"{path.relative_to(ROOT)}:{number} cites provider-apis.md, which is not in the repository: "
+                "cite docs/providers.md"
+            )
+            assert not re.search(r"providers\.md " + SECTION + r"[^\d]", line), (
+                f"{path.relative_to(ROOT)}:{number}: cite a numbered section of docs/providers.md"
+            )
+            for match in CITATION.finditer(line):
+                before = CITATION.sub("", line[max(0, match.start() - 60) : match.start()])
+                other = OTHER_DOCUMENT.search(before)
+                if other and other.group(1) != "providers.md":
+                    continue
+                cited.append((f"{path.relative_to(ROOT)}:{number}", match.group(1), line.strip()))
+    assert len(cited) > 60, "the citations were not found: has the citation style changed?"
+    missing = [f"{where}: {SECTION}{section} ({line})" for where, section, line in cited if section not in sections]
+    assert not missing, "cited sections missing from docs/providers.md:\n" + "\n".join(missing)
 
 
 def mermaid_edges(text: str) -> set[tuple[str, str]]:
