@@ -4,7 +4,7 @@ For each discrepancy row where the LMS grade should win (``missing_in_sis``, ``s
 
 * **Identity.** The SIS result is found by exact lookup: ``GET /results/{sourcedId}`` when the reconciliation knew
   the result, else a listing filtered on the pair, of which only results naming both the line item and the student
-  count (the spec leaves ``filter`` to the vendor, provider-apis.md §9.1, and some return every result). What came
+  count (the spec leaves ``filter`` to the vendor, docs/providers.md §9.1, and some return every result). What came
   back must name the row's student and line item; when it does not, or the pair has several results, nothing is
   written (``identity_unproven``, the reason in ``detail``).
 * **Compare-and-set.** A result already holding the LMS value is ``already_current``; an active result modified

@@ -129,7 +129,7 @@ def true_deactivation_drops(world: object, before: date, day: date) -> set[tuple
 
 
 def test_course_deactivated_fires_in_every_dialect_as_the_truth_says(school: dict) -> None:
-    """OneRoster has no "course is active" flag (provider-apis.md §9.2): the OneRoster connection must see the
+    """OneRoster has no "course is active" flag (docs/providers.md §9.2): the OneRoster connection must see the
     deactivation in the class's status and its terms' dates, never in an invented field."""
     truth = true_deactivation_drops(school["world"], DAYS[0], DAYS[-1])
     assert truth, "the world deactivates a course with a known roster on the second day"

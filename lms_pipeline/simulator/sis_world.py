@@ -17,7 +17,7 @@ Choices hash the entity ids (zlib.crc32), so they are stable across days and ind
 ``expected_statuses`` computes, in plain Python and independently of the pipeline's SQL, the status every
 discrepancy row must get. Writes (PUT) land in an overlay that outlives days, like a real gradebook.
 
-The default SIS answers as the OneRoster 1.2 gradebook spec says (provider-apis.md §9.1); each vendor deviation
+The default SIS answers as the OneRoster 1.2 gradebook spec says (docs/providers.md §9.1); each vendor deviation
 the write-back must survive is a switch of ``SisSpec``, off by default.
 """
 
