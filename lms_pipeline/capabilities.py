@@ -1,6 +1,6 @@
 """What each provider dialect exposes, as data: the pipeline reads it to choose full or incremental syncs and to
-mark rosters it cannot see as not exposed, and the README's capability matrix is generated from it (a test keeps
-the two equal). Facts from shared/docs/provider-apis.md; "used" says what lms-pipeline does with them today.
+mark rosters it cannot see as not exposed, and the capability matrix in docs/providers.md is generated from it (a
+test keeps the two equal). Facts from docs/providers.md; "used" says what lms-pipeline does with them today.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Capabilities:
 CAPABILITIES: dict[str, Capabilities] = {
     c.provider: c
     for c in (
-        # Unified list options differ per integration and object (provider-apis.md §1.6, §9.4); the simulator has
+        # Unified list options differ per integration and object (docs/providers.md §1.6, §9.4); the simulator has
         # a switch for each: WorldSpec.supports_updated_gte / supports_sort (Udemy, Teachable), ignores_paging
         # ("limit_offset": `-none-`, every answer the whole list, e.g. Moodle courses; "offset": the first page
         # served forever), rollover_days (a bulk update putting pages of records in one updated_at second),
@@ -125,7 +125,7 @@ def capabilities(provider: str) -> Capabilities:
 
 
 def markdown_table() -> str:
-    """The README's capability matrix."""
+    """The capability matrix of docs/providers.md."""
     names = [f.name for f in fields(Capabilities) if f.name in _COLUMNS]
     lines = ["| " + " | ".join(_COLUMNS[n] for n in names) + " |", "|" + "---|" * len(names)]
     lines += ["| " + " | ".join(str(getattr(c, n)) for n in names) + " |" for c in CAPABILITIES.values()]

@@ -65,7 +65,7 @@ class CommonOptions(_Strict):
 
 
 class CanvasOptions(CommonOptions):
-    """Canvas REST (provider-apis.md §4, §9.3): the account's course listing, Link-header pages, per_page up to 100,
+    """Canvas REST (docs/providers.md §4, §9.3): the account's course listing, Link-header pages, per_page up to 100,
     explicit enrollment states."""
 
     account_id: str = Field(
@@ -118,8 +118,8 @@ class UnifiedOptions(CommonOptions):
 
     supports_updated_gte: bool = Field(
         True,
-        description="the integration honours updated_gte (README capability table). False: every day is a full "
-        "scan, read in repeated passes until two agree.",
+        description="the integration honours updated_gte (docs/providers.md capability tables). False: every day is "
+        "a full scan, read in repeated passes until two agree.",
     )
     full_scan_every_days: int = Field(
         7, ge=1, le=366, description="a full scan (catches removed courses, repairs drift) at least this often"
@@ -136,7 +136,7 @@ class UnifiedOptions(CommonOptions):
     unpaged_endpoints: tuple[Literal["course", "class"], ...] = Field(
         (),
         description="lists the integration answers whole, ignoring limit/offset (Unified list options `-none-`, "
-        "e.g. Moodle courses: provider-apis.md §9.4): each read is one request; full scans compare two such reads",
+        "e.g. Moodle courses: docs/providers.md §9.4): each read is one request; full scans compare two such reads",
     )
     max_pages_per_scan: int = Field(
         10_000, ge=1, le=1_000_000, description="bound on the requests of one endpoint's scan (x page_size records)"

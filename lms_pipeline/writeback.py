@@ -1,10 +1,10 @@
-"""The rules of the opt-in grade write-back to a OneRoster 1.2 gradebook, apart from Dagster (README "Write-back").
+"""The rules of the opt-in grade write-back to a OneRoster 1.2 gradebook, apart from Dagster (docs/operators.md).
 
 For each discrepancy row where the LMS grade should win (``missing_in_sis``, ``score_mismatch``):
 
 * **Identity.** The SIS result is found by exact lookup: ``GET /results/{sourcedId}`` when the reconciliation knew
   the result, else a listing filtered on the pair, of which only results naming both the line item and the student
-  count (the spec leaves ``filter`` to the vendor, provider-apis.md §9.1, and some return every result). What came
+  count (the spec leaves ``filter`` to the vendor, docs/providers.md §9.1, and some return every result). What came
   back must name the row's student and line item; when it does not, or the pair has several results, nothing is
   written (``identity_unproven``, the reason in ``detail``).
 * **Compare-and-set.** A result already holding the LMS value is ``already_current``; an active result modified

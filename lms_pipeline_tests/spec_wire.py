@@ -1,5 +1,5 @@
 """What the spec contract tests share: a WSGI recorder that keeps every request and answer as they crossed the
-wire, and validators for the JSON Schemas in ``spec_schemas/`` (written from provider-apis.md §9)."""
+wire, and validators for the JSON Schemas in ``spec_schemas/`` (written from docs/providers.md §9)."""
 
 from __future__ import annotations
 

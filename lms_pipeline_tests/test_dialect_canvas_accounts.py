@@ -2,7 +2,7 @@
 
 Real Canvas lists an institution's courses at ``GET /api/v1/accounts/:account_id/courses`` (the account permission
 ``read_course_list``; ``:account_id`` may be ``self``, the domain's root account); ``GET /api/v1/courses`` lists only
-the token user's own courses (provider-apis.md §9.3). Canvas runs on Rack, which keeps the last of repeated plain
+the token user's own courses (docs/providers.md §9.3). Canvas runs on Rack, which keeps the last of repeated plain
 parameters and reads ``k[]`` as an array; the account listing reads ``enrollment_type``, ``by_teachers`` and
 ``by_subaccounts`` only as arrays. The simulator behaves so, and the pipeline's first day from a Canvas connection
 must hold the institution's courses, equal to the world's truth. Real HTTP on 127.0.0.1, real Dagster runs.

@@ -35,7 +35,7 @@ WORLD = World(WorldSpec(CID, seed=3, n_courses=12, mean_roster_size=30, n_studen
 TOKENS = {CID: "canvas-grades-token-s3cret"}
 RETRY = RetrySettings(max_attempts=5, base_delay=0.01, max_delay=0.1, max_total_wait=5.0, timeout=10.0)
 KEYS = ["course_id", "content_id", "student_id"]
-# Canvas's default scheme (provider-apis.md §4.7), as the API gives it: fractions 0-1.
+# Canvas's default scheme (docs/providers.md §4.7), as the API gives it: fractions 0-1.
 CANVAS_DEFAULT = [("A", "0.94"), ("A-", "0.90"), ("B+", "0.87"), ("B", "0.84"), ("B-", "0.80"), ("C+", "0.77"),
                   ("C", "0.74"), ("C-", "0.70"), ("D+", "0.67"), ("D", "0.64"), ("D-", "0.61"), ("F", "0")]  # fmt: skip
 

@@ -1,6 +1,6 @@
 """The Google Classroom dialect end to end: simulator, client and normalizer against the world's truth.
 
-Contract from provider-apis.md §5 and peers-and-user-pains.md item 2: only the token ends a listing (short and empty
+Contract from docs/providers.md §5 and peers-and-user-pains.md item 2: only the token ends a listing (short and empty
 pages with a token are followed), pageSize above 30 is truncated silently, a token replayed with other parameters is
 refused, 429 is survived, a 403 on students.list is "not exposed" (never empty, never retried), dropped students
 simply vanish. Real HTTP on 127.0.0.1 only; one seeded fixture world.

@@ -1,7 +1,7 @@
 """Google Classroom grades end to end: simulator, ``ClassroomClient.grade_pages`` and ``normalize_classroom_grades``
 against the world's truth, read through the project's own ``parse_grades``.
 
-Contract (provider-apis.md §5.3, GitHub issue 5): courseWork and studentSubmissions (courseWorkId ``-``) are paged by
+Contract (docs/providers.md §5.3, GitHub issue 5): courseWork and studentSubmissions (courseWorkId ``-``) are paged by
 token to the end, short and empty pages included; ``assignedGrade`` is the only grade of record, points out of
 ``maxPoints``; ``draftGrade`` never counts; a real 0 stays 0; Classroom cannot say "excused" or "pass", so those are
 ungraded; a course we may not see answers 403 and yields a 403 page and no grades. Real HTTP on 127.0.0.1 only.

@@ -5,7 +5,7 @@ Every object of every list (courses, classes, students, contents, activities) mu
 what the SDK keeps must equal what our client reads, record for record and in the same order. What the SDK drops is
 listed and explained, so a misspelled or invented simulator field shows up as a failure:
 
-* ``student_ids`` on courses and classes: deprecated in favour of ``students`` (provider-apis.md §1.4, §9.4) and
+* ``student_ids`` on courses and classes: deprecated in favour of ``students`` (docs/providers.md §1.4, §9.4) and
   gone from the 0.61.x models, while legacy integrations still send only it. Our client reads both; through the SDK
   a ``student_ids``-only roster is invisible (asserted below, for legacy-blackboard).
 * ``emails[].email`` and ``emails[].type`` on students: ``LmsEmail`` is an empty schema in the SDK (§1.9).

@@ -19,7 +19,7 @@ A job backfill ignores those dependencies, so days could run in any order; the i
 connection (as ``data/dagster_home/dagster.yaml`` does), so a connection's days run in queue order, one at a time,
 while the three connections run in parallel: every (connection, day) equals the simulator's truth, and every
 change set compares with the day before. The polled connection removes no courses and exposes every roster (an
-incremental poll cannot see removals or exposure flips until the next full scan, see the README).
+incremental poll cannot see removals or exposure flips until the next full scan, see docs/decisions.md).
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def true_deactivation_drops(world: object, before: date, day: date) -> set[tuple
 
 
 def test_course_deactivated_fires_in_every_dialect_as_the_truth_says(school: dict) -> None:
-    """OneRoster has no "course is active" flag (provider-apis.md §9.2): the OneRoster connection must see the
+    """OneRoster has no "course is active" flag (docs/providers.md §9.2): the OneRoster connection must see the
     deactivation in the class's status and its terms' dates, never in an invented field."""
     truth = true_deactivation_drops(school["world"], DAYS[0], DAYS[-1])
     assert truth, "the world deactivates a course with a known roster on the second day"
@@ -153,9 +153,9 @@ def test_the_sync_log_says_how_each_dialect_was_read(school: dict) -> None:
     assert (log["mode"] == "full").all() and (log["requests"] > 0).all()
 
 
-def test_the_readme_capability_matrix_is_the_one_the_pipeline_reads() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert markdown_table() in readme
+def test_the_documented_capability_matrix_is_the_one_the_pipeline_reads() -> None:
+    providers = (Path(__file__).resolve().parent.parent / "docs" / "providers.md").read_text()
+    assert markdown_table() in providers, "docs/providers.md: paste capabilities.markdown_table() over its matrix"
 
 
 @pytest.mark.parametrize(

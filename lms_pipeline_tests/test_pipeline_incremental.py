@@ -202,7 +202,7 @@ def test_sync_health_is_recorded_as_run_metadata(tmp_path, monkeypatch, endpoint
 def test_an_integration_ignoring_limit_and_offset_fails_at_once_naming_the_options_then_is_read_whole(
     tmp_path, monkeypatch
 ) -> None:
-    """Unified list options `-none-` (provider-apis.md §9.4, Moodle courses): every call answers the whole list.
+    """Unified list options `-none-` (docs/providers.md §9.4, Moodle courses): every call answers the whole list.
     Before, the client paged it until max_pages (10,000 requests); now the first repeated answer fails the run."""
     spec = WorldSpec("conn-none", seed=12, start_date=START, n_courses=30, missing_timestamps_share=0.0,
                      supports_updated_gte=False, ignores_paging="limit_offset", progress=False)  # fmt: skip

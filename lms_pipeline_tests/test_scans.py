@@ -1,7 +1,7 @@
 """Consistent scans of a listing that changes while it is paged, against the simulator over HTTP on 127.0.0.1.
 
 The churn world updates courses between page requests and ignores ``sort`` (lists stay in updated_at order), the
-case where plain offset paging skips records (provider-apis.md §1.9).
+case where plain offset paging skips records (docs/providers.md §1.9).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ SPECS = [
         )
         for stamps in ("identical", "microseconds")
     ),  # fmt: skip
-    # Unified list options `-none-` (provider-apis.md §9.4, Moodle courses): limit, offset and updated_gte ignored.
+    # Unified list options `-none-` (docs/providers.md §9.4, Moodle courses): limit, offset and updated_gte ignored.
     churn_spec("none-options", churn_share=0.0, ignores_paging="limit_offset", supports_updated_gte=False),
     # Issue 19: the same full page forever, one updated_at: offset ignored, every course rewritten in one second.
     churn_spec("first-page-forever", churn_share=0.0, ignores_paging="offset", rollover_days=(2,), rollover_share=1.0),

@@ -277,7 +277,7 @@ def test_limit_is_clamped_to_1_through_100(api: Api) -> None:
 
 
 def test_limit_and_offset_as_integral_floats_like_the_vendor_sdk_sends_are_accepted(api: Api) -> None:
-    """unified-python-sdk types limit/offset as float and sends ``limit=5.0&offset=0.0`` (provider-apis.md §9.4)."""
+    """unified-python-sdk types limit/offset as float and sends ``limit=5.0&offset=0.0`` (docs/providers.md §9.4)."""
     as_ints = api.get("main", limit=5, offset=5).json()
     assert len(as_ints) == 5
     assert api.get("main", limit="5.0", offset="5.0").json() == as_ints
@@ -513,7 +513,7 @@ def test_a_rollover_rewrites_many_rosters_in_one_second_and_updated_gte_compares
 
 @pytest.mark.parametrize("mode", ["limit_offset", "offset"])
 def test_an_integration_ignoring_paging_answers_every_offset_alike(mode: str) -> None:
-    """Unified list options `-none-` (provider-apis.md §9.4): the same records whatever limit and offset say."""
+    """Unified list options `-none-` (docs/providers.md §9.4): the same records whatever limit and offset say."""
     spec = WorldSpec(
         "unpaged", seed=10, n_courses=30, ignores_paging=mode, missing_timestamps_share=0.0, progress=False
     )  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """The LTI AGS 2.0 contract, both ways: every line item and result answer the simulated platform gives and every
 request the project's AGS client sends are checked against JSON Schemas written from the spec facts
-(``spec_schemas/lti_ags_v2p0.schema.json``, provider-apis.md §9.5): bodies, media types, query parameters, the
+(``spec_schemas/lti_ags_v2p0.schema.json``, docs/providers.md §9.5): bodies, media types, query parameters, the
 results URL (the line item's path + ``/results``, its query kept) and ``Link`` paging. Real HTTP on 127.0.0.1.
 
 The contexts listing (a stand-in for launch claims) and NRPS memberships are not AGS and are not checked here.

@@ -1,7 +1,7 @@
 """The OneRoster 1.2 rostering contract, both ways: every answer the simulated rostering service gives (lists,
 errors, paging headers) and every request the project's reader sends (the token form, each GET's query) is checked
 against JSON Schemas written from the spec facts (``spec_schemas/oneroster_v1p2_rostering.schema.json``,
-provider-apis.md §9.2, imsx_StatusInfo §9.1), over real HTTP on 127.0.0.1.
+docs/providers.md §9.2, imsx_StatusInfo §9.1), over real HTTP on 127.0.0.1.
 
 The simulator's vendor-deviation modes (totals in the body, 1.0's ``inactive``) are the only answers allowed to
 break the schema, and a test shows the schema catches them, so a schema that accepts anything cannot pass here.

@@ -1,7 +1,7 @@
 """The opt-in grade write-back in real Dagster runs against the embedded OneRoster SIS over HTTP on 127.0.0.1.
 
 Each test reconciles one day, then switches write-back on and runs the ``grade_sync`` step against a SIS that
-behaves as the OneRoster 1.2 gradebook spec says (provider-apis.md §9.1) or with one vendor deviation switched on:
+behaves as the OneRoster 1.2 gradebook spec says (docs/providers.md §9.1) or with one vendor deviation switched on:
 a SIS that ignores ``filter``, one that changed a result's owner since the reconciliation, one that drops the
 connection mid-loop. What a user must be able to trust: no grade lands on another student's result, every write
 the SIS received is in ``grade_sync_log``, and a re-run writes nothing twice and blames nothing on the SIS.

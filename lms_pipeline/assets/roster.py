@@ -37,12 +37,12 @@ from lms_pipeline.warehouse import STAGED_TABLES, Warehouse, table
 GROUP = "roster"
 
 # Fields asked for explicitly: an absent roster must mean "provider did not expose it", not "not requested"
-# (provider-apis.md §1.9). Paging order is the scan technique's business (lms_pipeline.clients.scans).
+# (docs/providers.md §1.9). Paging order is the scan technique's business (lms_pipeline.clients.scans).
 COURSE_FIELDS = ["id", "name", "is_active", "created_at", "updated_at", "student_ids", "students"]
 CLASS_FIELDS = ["id", "name", "course_id", "created_at", "updated_at", "student_ids", "students"]
 FIELDS = {"course": {"fields": COURSE_FIELDS}, "class": {"fields": CLASS_FIELDS}}
 SINGLE_PASS_PARAMS = {"sort": "created_at", "order": "asc"}
-# A Unified.to integration without an object answers 501 (see the README's capability table).
+# A Unified.to integration without an object answers 501 (docs/providers.md, "Unified.to integrations").
 NOT_SUPPORTED_STATUS = 501
 
 

@@ -1,4 +1,4 @@
-"""Client for the Canvas LMS REST API (provider-apis.md §4, §9.3): an account's courses, each course's student
+"""Client for the Canvas LMS REST API (docs/providers.md §4, §9.3): an account's courses, each course's student
 enrollments and sections, and for grades each course's assignments, grading standards and submissions, paged by
 following ``Link: rel="next"`` and nothing else.
 
@@ -200,7 +200,7 @@ class CanvasClient:
                              course_id)  # fmt: skip
 
     def grading_standard_pages(self, course_id: int) -> list[RawPage]:
-        """The standards the course owns (account-level ones are not listed here, provider-apis.md §4.7)."""
+        """The standards the course owns (account-level ones are not listed here, docs/providers.md §4.7)."""
         return self._listing("grading_standards", f"api/v1/courses/{course_id}/grading_standards",
                              [("per_page", self.per_page)], course_id)  # fmt: skip
 

@@ -1,7 +1,7 @@
 """Client for the Google Classroom API v1: courses, their aliases, students, courseWork and student submissions,
 token paging to the end.
 
-Facts from provider-apis.md §5 and peers-and-user-pains.md item 2: only a missing or empty ``nextPageToken`` ends
+Facts from docs/providers.md §5 and peers-and-user-pains.md item 2: only a missing or empty ``nextPageToken`` ends
 a listing (pages may be short, even empty, while a token is still given); ``pageSize`` above 30 is truncated
 silently, which is harmless here since a short page proves nothing; a token must be replayed with otherwise
 identical parameters, so every page of a listing is asked with the same ones; an empty-string ``pageToken`` is an

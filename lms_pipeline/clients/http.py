@@ -28,7 +28,7 @@ from lms_pipeline.clients.errors import (
 
 logger = logging.getLogger(__name__)
 
-# The statuses Unified.to's own SDK retries (provider-apis.md §1.5): throttling and upstream/server trouble.
+# The statuses Unified.to's own SDK retries (docs/providers.md §1.5): throttling and upstream/server trouble.
 # 501 is not among them: a Unified.to integration answers 501 for an object it does not support.
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})

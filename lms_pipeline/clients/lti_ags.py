@@ -1,4 +1,4 @@
-"""Client for LTI Advantage grade reading (provider-apis.md §3): AGS 2.0 line items and results, and NRPS 2.0
+"""Client for LTI Advantage grade reading (docs/providers.md §3): AGS 2.0 line items and results, and NRPS 2.0
 memberships, which tie an LTI ``userId`` (an opaque ``sub``) to the person's SIS id (``lis_person_sourcedid``).
 
 What this client is built around:

@@ -1,6 +1,6 @@
 """Client for a OneRoster 1.2 SIS: OAuth2 client credentials, Link-header paging, gradebook reads and writes.
 
-Facts from provider-apis.md §2 and §9.1: tokens come from a client-credentials grant (Basic auth, form body,
+Facts from docs/providers.md §2 and §9.1: tokens come from a client-credentials grant (Basic auth, form body,
 ``scope``) and expire (``expires_in``); lists page by ``limit``/``offset`` and announce the next page in ``Link``
 (followed as given, never rebuilt, and only on the SIS's own origin: the token goes with it and may carry write
 scope) and the size in ``X-Total-Count``, which is checked at the end so a listing cut short is an error, not a

@@ -1,4 +1,4 @@
-"""Reads one OneRoster 1.2 connection's rosters (provider-apis.md §2, §9.2) with the project's ``OneRosterClient``:
+"""Reads one OneRoster 1.2 connection's rosters (docs/providers.md §2, §9.2) with the project's ``OneRosterClient``:
 courses, classes, academic sessions (the terms that say when a class runs: OneRoster has no "course is active"
 flag), then each class's enrollments (``filter=class.sourcedId='X'``; the standard has no
 ``/classes/{id}/enrollments``), every listing to its end, as raw pages for ``transforms.oneroster_rosters``.

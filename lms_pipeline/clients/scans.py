@@ -3,7 +3,7 @@
 Plain offset paging over a list ordered by ``updated_at`` (Unified.to's default order) skips a record at a page
 boundary whenever an earlier record is updated mid-scan, and a record updated after it was read stays stale. A
 catch-up pass with ``updated_gte = scan start`` repairs only the stale ones, never the skipped ones
-(provider-apis.md §1.9). Two techniques that do work, chosen per provider capability:
+(docs/providers.md §1.9). Two techniques that do work, chosen per provider capability:
 
 * ``keyset_scan`` (the provider honours ``updated_gte``): every request asks for records updated at or after the
   newest ``updated_at`` second seen so far, from offset 0 (the few records already read in that second come again).
@@ -19,7 +19,7 @@ catch-up pass with ``updated_gte = scan start`` repairs only the stale ones, nev
   consecutive passes return identical records with no duplicate id, bounded in passes.
 
 Whatever the technique, a full page bringing no record not already read means the integration ignores offset
-(Unified list options ``-none-``, provider-apis.md §9.4): the scan stops at once, naming the option to set. A list
+(Unified list options ``-none-``, docs/providers.md §9.4): the scan stops at once, naming the option to set. A list
 the integration answers whole (``options.unpaged_endpoints``) is read in one request per pass.
 
 A sync reads several endpoints one after another, so the course listing is as of the course scan's end while the
@@ -257,7 +257,7 @@ def _check_keyset_page(
         if len(stamps) > limit:  # the whole list in one answer: Unified list options `-none-` (§9.4)
             raise _error(client, endpoint, f"{where} returned {len(stamps)} records for limit={limit}, one updated "
                          f"at {_iso(stamps[0])}, before updated_gte: the integration ignores updated_gte and limit "
-                         "(Unified list options `-none-`, provider-apis.md §9.4). Set options.supports_updated_gte: "
+                         "(Unified list options `-none-`, docs/providers.md §9.4). Set options.supports_updated_gte: "
                          f"false and options.unpaged_endpoints: [{endpoint}] for this connection.")  # fmt: skip
         raise _error(
             client,
@@ -300,7 +300,7 @@ def stable_scan(
             raise _error(client, endpoint, f"two consecutive passes agree, but both list {record!r} at offsets "
                          f"{' and '.join(map(str, offsets))}{others}: the integration's paging repeats records, so "
                          "others are skipped. More passes cannot help; check the integration's list options "
-                         "(provider-apis.md §1.6, §9.4): if it answers every request with its whole list, set "
+                         "(docs/providers.md §1.6, §9.4): if it answers every request with its whole list, set "
                          f"options.unpaged_endpoints: [{endpoint}].")  # fmt: skip
         previous = records
     moving = f" (the last listed {len(twice)} id(s) twice: records moving while paged)" if twice else ""
@@ -411,7 +411,7 @@ def _repeated_page(
 ) -> ScanError:
     return _error(client, endpoint, f"GET {endpoint} (updated_gte={_iso(watermark)}, offset {offset}) answered a full "
                   f"page of {count} records all already read in this scan: the integration ignores offset, so the "
-                  "listing cannot be paged past its first page (provider-apis.md §9.4). If the records sharing one "
+                  "listing cannot be paged past its first page (docs/providers.md §9.4). If the records sharing one "
                   "updated_at fit in one page, raise options.page_size (up to 100); if the integration answers every "
                   f"request with its whole list, set options.unpaged_endpoints: [{endpoint}].")  # fmt: skip
 

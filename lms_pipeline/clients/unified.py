@@ -1,6 +1,6 @@
 """Client for the Unified.to LMS API: offset paging to the end, with retries and strict page checks.
 
-Facts from provider-apis.md §1: list endpoints return a bare JSON array; the end is a page shorter than
+Facts from docs/providers.md §1: list endpoints return a bare JSON array; the end is a page shorter than
 ``limit``; ``limit`` is capped at 100 and larger values are clamped silently; 429 may come without Retry-After.
 Not every integration honours ``limit``/``offset`` (§9.4: Moodle's course list has no list options, ``-none-``,
 and answers every call with the same records), so the short-page rule alone may never end: a full page bringing
@@ -138,7 +138,7 @@ class UnifiedLmsClient:
                     RepeatedPageError,
                     f"answered a full page of {len(page.items)} records all already read at earlier offsets of this "
                     "pass: the integration ignores offset (and maybe limit; Unified list options `-none-`, "
-                    "provider-apis.md §9.4), so paging would never end",
+                    "docs/providers.md §9.4), so paging would never end",
                 )
             seen |= fresh
             yield page

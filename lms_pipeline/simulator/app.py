@@ -1,6 +1,6 @@
 """The simulated Unified.to LMS API as a WSGI app: mount it in-process or serve it on 127.0.0.1.
 
-Behaviour follows provider-apis.md §1 and its simulator checklist: bare JSON arrays, ``limit`` clamped to 100,
+Behaviour follows docs/providers.md §1 and its simulator checklist: bare JSON arrays, ``limit`` clamped to 100,
 the end signalled by a short page, bearer auth (401), 429 with or without Retry-After, ``fields``,
 ``updated_gte`` (optionally ignored, like Udemy/Teachable), ``sort``/``order``, 501 for an object the integration
 lacks. Requests are checked in this order: path, connection (404), rate limit (429), method (405), token (401),
@@ -233,7 +233,7 @@ def _instant(stamp: str) -> str:
 
 def _query(params: Params, *, with_updated_gte: bool, with_sort: bool = True) -> _Query:
     """Validate the list parameters; an integration without updated_gte (or sort) ignores it entirely (not even
-    a 400), like Udemy Business or Teachable (provider-apis.md §1.6)."""
+    a 400), like Udemy Business or Teachable (docs/providers.md §1.6)."""
     sort, order = _first(params, "sort") or "updated_at", _first(params, "order") or "asc"
     if not with_sort:
         sort, order = "updated_at", "asc"
@@ -261,7 +261,7 @@ def _first(params: Params, name: str) -> str | None:
 
 def _int(params: Params, name: str, default: int) -> int:
     """An integer parameter; an integral float too, as unified-python-sdk types ``limit``/``offset`` as float and
-    sends ``limit=5.0&offset=0.0``, so the real API accepts them (provider-apis.md §9.4)."""
+    sends ``limit=5.0&offset=0.0``, so the real API accepts them (docs/providers.md §9.4)."""
     value = _first(params, name)
     if value is None:
         return default

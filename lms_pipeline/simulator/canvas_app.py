@@ -1,4 +1,4 @@
-"""The simulated Canvas LMS REST API (provider-apis.md §4, §9.3) as a WSGI app, over the same worlds as the Unified.to
+"""The simulated Canvas LMS REST API (docs/providers.md §4, §9.3) as a WSGI app, over the same worlds as the Unified.to
 app.
 
 One app serves several connections: ``/canvas/{connection_id}/api/v1/...`` selects the world, and each connection
@@ -26,7 +26,7 @@ account listing's ``enrollment_type``, ``by_teachers`` and ``by_subaccounts`` on
 matches nothing (a SQL ``IN``), as on Canvas. Link URLs carry the request's other parameters re-encoded the Rails
 way (``to_query``: sorted, arrays as ``k[]=``), then ``page`` and ``per_page``.
 
-Canvas behaviours simulated (the checklist at the end of provider-apis.md): ``per_page`` defaults to 10 and is
+Canvas behaviours simulated (the checklist at the end of docs/providers.md): ``per_page`` defaults to 10 and is
 clamped to 100 (a non-positive or non-numeric value means the default, as in lib/api.rb); ``Link`` URLs are
 absolute and opaque, enrollments page by ``page=bookmark:<base64 of the last key>`` and never offer ``rel="last"``;
 a leaky bucket per token with ``X-Request-Cost`` on every response and ``X-Rate-Limit-Remaining`` while throttling
@@ -169,7 +169,7 @@ class CanvasOptions:
     account_admin: bool = True
     # How a course listing the token may not read is refused, always with Canvas's permission body: 401, as
     # canvas-lms answers (render_unauthorized_action -> render_json_unauthorized, application_controller.rb), or
-    # 403, the other status provider-apis.md §4.1 allows for a permission denial.
+    # 403, the other status docs/providers.md §4.1 allows for a permission denial.
     roster_denial_status: int = 401
 
     def __post_init__(self) -> None:
@@ -743,7 +743,7 @@ def _route(path: str) -> _Route:
 
 
 def rack_params(query: str) -> Params:
-    """A query string as Rack parses it (lib/rack/query_parser.rb, provider-apis.md §9.3): ``k=v`` sets a string,
+    """A query string as Rack parses it (lib/rack/query_parser.rb, docs/providers.md §9.3): ``k=v`` sets a string,
     so a repeated ``k`` keeps only its last value; ``k[]=v`` appends to an array; ``k[]`` after a plain ``k`` is
     Rack's ParameterTypeError, a 400 in Rails. Other bracketed names are kept as they are (Canvas's list endpoints
     read none)."""

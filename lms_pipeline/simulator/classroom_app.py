@@ -6,7 +6,7 @@ Paths: ``/classroom/{connection_id}/v1/courses``, ``.../courses/{courseId}/stude
 in the real API); the connection prefix lets several worlds share one server, and ``courseId`` may be an alias
 (``d:crs-00001``), as in the real API.
 
-Behaviour follows provider-apis.md §5 and its simulator checklist, and peers-and-user-pains.md item 2:
+Behaviour follows docs/providers.md §5 and its simulator checklist, and peers-and-user-pains.md item 2:
 - ids are opaque numeric strings; the SIS course id is a domain alias (``d:<world course id>``) in the aliases
   sub-collection, since the real Course resource has no alias field;
 - ``courseState`` ACTIVE or ARCHIVED, filtered by ``courseStates`` (default: every state but SUSPENDED); courses
@@ -17,7 +17,7 @@ Behaviour follows provider-apis.md §5 and its simulator checklist, and peers-an
 - dropped and invited students are simply absent from students.list (no tombstones); a course whose roster is not
   exposed answers students.list, courseWork and studentSubmissions with 403 PERMISSION_DENIED; without the emails
   scope ``profile.emailAddress`` is absent;
-- grades (provider-apis.md §5.3): see "CourseWork and submissions" below;
+- grades (docs/providers.md §5.3): see "CourseWork and submissions" below;
 - 429 RESOURCE_EXHAUSTED from a moving-window limiter per token; Google-shaped error bodies
   ``{"error": {"code", "message", "status"}}``.
 Requests are checked in app.py's order: path and connection (404), rate limit (429), method (405), token (401),
@@ -322,7 +322,7 @@ class ClassroomSimulatorApp:
         return 200, json.dumps(body).encode(), {}
 
     def _throttle(self, authorization: str) -> None:
-        """Google's per-user quota is a moving average over 60 s (provider-apis.md §5.4): a request is refused
+        """Google's per-user quota is a moving average over 60 s (docs/providers.md §5.4): a request is refused
         while the token already has ``rate_limit`` admitted requests in the last ``rate_window`` seconds."""
         if not self.rate_limit:
             return
@@ -582,7 +582,7 @@ def _states(endpoint: str, params: Params) -> frozenset[str]:
 
 def _request(params: Params, bound_to: str) -> _Request:
     """Validate pageSize and pageToken. A token is bound to the path, the as-of date, the state and other filters
-    and pageSize as sent: replayed with any of them changed it is refused, as Google refuses it (provider-apis.md
+    and pageSize as sent: replayed with any of them changed it is refused, as Google refuses it (docs/providers.md
     §5.5)."""
     raw_size = params.get("pageSize", [""])[0]
     try:

@@ -1,4 +1,4 @@
-"""A simulated LTI Advantage platform (provider-apis.md §3) as a WSGI app: Assignment and Grade Services 2.0 line
+"""A simulated LTI Advantage platform (docs/providers.md §3) as a WSGI app: Assignment and Grade Services 2.0 line
 items and results, and Names and Role Provisioning Services 2.0 memberships, over the same worlds as the other apps.
 
 One app serves several connections under ``/lti/{connection_id}/``; each LTI context is a world course:
@@ -21,7 +21,7 @@ How the world becomes AGS (deterministic):
   inside the query and answers 404 (peers-and-user-pains.md item 18).
 - A result per learner whose grade the gradebook holds: "87" is 87 of 100, "84.5%" 84.5 of 100, "17/20" 17 with
   ``resultMaximum`` 20 (AGS lets a result's maximum differ from its line item's). An ungraded learner ("") has no
-  result at all (the platform MAY omit them, provider-apis.md §3.3), so AGS cannot tell ungraded from missing. A
+  result at all (the platform MAY omit them, docs/providers.md §3.3), so AGS cannot tell ungraded from missing. A
   non-numeric entry ("EX", "pass") is a result without ``resultScore`` (optional in AGS) whose ``comment`` holds the
   gradebook's text: listed, with no score, never a 0.
 - Planted zeros: the world never grades below 40, so ``platform_grade`` scores one numeric cell in ``ZERO_EVERY``
@@ -342,7 +342,7 @@ def _line_item_of(context: _Context, route: _Route, params: Params) -> str:
     return content_id
 
 
-# The line item container's filters (AGS 2.0, provider-apis.md §9.5): query parameter -> line item property.
+# The line item container's filters (AGS 2.0, docs/providers.md §9.5): query parameter -> line item property.
 LINE_ITEM_FILTERS = {"resource_id": "resourceId", "tag": "tag", "resource_link_id": "resourceLinkId"}
 
 

@@ -1,4 +1,4 @@
-"""The simulated OneRoster 1.2 rostering service (provider-apis.md §2) as a WSGI app, over the same worlds as the
+"""The simulated OneRoster 1.2 rostering service (docs/providers.md §2) as a WSGI app, over the same worlds as the
 Unified.to, Canvas and Classroom apps: an LMS/SIS that exposes its rosters through OneRoster.
 
 Paths under ``/oneroster/{connection_id}``:
@@ -15,7 +15,7 @@ Paths under ``/oneroster/{connection_id}``:
 How the world is shown (spec-conformant by default: every answer validates against the OneRoster 1.2 rostering
 schemas in ``lms_pipeline_tests/spec_schemas``): a course is a OneRoster course (``sourcedId`` = world course id),
 each world section a class. OneRoster has no "course is active" flag (``status`` only says whether a record is being
-deleted; provider-apis.md §9.2): a class runs while its ``status`` is ``active`` and the day is inside one of its
+deleted; docs/providers.md §9.2): a class runs while its ``status`` is ``active`` and the day is inside one of its
 ``terms`` (academicSessions: ``startDate`` included, ``endDate`` excluded). So each course's classes share one
 term, ``term-{course}``, from the day the course was first listed to the end of the current school year (1 July,
 excluded) while the world keeps the course active, and to the day it went inactive (excluded) from then on: a

@@ -1,4 +1,4 @@
-"""The simulated SIS: OneRoster 1.2 rostering and gradebook over HTTP, as a WSGI app (provider-apis.md §2, §9.1).
+"""The simulated SIS: OneRoster 1.2 rostering and gradebook over HTTP, as a WSGI app (docs/providers.md §2, §9.1).
 
 Paths under ``/sis/{sis_id}``:
 * ``POST /oauth/token`` -- OAuth2 client credentials (Basic auth, form ``grant_type`` and ``scope``); tokens expire

@@ -1,7 +1,7 @@
 """A deterministic SIS (OneRoster 1.2) world linked to an LMS world, with planted disagreements and their truth.
 
 The SIS holds the grades of record for the LMS world's courses. Most of them agree with the LMS; a fixed,
-hash-chosen few disagree in each way a reconciliation must catch (README "Grade reconciliation"):
+hash-chosen few disagree in each way a reconciliation must catch (docs/operators.md, "Grade reconciliation"):
 
 * students: some are not in the SIS, some have another email there (only a mapping-file row links them), some
   have a duplicate SIS record with the same email (ambiguous); guests of the LMS have no student record at all;
@@ -17,7 +17,7 @@ Choices hash the entity ids (zlib.crc32), so they are stable across days and ind
 ``expected_statuses`` computes, in plain Python and independently of the pipeline's SQL, the status every
 discrepancy row must get. Writes (PUT) land in an overlay that outlives days, like a real gradebook.
 
-The default SIS answers as the OneRoster 1.2 gradebook spec says (provider-apis.md §9.1); each vendor deviation
+The default SIS answers as the OneRoster 1.2 gradebook spec says (docs/providers.md §9.1); each vendor deviation
 the write-back must survive is a switch of ``SisSpec``, off by default.
 """
 

@@ -92,7 +92,7 @@ class WorldSpec:
     rollover_share: float = 0.5  # share of the active, timestamped courses the rollover rewrites
     # identical: one transaction stamps every row alike; microseconds: row-by-row updates within that second
     rollover_stamps: Literal["identical", "microseconds"] = "identical"
-    # An integration whose list options are `-none-` (provider-apis.md §9.4: Moodle courses): limit_offset = every
+    # An integration whose list options are `-none-` (docs/providers.md §9.4: Moodle courses): limit_offset = every
     # answer is the whole list; offset = limit honoured but offset ignored, the first page served forever.
     ignores_paging: Literal["no", "limit_offset", "offset"] = "no"
     ignores_paging_on: tuple[str, ...] = ("course",)  # the endpoints it applies to
@@ -267,7 +267,7 @@ def _flip_rates(share: float, prob: float) -> tuple[float, float]:
 
 
 def assigned_grade(learner: str, content: str) -> str | None:
-    """The grade a teacher gave a completed activity, in the forms gradebooks emit (provider-apis.md §1.4:
+    """The grade a teacher gave a completed activity, in the forms gradebooks emit (docs/providers.md §1.4:
     ``assigned_grade`` is a free string): "87", "87.5%", "17/20", "" (submitted, not graded yet), "EX", or text no
     one can parse. Ungraded content kinds (a third of contents) have no grade field. Deterministic per pair."""
     if zlib.crc32(content.encode()) % 3 == 0:

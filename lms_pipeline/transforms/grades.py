@@ -8,7 +8,7 @@ Two failures of existing tools shape this module (peers-and-user-pains.md §16-1
 * rounding at cutoffs flips letters. Numbers are parsed from their text straight into DECIMAL (no binary float in
   between), fractions are computed in DOUBLE and fixed to 6 decimals, then each scheme declares its precision and
   rounding rule (``half_up``: half away from zero, or ``floor``) and a letter is the one with the highest lower
-  bound <= the rounded percent (Canvas's rule, provider-apis.md §Canvas); a negative percent gets the lowest.
+  bound <= the rounded percent (Canvas's rule, docs/providers.md §4.7); a negative percent gets the lowest.
 
 There is no universal default scheme: a course without one gets no letter, and says so.
 """

@@ -4,7 +4,7 @@ One row per AGS result: ``course_id`` (the context), ``content_id`` (the line it
 ``lti-lineitem:<id>``), ``student_id``, ``raw_grade``, ``score_given``, ``score_maximum``, ``percent``,
 ``grade_status``, ``lti_user_id``, ``identity_matched`` and ``comment``.
 
-What AGS can and cannot say (provider-apis.md §3.3, peers-and-user-pains.md item 16):
+What AGS can and cannot say (docs/providers.md §3.3, peers-and-user-pains.md item 16):
 
 - A result with ``resultScore`` is ``graded``: ``raw_grade`` is ``"<resultScore>/<resultMaximum>"`` (e.g. "17/20",
   "84.5/100", "0/20"), and ``percent`` is resultScore / resultMaximum * 100 (the result's own maximum, which may

@@ -3,7 +3,7 @@ DuckDB SQL.
 
 Everything is judged as of ``day`` (the partition's day). Who is enrolled: an enrollment with ``role`` student,
 ``status`` active, and ``day`` inside its optional ``beginDate`` (included) .. ``endDate`` (excluded), as the 1.2
-binding defines them (provider-apis.md §9.2: some SISs end-date a student who left instead of marking the row, or
+binding defines them (docs/providers.md §9.2: some SISs end-date a student who left instead of marking the row, or
 list a student who starts later). ``tobedeleted`` (and 1.0's legacy ``inactive``, which clients read as
 tobedeleted: §2.6) is a student who left; teachers, aides and the like are not students. None of them makes an
 edge. A student in two sections of a course is one course edge and one class edge per section.

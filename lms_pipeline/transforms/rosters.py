@@ -2,7 +2,7 @@
 
 The one rule that matters: a course whose roster keys are absent (or null) is ``not_exposed`` (the provider does
 not tell), never ``empty``. Only a present, empty list means "no students". The roster is the union of the
-deprecated ``student_ids`` and the newer ``students[].id`` (provider-apis.md §1.4), so a provider moving from one
+deprecated ``student_ids`` and the newer ``students[].id`` (docs/providers.md §1.4), so a provider moving from one
 field to the other changes nothing downstream.
 """
 
