@@ -181,11 +181,21 @@ class OneRosterClient:
         the first page's X-Total-Count, or the listing is incomplete and this raises."""
         url = f"{SERVICES[service]}/{collection}"
         sent: dict[str, str] = {"limit": str(self.page_size), "offset": "0", **(params or {})}
-        read, total = 0, None
+        read, total, seen = 0, None, set()
         for _ in range(self.max_pages):
             page = self._get_page(collection, url, sent, read)
             total = page.total if total is None else total
             read += len(page.items)
+            ids = {item.get("sourcedId") for item in page.items}
+            if page.next_url is not None and page.items and ids <= seen:
+                # A SIS that ignores offset serves the same page behind every next link: stop at once, not at
+                # max_pages (a listing that never ends; docs/providers.md §9.4 describes the same in Unified terms).
+                raise LmsPayloadError(
+                    f"SIS {self.sis_id!r}: GET {page.url} answered {len(page.items)} {collection} all already read "
+                    "in this listing, with a next link: the SIS repeats pages (it ignores offset), so paging would "
+                    "never end", connection_id=self.sis_id, endpoint=collection,
+                )  # fmt: skip
+            seen |= ids
             yield page
             self._check_origin(collection, page.next_url)
             if page.next_url is None:
