@@ -89,6 +89,7 @@ class Scan:
     stats: FetchStats
     requests: Counter  # the app's request log, as a multiset
     peak: int  # requests the server had in flight at once, at most
+    courses: dict[str, set]  # per endpoint read per course: the courses it was read for
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,12 @@ def scan(
     requests = Counter(
         json.dumps(e, sort_keys=True, default=str).replace(base_url, "<server>") for e in app.request_log
     )
-    return Scan(comparable(pages, base_url), stats, requests, slow.peak_in_flight)
+    courses: dict[str, set] = {}
+    for page in pages:
+        endpoint, course = (page["endpoint"], page["course_id"]) if isinstance(page, dict) else (page[1], page[0])
+        if course is not None:
+            courses.setdefault(endpoint, set()).add(course)
+    return Scan(comparable(pages, base_url), stats, requests, slow.peak_in_flight, courses)
 
 
 def comparable(pages: list, base_url: str) -> list[str]:
@@ -199,6 +205,10 @@ def comparable(pages: list, base_url: str) -> list[str]:
 @pytest.mark.parametrize("name", DIALECTS)
 def test_a_scan_at_any_budget_reads_the_same_pages_with_the_same_requests(name: str) -> None:
     serial, wide = scan(name, 1), scan(name, BUDGET)
+    # Each per-course listing was read for every course (the same set whatever the listing): the tasks a budget
+    # runs are the scan's, not a subset of them.
+    assert len({frozenset(c) for c in serial.courses.values()}) == 1, serial.courses
+    assert len(next(iter(serial.courses.values()))) == len(WORLD.courses(DAY))
     assert wide.pages == serial.pages, "same pages, in the same order"
     assert wide.requests == serial.requests, "not one request more or less"
     assert (wide.stats.requests, wide.stats.pages, wide.stats.items) == (

@@ -57,7 +57,7 @@ def scan_per_course(
                     raise
                 endpoints.remove(endpoint)
                 result.unsupported.append(endpoint)
-        tasks = [(lambda c=course, e=endpoint: listing(c, e)) for course in course_ids[1:] for e in endpoints]
+        tasks = [(lambda c=course, e=endpoint: listing(c, e)) for course in course_ids[1:] for endpoint in endpoints]
         for pages in run_bounded(tasks, client.budget):
             result.pages += pages
     return result
