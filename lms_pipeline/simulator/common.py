@@ -129,9 +129,11 @@ def request_url(environ: WSGIEnvironment) -> str:
 
 
 class Latency:
-    """WSGI middleware: each request waits ``latency_ms`` before the app answers it, as a real provider's network
-    and server time would make it (100-300 ms is common), in the request's own server thread so requests in
-    flight wait side by side. Counts requests in flight, so a test or the bench can see they overlapped."""
+    """WSGI middleware: each request is answered ``latency_ms`` after it arrived, as a real provider's network and
+    server time would make it (100-300 ms is common), in the request's own server thread so requests in flight
+    wait side by side. The app's own work is done within that time (when it takes longer, the answer is that much
+    later): a client measured against the simulator then waits ``latency_ms`` per request, not that plus the
+    simulator's CPU. Counts requests in flight, so a test or the bench can see they overlapped."""
 
     def __init__(self, app: WSGIApplication, latency_ms: float) -> None:
         if latency_ms < 0:
@@ -141,13 +143,14 @@ class Latency:
         self._lock = threading.Lock()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        arrived = time.monotonic()
         with self._lock:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            if self.seconds:
-                time.sleep(self.seconds)
-            return self.app(environ, start_response)
+            body = list(self.app(environ, start_response))  # every app answers with a list of bytes
+            time.sleep(max(0.0, arrived + self.seconds - time.monotonic()))
+            return body
         finally:
             with self._lock:
                 self.in_flight -= 1
