@@ -23,7 +23,7 @@ import pytest
 
 from lms_pipeline.assets.progress import PARAMS
 from lms_pipeline.clients.budget import RequestBudget, run_bounded
-from lms_pipeline.clients.canvas import CanvasClient
+from lms_pipeline.clients.canvas import CanvasClient, rate_limit_headroom
 from lms_pipeline.clients.classroom import ClassroomClient
 from lms_pipeline.clients.errors import LmsFetchError
 from lms_pipeline.clients.http import FetchStats, RetrySettings
@@ -355,6 +355,46 @@ def test_run_bounded_keeps_the_order_of_the_tasks_and_raises_the_first_tasks_fai
     with pytest.raises(ValueError, match="task 5"):
         run_bounded([lambda i=i: task(i) for i in range(30)], budget)
     assert 1 < peak <= BUDGET
+
+
+def test_a_throttle_pauses_the_others_for_the_backoff_window_and_lets_one_request_at_a_time_until_a_success() -> None:
+    """Unified.to sends no Retry-After (provider-apis.md §1.5): the pause is the retry policy's backoff window,
+    doubling with each throttle in a row. The request that drew it (the probe) is not held by it."""
+    slept: list[float] = []
+    budget = RequestBudget(CID, BUDGET, RetrySettings(base_delay=0.5, max_delay=8.0), sleep=slept.append)
+    request = httpx.Request("GET", "http://127.0.0.1/")
+
+    def send(status: int) -> None:
+        budget.release(budget.acquire(request), httpx.Response(status, request=request))
+
+    send(429)
+    send(429)  # the probe again, at once: a second throttle in a row
+    probe = budget.acquire(request)  # the probe's next try: not held by its own pause
+    other = threading.Thread(target=send, args=(200,))
+    other.start()
+    other.join(timeout=0.2)
+    assert other.is_alive(), "one request at a time after a throttle: the other waits for the probe to come back"
+    budget.release(probe, httpx.Response(200, request=request))
+    other.join(timeout=10)
+    assert not other.is_alive() and budget.pauses == 2
+    assert 0.9 < slept[0] <= 1.0, "it waited out the second window (2 x base_delay) first"
+    send(429)
+    other = threading.Thread(target=send, args=(200,))
+    other.start()
+    other.join(timeout=10)
+    assert budget.pauses == budget.throttles == 3
+    assert 0.45 < slept[-1] <= 0.5, "after a success the window starts over at base_delay"
+
+
+def test_canvas_rate_limit_remaining_allows_one_request_in_flight_per_two_up_front_costs_left() -> None:
+    request = httpx.Request("GET", "http://127.0.0.1/")
+
+    def headroom(remaining: str | None) -> int | None:
+        headers = {} if remaining is None else {"X-Rate-Limit-Remaining": remaining}
+        return rate_limit_headroom(httpx.Response(200, headers=headers, request=request))
+
+    assert [headroom(v) for v in ("600.0", "250", "199.9", "35.5", "0.0")] == [6, 2, 1, 1, 1]
+    assert headroom(None) is None and headroom("n/a") is None
 
 
 def test_after_a_failure_the_budget_sends_nothing_more_and_the_next_scan_is_not_refused() -> None:
