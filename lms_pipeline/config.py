@@ -62,6 +62,13 @@ class CommonOptions(_Strict):
         "simulator, off for a base_url. Off means the connection is live: it only knows today's rosters.",
     )
     retry: RetryOptions = RetryOptions()
+    max_concurrent_requests: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="requests of this connection in flight at once: per-course listings (rosters, sections, "
+        "grades, progress) are read side by side up to this budget; a throttled answer pauses all of them",
+    )
 
 
 class CanvasOptions(CommonOptions):
@@ -147,9 +154,18 @@ class UnifiedOptions(CommonOptions):
     progress_page_size: int = Field(
         100, ge=1, le=100, description="limit per page of content/activity scans (activities are many per course)"
     )
-    progress_concurrency: int = Field(
-        2, ge=1, le=16, description="courses whose contents/activities are read at once (one client each)"
+    progress_concurrency: int | None = Field(
+        None, description="replaced by max_concurrent_requests (every per-course scan's budget); refused if set"
     )
+
+    @field_validator("progress_concurrency")
+    @classmethod
+    def _progress_concurrency_replaced(cls, value: int | None) -> None:
+        if value is not None:
+            raise ValueError(f"progress_concurrency was replaced by max_concurrent_requests, the connection's "
+                             f"request budget for every per-course scan (progress included): write "
+                             f"max_concurrent_requests: {value} instead")  # fmt: skip
+        return None
 
 
 class SimulatorWorld(_Strict):

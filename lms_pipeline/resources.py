@@ -193,6 +193,7 @@ class LmsApiResource(dg.ConfigurableResource):
             page_size=page_size or conn.options.page_size,
             headers=headers,
             retry=_retry(conn.options.retry),
+            max_concurrent_requests=conn.options.max_concurrent_requests,
         )
         with client:
             yield client
@@ -220,14 +221,17 @@ class LmsApiResource(dg.ConfigurableResource):
         base_url, token = self._endpoint(conn, embedded_path=DIALECT_PREFIX[conn.provider])
         day = snapshot_date if conn.simulated_clock else None
         retry, page_size = _retry(conn.options.retry), conn.options.page_size
+        budget = conn.options.max_concurrent_requests
         if conn.provider == "canvas":
             client = CanvasClient(conn.id, base_url, token, retry=retry, per_page=page_size, simulated_date=day,
-                                  account_id=conn.options.account_id)  # fmt: skip
+                                  account_id=conn.options.account_id, max_concurrent_requests=budget)  # fmt: skip
         elif conn.provider == "google_classroom":
-            client = ClassroomClient(conn.id, base_url, token, as_of=day, retry=retry, page_size=page_size)
+            client = ClassroomClient(conn.id, base_url, token, as_of=day, retry=retry, page_size=page_size,
+                                     max_concurrent_requests=budget)  # fmt: skip
         elif conn.provider == "oneroster":
             client = OneRosterRosterReader(conn.id, base_url, conn.options.client_id, token, retry=retry,
-                                           page_size=page_size, simulated_date=day)  # fmt: skip
+                                           page_size=page_size, simulated_date=day,
+                                           max_concurrent_requests=budget)  # fmt: skip
         else:
             raise ValueError(f"connection {conn.id!r}: no dialect client for provider {conn.provider!r}")
         with client:
@@ -243,7 +247,8 @@ class LmsApiResource(dg.ConfigurableResource):
         if conn.grades.lti_base_url:
             base_url = conn.grades.lti_base_url
         client = LtiAgsClient(conn.id, base_url, token, retry=_retry(conn.options.retry),
-                              simulated_date=snapshot_date if conn.simulated_clock else None)  # fmt: skip
+                              simulated_date=snapshot_date if conn.simulated_clock else None,
+                              max_concurrent_requests=conn.options.max_concurrent_requests)  # fmt: skip
         with client:
             yield client
 

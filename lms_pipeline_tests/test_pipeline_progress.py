@@ -91,7 +91,7 @@ def test_activity_in_a_course_whose_roster_is_not_exposed_is_roster_not_exposed(
 
 def test_a_day_costs_one_request_per_course_and_endpoint_plus_further_pages(tmp_path, monkeypatch) -> None:
     spec = WorldSpec("conn-cost", seed=6, start_date=START, n_courses=30, mean_roster_size=40)
-    options = {"conn-cost": {"progress_concurrency": 3, "progress_page_size": 20}}
+    options = {"conn-cost": {"max_concurrent_requests": 3, "progress_page_size": 20}}
     with make_pipeline(tmp_path, monkeypatch, [spec], options) as pipe:
         pipe.run_days(2)
         pipe.app.reset_log()

@@ -46,9 +46,9 @@ def build_progress_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         context: dg.AssetExecutionContext, lms: LmsApiResource, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         """Content and activity pages of every course in the day's roster snapshot: one paged scan per course and
-        endpoint (``course_id`` filter), a bounded number of courses at a time, stored as fetched. An integration
-        without contents or activities answers 501 and is recorded as unsupported; any other failure stores
-        nothing for the partition."""
+        endpoint (``course_id`` filter), up to ``options.max_concurrent_requests`` at once, stored as fetched. An
+        integration without contents or activities answers 501 and is recorded as unsupported; any other failure
+        stores nothing for the partition."""
         connection_id, day = split_key(context)
         conn = lms.settings().connection(connection_id)
         options = conn.options
@@ -65,10 +65,7 @@ def build_progress_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         else:
             try:
                 scan = scan_per_course(
-                    lambda: lms.client(connection_id, day, page_size=options.progress_page_size),
-                    courses,
-                    PARAMS,
-                    concurrency=options.progress_concurrency,
+                    lambda: lms.client(connection_id, day, page_size=options.progress_page_size), courses, PARAMS
                 )
             except LmsClientError as exc:
                 raise dg.Failure(description=f"progress fetch failed; nothing was stored: {exc}") from None

@@ -22,12 +22,16 @@ Canvas facts this client is built around:
 - Submissions are read with ``student_ids[]=all``: without it Canvas lists only the caller's own submissions (none
   for a teacher's token), and more than 100 explicit ids is a 400. ``include[]=user`` brings each student's login.
 - Throttling is 429, or on older instances 403 with the body ``403 Forbidden (Rate Limit Exceeded)``; both are
-  retried with backoff. Canvas's permission refusal, ``{"status": "unauthorized", ...}``, on any course listing
-  (enrollments, sections, assignments, grading standards, submissions) means the token may not read that part of
-  the course: canvas-lms sends it as a 401 (``render_unauthorized_action``), some deployments as a 403. It is
-  returned as a page with that status, for the normalizer to treat as unknown (a roster ``not_exposed``, no
-  grades), not raised. Any other 401 (a bad token: no such body) raises LmsAuthError, and so does the refusal on
-  the account's course listing (no ``read_course_list``).
+  retried with backoff, and pause every request of the connection (``clients.budget``). Before it comes to that,
+  ``X-Rate-Limit-Remaining`` bounds the requests in flight: canvas-lms charges each one an up-front cost while it
+  runs (``app/middleware/request_throttle.rb``: 50 by default, refunded when it ends) and refuses any once the
+  bucket reaches its high-water mark, and the header is the room left under that mark (§9.3).
+- Canvas's permission refusal, ``{"status": "unauthorized", ...}``, on any course listing (enrollments, sections,
+  assignments, grading standards, submissions) means the token may not read that part of the course: canvas-lms
+  sends it as a 401 (``render_unauthorized_action``), some deployments as a 403. It is returned as a page with
+  that status, for the normalizer to treat as unknown (a roster ``not_exposed``, no grades), not raised. Any other
+  401 (a bad token: no such body) raises LmsAuthError, and so does the refusal on the account's course listing (no
+  ``read_course_list``).
 
 The token travels only in the Authorization header and is scrubbed from any server text quoted in an error; no
 raw page, URL or log line holds it.
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -44,6 +49,7 @@ from urllib.parse import quote
 
 import httpx
 
+from lms_pipeline.clients.budget import BudgetTransport, RequestBudget, run_bounded
 from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsFetchError, LmsPayloadError
 from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
@@ -59,6 +65,8 @@ COURSE_STATES = ("available", "completed")
 DEFAULT_ACCOUNT_ID = "self"  # the domain's root account (§9.3)
 COURSE_LIST_PERMISSION = "read_course_list"  # the account right GET /accounts/:id/courses needs
 THROTTLE_MARK = b"Rate Limit Exceeded"  # Canvas's legacy throttle body: "403 Forbidden (Rate Limit Exceeded)"
+# What a request in flight holds in Canvas's bucket until it ends: request_throttle.rb's default up_front_cost.
+UP_FRONT_COST = 50.0
 
 RawPage = dict[str, object]
 
@@ -68,14 +76,24 @@ class _CanvasTransport(httpx.BaseTransport):
 
     A legacy throttle 403 becomes the 429 it means, so it is retried, backed off and counted like any 429. A
     permission refusal (``{"status": "unauthorized"}``: 403, or 401 as ``authorized_action`` sends it) is passed on
-    unchanged and kept, so the client can record or explain its body once ``get_with_retries`` has refused it. One
-    client reads sequentially, so the last one is enough.
+    unchanged and kept, so the client can record or explain its body once ``get_with_retries`` has refused it. Each
+    thread reads one listing at a time, so its last one is enough.
     """
 
     def __init__(self, inner: httpx.BaseTransport) -> None:
         self._inner = inner
         self.legacy_throttles = 0
-        self.denied: httpx.Response | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def denied(self) -> httpx.Response | None:
+        """This thread's last permission refusal."""
+        return getattr(self._local, "denied", None)
+
+    @denied.setter
+    def denied(self, response: httpx.Response | None) -> None:
+        self._local.denied = response
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self._inner.handle_request(request)
@@ -83,7 +101,8 @@ class _CanvasTransport(httpx.BaseTransport):
             return response
         body = response.read()  # decoded; a refusal's body is small
         if response.status_code == 403 and THROTTLE_MARK in body:
-            self.legacy_throttles += 1
+            with self._lock:
+                self.legacy_throttles += 1
             skipped = ("content-encoding", "content-length")
             headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in skipped]
             response.close()
@@ -101,7 +120,8 @@ class CanvasClient:
 
     ``base_url`` is where ``/api/v1`` lives (``https://school.instructure.com``, or the simulator's
     ``http://127.0.0.1:port/canvas/{connection_id}``). ``account_id`` is the account whose courses are listed
-    (``options.account_id``). ``simulated_date`` sends ``X-Simulated-Date`` (simulator).
+    (``options.account_id``). ``simulated_date`` sends ``X-Simulated-Date`` (simulator). ``max_concurrent_requests``
+    courses' listings are read at once (``budget``).
     """
 
     MAX_PER_PAGE = 100  # Canvas clamps larger values; asking for more only hides the real page size
@@ -121,6 +141,7 @@ class CanvasClient:
         course_states: Sequence[str] = COURSE_STATES,
         enrollment_states: Sequence[str] = ENROLLMENT_STATES,
         account_id: str = DEFAULT_ACCOUNT_ID,
+        max_concurrent_requests: int = 1,
     ) -> None:
         if not 1 <= per_page <= self.MAX_PER_PAGE or max_pages < 1:
             raise ValueError(f"per_page must be 1..{self.MAX_PER_PAGE} and max_pages >= 1, got {per_page}, {max_pages}")
@@ -138,8 +159,10 @@ class CanvasClient:
         if simulated_date is not None:
             headers["X-Simulated-Date"] = simulated_date.isoformat()
         self._transport = _CanvasTransport(guarded_transport(connection_id, base_url, retry, token, transport))
-        self._http = httpx.Client(base_url=base_url, transport=self._transport, headers=headers,
-                                  timeout=httpx.Timeout(retry.timeout))  # fmt: skip
+        self.budget = RequestBudget(connection_id, max_concurrent_requests, retry, headroom=rate_limit_headroom,
+                                    sleep=sleep)  # fmt: skip
+        self._http = httpx.Client(base_url=base_url, transport=BudgetTransport(self._transport, self.budget),
+                                  headers=headers, timeout=httpx.Timeout(retry.timeout))  # fmt: skip
 
     def __repr__(self) -> str:
         return f"CanvasClient(connection_id={self.connection_id!r}, base_url={str(self._http.base_url)!r})"
@@ -163,10 +186,8 @@ class CanvasClient:
         """The course listing, then every listed course's enrollments and sections: all or nothing (any failure
         raises), except a course whose roster the token may not read (a refused enrollments page, 401 or 403)."""
         pages = self.course_pages()
-        for course_id in listed_course_ids(pages, self.connection_id):
-            pages += self.enrollment_pages(course_id)
-            pages += self.section_pages(course_id)
-        return pages
+        listings = (self.enrollment_pages, self.section_pages)
+        return pages + self._per_course(listed_course_ids(pages, self.connection_id), listings)
 
     def course_pages(self) -> list[RawPage]:
         """The account's courses (``GET /accounts/:account_id/courses``), in the states asked for."""
@@ -189,11 +210,8 @@ class CanvasClient:
         token may not read (a refused page, 401 or 403: no grades for that course, not an error)."""
         pages = self.course_pages()
         wanted = listed_course_ids(pages, self.connection_id) if course_ids is None else list(dict.fromkeys(course_ids))
-        for course_id in wanted:
-            pages += self.assignment_pages(course_id)
-            pages += self.grading_standard_pages(course_id)
-            pages += self.submission_pages(course_id)
-        return pages
+        return pages + self._per_course(wanted, (self.assignment_pages, self.grading_standard_pages,
+                                                 self.submission_pages))  # fmt: skip
 
     def assignment_pages(self, course_id: int) -> list[RawPage]:
         return self._listing("assignments", f"api/v1/courses/{course_id}/assignments", [("per_page", self.per_page)],
@@ -208,6 +226,13 @@ class CanvasClient:
         """Every student's submissions, flat (one item per submission): ``student_ids[]=all`` and the user object."""
         params = [("student_ids[]", "all"), ("include[]", "user"), ("per_page", self.per_page)]
         return self._listing("submissions", f"api/v1/courses/{course_id}/students/submissions", params, course_id)
+
+    def _per_course(
+        self, course_ids: Sequence[int], listings: Sequence[Callable[[int], list[RawPage]]]
+    ) -> list[RawPage]:
+        """Each listing of each course, up to the budget at once; pages in course order, then ``listings`` order."""
+        tasks = [(lambda c=course_id, read=read: read(c)) for course_id in course_ids for read in listings]
+        return [page for pages in run_bounded(tasks, self.budget) for page in pages]
 
     # ---- paging -----------------------------------------------------------------------------------------------
     def _listing(
@@ -253,8 +278,7 @@ class CanvasClient:
                 raise self._account_error(LmsFetchError, url, index, None) from None
             raise
         items = self._items(endpoint, response, index)
-        self.stats.pages += 1
-        self.stats.items += len(items)
+        self.stats.add(pages=1, items=len(items))
         logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
         return self._raw(endpoint, course_id, index, response), self._next_url(endpoint, response, index)
 
@@ -333,6 +357,21 @@ def listed_course_ids(pages: Sequence[RawPage], connection_id: str) -> list[int]
                 )  # fmt: skip
             ids[course_id] = None
     return list(ids)
+
+
+def rate_limit_headroom(response: httpx.Response) -> int | None:
+    """How many requests may be in flight, from ``X-Rate-Limit-Remaining`` (None without one: no throttling here).
+
+    The header is the room left under the high-water mark with the requests now in flight already charged; each
+    new one takes ``UP_FRONT_COST`` of it while it runs. Using half the room keeps every request admitted while the
+    room lasts; with less than two requests' worth left, one at a time, which Canvas's throttling doc says is
+    unlikely ever to be throttled.
+    """
+    try:
+        remaining = float(response.headers["X-Rate-Limit-Remaining"])
+    except (KeyError, ValueError):
+        return None
+    return max(1, int(remaining // (2 * UP_FRONT_COST)))
 
 
 def _denial_message(body: bytes, secret: str) -> str:

@@ -8,7 +8,8 @@ identical parameters, so every page of a listing is asked with the same ones; an
 error, so none is ever sent. 429 RESOURCE_EXHAUSTED and 5xx are retried (``get_with_retries``); a 403
 PERMISSION_DENIED on students.list, courseWork.list or studentSubmissions.list means this course is not ours to see:
 it is kept as a 403 page (the normalizers read it as ``not_exposed`` / no grades), not retried and not an error.
-Submissions are listed once per course with courseWorkId ``-`` (every courseWork), not once per courseWork.
+Submissions are listed once per course with courseWorkId ``-`` (every courseWork), not once per courseWork. Each
+course's listings are read side by side up to the connection's budget; a 429 pauses them all (``clients.budget``).
 
 The token travels only in the Authorization header and is scrubbed from every stored payload and error message.
 """
@@ -16,6 +17,7 @@ The token travels only in the Authorization header and is scrubbed from every st
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
@@ -24,6 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
+from lms_pipeline.clients.budget import BudgetTransport, RequestBudget, run_bounded
 from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
 from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
@@ -46,8 +49,8 @@ DATE_HEADER = "X-Simulated-Date"
 
 class ClassroomClient:
     """Reads one Classroom connection. ``base_url`` is the API root: ``https://classroom.googleapis.com`` or, for
-    the simulator, ``{server}/classroom/{connection_id}``. One httpx.Client per instance (not thread-safe): close
-    it, or use ``with``."""
+    the simulator, ``{server}/classroom/{connection_id}``. One httpx.Client per instance: close it, or use ``with``.
+    ``max_concurrent_requests`` courses' listings are read at once (``budget``)."""
 
     def __init__(
         self,
@@ -61,6 +64,7 @@ class ClassroomClient:
         page_size: int = 30,
         max_pages: int = 10_000,
         sleep: Callable[[float], None] = time.sleep,
+        max_concurrent_requests: int = 1,
     ) -> None:
         if page_size < 1 or max_pages < 1:
             raise ValueError(f"page_size and max_pages must be at least 1, got {page_size} and {max_pages}")
@@ -71,15 +75,16 @@ class ClassroomClient:
         self.stats = FetchStats()
         self._sleep = sleep
         self._token = token
-        self._last_response: httpx.Response | None = None
+        self._last = threading.local()  # each thread's last answer: it reads one listing at a time
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if as_of is not None:
             headers[DATE_HEADER] = as_of.isoformat()
         # get_with_retries raises on a 403 without the body; the hook keeps the last answer so a students.list
         # PERMISSION_DENIED can be told apart and stored as a page.
         guarded = guarded_transport(connection_id, base_url, retry, token, transport)  # origins, deadline, size, scrub
-        self._http = httpx.Client(base_url=base_url, transport=guarded, headers=headers,
-                                  timeout=httpx.Timeout(retry.timeout),
+        self.budget = RequestBudget(connection_id, max_concurrent_requests, retry, sleep=sleep)
+        self._http = httpx.Client(base_url=base_url, transport=BudgetTransport(guarded, self.budget),
+                                  headers=headers, timeout=httpx.Timeout(retry.timeout),
                                   event_hooks={"response": [self._remember]})  # fmt: skip
 
     def __repr__(self) -> str:
@@ -98,10 +103,7 @@ class ClassroomClient:
         """Every courses page, then each listed course's aliases and students pages: the raw material of one
         roster snapshot. Any failure raises, so a caller stores all or nothing."""
         pages, course_ids = self._courses()
-        for course_id in course_ids:
-            pages += self.iter_pages("aliases", course_id)
-            pages += self.iter_pages("students", course_id)
-        return pages
+        return pages + self._per_course(course_ids, ("aliases", "students"))
 
     def grade_pages(self, course_ids: list[str] | None = None) -> list[RawPage]:
         """The raw material of one grade snapshot: the courses listing (unless ``course_ids``, Classroom ids or
@@ -111,16 +113,19 @@ class ClassroomClient:
         pages: list[RawPage] = []
         if course_ids is None:
             pages, course_ids = self._courses()
-        for course_id in dict.fromkeys(course_ids):
-            for endpoint in GRADE_ENDPOINTS:
-                pages += self.iter_pages(endpoint, course_id)
-        return pages
+        return pages + self._per_course(list(dict.fromkeys(course_ids)), GRADE_ENDPOINTS)
 
     def iter_pages(self, endpoint: Endpoint, course_id: str | None = None) -> Iterator[RawPage]:
         """Yield every page of one listing: ``courses``, or a course's ``aliases``, ``students``, ``courseWork`` or
         ``studentSubmissions`` (of every courseWork)."""
         for page, _ in self._listing(endpoint, course_id):
             yield page
+
+    def _per_course(self, course_ids: list[str], endpoints: tuple[Endpoint, ...]) -> list[RawPage]:
+        """Each listing of each course, up to the budget at once; pages in course order, then ``endpoints`` order."""
+        tasks = [(lambda c=course_id, e=endpoint: list(self.iter_pages(e, c))) for course_id in course_ids
+                 for endpoint in endpoints]  # fmt: skip
+        return [page for pages in run_bounded(tasks, self.budget) for page in pages]
 
     def _courses(self) -> tuple[list[RawPage], list[str]]:
         """Every courses page and the listed course ids, each once (a course repeated across pages is read once)."""
@@ -164,8 +169,7 @@ class ClassroomClient:
             response, attempts = denied, 1
         body = self._body(response, target, index) if response.status_code == 200 else {}
         items = body.get(target.endpoint, [])
-        self.stats.pages += 1
-        self.stats.items += len(items) if isinstance(items, list) else 0
+        self.stats.add(pages=1, items=len(items) if isinstance(items, list) else 0)
         logger.debug("%s page %d: HTTP %d in %d attempt(s)", target.describe(), index, response.status_code, attempts)
         page = {
             "connection_id": self.connection_id,
@@ -183,7 +187,7 @@ class ClassroomClient:
     def _not_exposed(self, err: LmsClientError, target: RequestTarget) -> httpx.Response | None:
         """The 403 PERMISSION_DENIED of a course listing (``DENIABLE``) the course hides; None for any other
         failure (a 403 on courses.list is a token problem and raises)."""
-        response = self._last_response
+        response = getattr(self._last, "response", None)
         if not (isinstance(err, LmsAuthError) and err.status == 403 and target.endpoint in DENIABLE):
             return None
         if response is None or not _permission_denied(response):
@@ -216,7 +220,7 @@ class ClassroomClient:
         return _at_page(target.error(LmsPayloadError, f"answered HTTP 200 with {detail}", status=200), index)
 
     def _remember(self, response: httpx.Response) -> None:
-        self._last_response = response
+        self._last.response = response
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "[token]") if self._token else text

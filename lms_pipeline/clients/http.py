@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -58,7 +59,9 @@ class RetrySettings:
 
 @dataclass
 class FetchStats:
-    """Counters over every request of one client, reported by the pipeline as run metadata."""
+    """Counters over every request of one client, reported by the pipeline as run metadata. A client's workers
+    share one (``lms_pipeline.clients.budget``), so counts change only through ``add``, under a lock: ``+=`` on an
+    attribute is a read and a write, and two threads between them lose one."""
 
     requests: int = 0  # HTTP requests sent, retried ones included
     retries: int = 0
@@ -68,6 +71,15 @@ class FetchStats:
     pages: int = 0
     items: int = 0
     wait_seconds: float = 0.0  # time spent waiting between attempts
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()  # not a field: asdict() and fields() see the counters only
+
+    def add(self, **counts: float) -> None:
+        """Add to the named counters at once (``stats.add(pages=1, items=37)``)."""
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -138,20 +150,20 @@ def get_with_retries(
     def attempt() -> httpx.Response:
         nonlocal attempts
         attempts += 1
-        stats.requests += 1
+        stats.add(requests=1)
         try:
             response = client.get(target.path, params=params or None)  # {} would drop a Link URL's query
         except httpx.TransportError:
-            stats.transport_errors += 1
+            stats.add(transport_errors=1)
             raise
         except (LmsRefusedRequestError, LmsUnsafeResponseError) as err:
             # The guard refused the request or its answer (lms_pipeline.clients.guard); not retried. Its message
             # names the URL; this one names the request as every other error of this listing does.
             raise target.error(type(err), err.detail, status=err.status) from None
         if response.status_code == 429:
-            stats.throttled += 1
+            stats.add(throttled=1)
         elif response.status_code in RETRYABLE_STATUS:
-            stats.server_errors += 1
+            stats.add(server_errors=1)
         return response
 
     def wait(state: tenacity.RetryCallState) -> float:
@@ -165,8 +177,7 @@ def get_with_retries(
         return state.attempt_number >= settings.max_attempts or over_budget
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
-        stats.retries += 1
-        stats.wait_seconds += state.upcoming_sleep
+        stats.add(retries=1, wait_seconds=state.upcoming_sleep)
         logger.info("%s: %s; retrying in %.2fs (attempt %d of %d)", target.describe(), _outcome(state),
                     state.upcoming_sleep, state.attempt_number + 1, settings.max_attempts)  # fmt: skip
 

@@ -14,6 +14,8 @@ What this client is built around:
   transport, as ``get_with_retries`` takes no per-request headers.
 - 429 (Retry-After honoured) and 5xx are retried by ``get_with_retries`` and counted; 401 raises LmsAuthError; a 403
   raises LmsAuthError naming the URL and the scope the listing needs (e.g. results without ``result.readonly``).
+- The contexts' listings are read side by side up to the connection's request budget, and a 429 pauses them all
+  (``clients.budget``): first every context's line items and memberships, then every line item's results.
 - Raw pages are kept as fetched: ``{endpoint, course_id, page_index, url, params, status, payload, fetched_at}``;
   the token is only ever in the Authorization header, and scrubbed from any server text quoted in an error.
 """
@@ -29,6 +31,7 @@ from typing import Any, Literal, NamedTuple
 
 import httpx
 
+from lms_pipeline.clients.budget import BudgetTransport, RequestBudget, run_bounded
 from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
 from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
@@ -71,7 +74,8 @@ def results_url(lineitem_id: str) -> str:
 
 class LtiAgsClient:
     """Reads one LTI platform connection's grades and memberships. ``base_url`` is where ``contexts`` lives (the
-    simulator's ``{server}/lti/{connection_id}``). One httpx transport per instance: close it, or use ``with``."""
+    simulator's ``{server}/lti/{connection_id}``). One httpx transport per instance: close it, or use ``with``.
+    ``max_concurrent_requests`` listings are read at once (``budget``)."""
 
     def __init__(
         self,
@@ -85,6 +89,7 @@ class LtiAgsClient:
         simulated_date: date | None = None,
         max_pages: int = 10_000,
         sleep: Callable[[float], None] = time.sleep,
+        max_concurrent_requests: int = 1,
     ) -> None:
         if limit < 1 or max_pages < 1:
             raise ValueError(f"limit and max_pages must be at least 1, got {limit} and {max_pages}")
@@ -96,7 +101,8 @@ class LtiAgsClient:
         self._sleep = sleep
         self._token = token
         self._base = httpx.URL(base_url.rstrip("/") + "/")
-        shared = guarded_transport(connection_id, base_url, retry, token, transport)
+        self.budget = RequestBudget(connection_id, max_concurrent_requests, retry, sleep=sleep)
+        shared = BudgetTransport(guarded_transport(connection_id, base_url, retry, token, transport), self.budget)
         headers = {"Authorization": f"Bearer {token}"}
         if simulated_date is not None:
             headers[DATE_HEADER] = simulated_date.isoformat()
@@ -125,8 +131,22 @@ class LtiAgsClient:
         """The contexts listing, then every context's line items, their results and its memberships: all or
         nothing (any failure raises)."""
         pages = self.context_pages()
-        for context in contexts_of(pages, self.connection_id):
-            pages += self.course_pages(context)
+        contexts = contexts_of(pages, self.connection_id)
+        # Results need their line items first, so two rounds, each as wide as the budget allows: every context's
+        # line items and memberships, then every line item's results; then each context's pages in course_pages'
+        # order.
+        firsts = run_bounded([self._reader("lineitems", c.course_id, c.lineitems_url) for c in contexts]
+                             + [self._reader("memberships", c.course_id, c.memberships_url) for c in contexts],
+                             self.budget)  # fmt: skip
+        items, members = firsts[: len(contexts)], firsts[len(contexts) :]
+        ids = [lineitem_ids(listed) for listed in items]
+        wanted = [(c.course_id, i) for c, listed in zip(contexts, ids, strict=True) for i in listed]
+        results = iter(run_bounded([self._reader("results", c, results_url(i)) for c, i in wanted], self.budget))
+        for listed, context_ids, membership in zip(items, ids, members, strict=True):
+            pages += listed
+            for _ in context_ids:
+                pages += next(results)
+            pages += membership
         return pages
 
     def context_pages(self) -> list[RawPage]:
@@ -138,6 +158,9 @@ class LtiAgsClient:
         for lineitem_id in lineitem_ids(pages):
             pages += self._listing("results", context.course_id, results_url(lineitem_id))
         return pages + self._listing("memberships", context.course_id, context.memberships_url)
+
+    def _reader(self, endpoint: Endpoint, course_id: str, first_url: str) -> Callable[[], list[RawPage]]:
+        return lambda: self._listing(endpoint, course_id, first_url)
 
     # ---- paging -----------------------------------------------------------------------------------------------
     def _listing(self, endpoint: Endpoint, course_id: str | None, first_url: str) -> list[RawPage]:
@@ -171,8 +194,7 @@ class LtiAgsClient:
             raise LmsAuthError(f"{err}; reading {endpoint} needs the scope {SCOPES[endpoint]}",
                                connection_id=self.connection_id, endpoint=endpoint, status=403) from None  # fmt: skip
         count = self._count(endpoint, course_id, index, response)
-        self.stats.pages += 1
-        self.stats.items += count
+        self.stats.add(pages=1, items=count)
         logger.debug("%s: %d items in %d attempt(s)", target.describe(), count, attempts)
         link = response.links.get("next")
         next_url = None

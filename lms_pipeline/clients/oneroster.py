@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -112,6 +113,8 @@ class OneRosterClient:
         self._scopes = scopes
         self._token: str | None = None
         self._expires = 0.0
+        self._auth_lock = threading.Lock()  # readers share a client across threads: one token request at a time
+        self._renewed_at = 0.0
         self._sleep = sleep
         self.token_requests = 0
         merged = httpx.Headers(headers)
@@ -142,9 +145,17 @@ class OneRosterClient:
         self.close()
 
     # ---- auth ------------------------------------------------------------------------------------------------
-    def _authorize(self, force: bool = False) -> None:
-        if not force and self._token and time.monotonic() < self._expires - TOKEN_MARGIN_SECONDS:
-            return
+    def _authorize(self, force: bool = False, sent_at: float | None = None) -> None:
+        """Get a token unless a fresh one is held; ``force``: a new one even so, unless another thread got one
+        after ``sent_at`` (when the refused request was sent), so one expiry costs one token request."""
+        with self._auth_lock:
+            if force and sent_at is not None and self._renewed_at > sent_at:
+                return
+            if not force and self._token and time.monotonic() < self._expires - TOKEN_MARGIN_SECONDS:
+                return
+            self._request_token()
+
+    def _request_token(self) -> None:
         self.token_requests += 1
         response = self._send(
             "POST",
@@ -161,18 +172,20 @@ class OneRosterClient:
             )  # fmt: skip
         body = response.json()
         self._token = body["access_token"]
-        self._expires = time.monotonic() + float(body.get("expires_in", 3600))
+        self._renewed_at = time.monotonic()
+        self._expires = self._renewed_at + float(body.get("expires_in", 3600))
         self._http.headers["Authorization"] = f"Bearer {self._token}"
 
     def _with_auth(self, call: Callable[[], httpx.Response | tuple]) -> httpx.Response | tuple:
         """Run ``call`` with a fresh enough token; on a 401 (expired early, revoked) get a new one, once."""
         self._authorize()
+        sent_at = time.monotonic()
         try:
             return call()
         except LmsAuthError as err:
             if err.status != 401:
                 raise
-        self._authorize(force=True)
+        self._authorize(force=True, sent_at=sent_at)
         return call()
 
     # ---- reads -----------------------------------------------------------------------------------------------
@@ -223,8 +236,7 @@ class OneRosterClient:
             raise target.error(LmsPayloadError, f'answered without a "{collection}" array of objects',
                                status=response.status_code)  # fmt: skip
         total = response.headers.get("X-Total-Count")
-        self.stats.pages += 1
-        self.stats.items += len(items)
+        self.stats.add(pages=1, items=len(items))
         return SisPage(collection, offset, str(response.request.url), dict(params), datetime.now(UTC),
                        response.status_code, items, attempts, int(total) if total and total.isdigit() else None,
                        response.links.get("next", {}).get("url"))  # fmt: skip
@@ -284,18 +296,18 @@ class OneRosterClient:
         dropped, timed out) is not retried: the request may have been applied."""
 
         def send() -> httpx.Response:
-            self.stats.requests += 1
+            self.stats.add(requests=1)
             try:
                 response = self._http.request(method, url, **kwargs)
             except httpx.TransportError as err:
-                self.stats.transport_errors += 1
+                self.stats.add(transport_errors=1)
                 raise LmsFetchError(
                     f"SIS {self.sis_id!r}: {method} {url}: the connection failed before an answer was read "
                     f"({type(err).__name__}: {server_text(str(err), self._token)}); the SIS may or may not have "
                     "applied it", connection_id=self.sis_id, endpoint=endpoint,
                 ) from err  # fmt: skip
             if response.status_code == 429:
-                self.stats.throttled += 1
+                self.stats.add(throttled=1)
             return response
 
         return tenacity.Retrying(
@@ -303,7 +315,7 @@ class OneRosterClient:
             wait=tenacity.wait_random_exponential(multiplier=self.retry.base_delay, max=self.retry.max_delay),
             stop=tenacity.stop_after_attempt(self.retry.max_attempts),
             sleep=self._sleep,
-            before_sleep=lambda _: setattr(self.stats, "retries", self.stats.retries + 1),
+            before_sleep=lambda _: self.stats.add(retries=1),
             retry_error_callback=lambda state: state.outcome.result(),
         )(send)
 

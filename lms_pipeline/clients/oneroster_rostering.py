@@ -9,7 +9,8 @@ neither (totals in the body, as Timeback does, or nothing at all), so when a lis
 and a header total, this module goes on by ``offset`` = items read so far -- never the asked ``limit``, which a
 server may cap silently -- until the body's ``totalCount`` is reached, or, without any total, until an empty page
 (one request more: a short page proves nothing when the limit may be capped). Every listing is bounded by
-``max_pages``, every request by the client's retry budget.
+``max_pages``, every request by the client's retry budget. The classes' enrollment listings are read side by side
+up to the connection's request budget, and a 429 ``server_busy`` pauses them all (``clients.budget``).
 
 A 403 on a class's enrollments means this client may not read that roster (the token read courses and classes, so
 it has the rostering scope): it becomes a raw page with status 403 and the imsx body, for the normalizer to mark the
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -33,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from lms_pipeline.clients.budget import BudgetTransport, RequestBudget, run_bounded
 from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
 from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RetrySettings
@@ -47,24 +50,30 @@ RawPage = dict[str, Any]
 
 
 class _Recorder(httpx.BaseTransport):
-    """Keeps the last GET response and the bearer token it was sent with.
+    """Keeps each thread's last GET response, and every bearer token sent.
 
     ``iter_pages`` hands back items only; this module also needs a page's body (totals in the body), a refused
-    page's imsx body, and the token to scrub from what it stores. One reader reads sequentially, so the last one is
-    enough.
+    page's imsx body, and the tokens to scrub from what it stores. Each thread reads one listing at a time, so its
+    last answer is enough.
     """
 
     def __init__(self, inner: httpx.BaseTransport) -> None:
         self._inner = inner
-        self.last: httpx.Response | None = None
-        self.token: str | None = None
+        self._local = threading.local()
+        self.tokens: set[str] = set()
+
+    @property
+    def last(self) -> httpx.Response | None:
+        return getattr(self._local, "last", None)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self._inner.handle_request(request)
         if request.method == "GET":
             response.read()  # small JSON pages; the client reads the same, already-read body
-            self.last = response
-            self.token = request.headers.get("Authorization", "").removeprefix("Bearer ") or None
+            self._local.last = response
+            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if token:
+                self.tokens.add(token)  # set.add is atomic: threads may add at once
         return response
 
     def close(self) -> None:
@@ -74,7 +83,8 @@ class _Recorder(httpx.BaseTransport):
 class OneRosterRosterReader:
     """Reads one OneRoster connection's rosters. ``base_url`` is the root holding ``/oauth/token`` and ``/ims/...``
     (the simulator's ``http://127.0.0.1:port/oneroster/{connection_id}``); ``simulated_date`` sends
-    ``X-Simulated-Date`` (simulator). Owns its ``OneRosterClient`` (``client``): close it, or use ``with``."""
+    ``X-Simulated-Date`` (simulator); ``max_concurrent_requests`` classes' enrollments are read at once (``budget``).
+    Owns its ``OneRosterClient`` (``client``): close it, or use ``with``."""
 
     def __init__(
         self,
@@ -90,6 +100,7 @@ class OneRosterRosterReader:
         max_pages: int = 10_000,
         sleep: Callable[[float], None] = time.sleep,
         scopes: tuple[str, ...] = ROSTER_SCOPES,
+        max_concurrent_requests: int = 1,
     ) -> None:
         if not 1 <= page_size <= 100 or max_pages < 1:
             raise ValueError(f"page_size must be 1..100 and max_pages >= 1, got {page_size}, {max_pages}")
@@ -97,10 +108,12 @@ class OneRosterRosterReader:
         self._secret = client_secret
         self._origin = httpx.URL(base_url)
         self._recorder = _Recorder(guarded_transport(connection_id, base_url, retry, client_secret, transport))
+        self.budget = RequestBudget(connection_id, max_concurrent_requests, retry, sleep=sleep)
         headers = {DATE_HEADER: simulated_date.isoformat()} if simulated_date is not None else None
         self.client = OneRosterClient(connection_id, base_url, client_id, client_secret, scopes=scopes,
-                                      transport=self._recorder, retry=retry, page_size=page_size, headers=headers,
-                                      max_pages=max_pages, sleep=sleep)  # fmt: skip
+                                      transport=BudgetTransport(self._recorder, self.budget), retry=retry,
+                                      page_size=page_size, headers=headers, max_pages=max_pages,
+                                      sleep=sleep)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"OneRosterRosterReader(connection_id={self.connection_id!r})"
@@ -129,9 +142,9 @@ class OneRosterRosterReader:
         pages = self.course_pages()
         classes = self.class_pages()
         pages += classes + self.session_pages()
-        for class_id, course_id in listed_classes(classes, self.connection_id):
-            pages += self.enrollment_pages(class_id, course_id)
-        return pages
+        tasks = [(lambda c=class_id, k=course_id: self.enrollment_pages(c, k))
+                 for class_id, course_id in listed_classes(classes, self.connection_id)]  # fmt: skip
+        return pages + [page for listing in run_bounded(tasks, self.budget) for page in listing]
 
     def course_pages(self) -> list[RawPage]:
         return self._listing("courses", {}, None)
@@ -253,7 +266,7 @@ class OneRosterRosterReader:
                    connection_id=self.connection_id, endpoint=endpoint)  # fmt: skip
 
     def _scrub(self, text: str) -> str:
-        for secret in (self._secret, self._recorder.token):
+        for secret in (self._secret, *list(self._recorder.tokens)):
             if secret:
                 text = text.replace(secret, "[secret]")
         return text

@@ -1,17 +1,18 @@
-"""One paged scan per course for objects listed by ``course_id`` (contents, activities), a few courses at a time.
+"""One paged scan per course for objects listed by ``course_id`` (contents, activities), under the connection's
+request budget.
 
 Cost is one request per course and endpoint plus any further pages: O(courses + pages), never one per student.
-Concurrency is bounded: ``concurrency`` workers, each with its own client (its own retries and 429 backoff), so a
-rate-limited provider sees at most that many requests in flight from one connection.
+One client serves every listing, so one budget (``lms_pipeline.clients.budget``) bounds the requests in flight
+and one throttled answer pauses them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
+from lms_pipeline.clients.budget import run_bounded
 from lms_pipeline.clients.errors import LmsFetchError
 from lms_pipeline.clients.http import FetchStats
 from lms_pipeline.clients.unified import Page, UnifiedLmsClient
@@ -30,49 +31,33 @@ def scan_per_course(
     open_client: Callable[[], AbstractContextManager[UnifiedLmsClient]],
     course_ids: Sequence[str],
     params: Mapping[str, Mapping[str, object]],
-    *,
-    concurrency: int = 2,
 ) -> PerCourseScan:
-    """Page every endpoint in ``params`` once per course (``course_id`` filter); any failure raises, so a caller
-    stores all or nothing. An endpoint answering 501 for the first course is recorded as unsupported and skipped.
+    """Page every endpoint in ``params`` once per course (``course_id`` filter), up to the client's
+    ``max_concurrent_requests`` at once; pages come in course order, then ``params`` order, then offset. Any
+    failure raises, so a caller stores all or nothing. An endpoint answering 501 for the first course is recorded
+    as unsupported and skipped.
     """
     result = PerCourseScan()
-    endpoints = list(params)
     if not course_ids:
         return result
-    first, rest = course_ids[0], list(course_ids[1:])
-    probe: list[tuple[str, Page]] = []
-    with open_client() as client:  # the first course alone: finds unsupported endpoints with one request each
+    endpoints = list(params)
+    first = course_ids[0]
+    with open_client() as client:
+        result.stats = client.stats
+
+        def listing(course: str, endpoint: str) -> list[tuple[str, Page]]:
+            return [(course, p) for p in client.iter_pages(endpoint, {**params[endpoint], "course_id": course})]
+
+        # The first course alone: finds unsupported endpoints with one request each, before the fan-out.
         for endpoint in list(endpoints):
             try:
-                probe += [(first, p) for p in client.iter_pages(endpoint, {**params[endpoint], "course_id": first})]
+                result.pages += listing(first, endpoint)
             except LmsFetchError as exc:
                 if exc.status != NOT_SUPPORTED_STATUS:
                     raise
                 endpoints.remove(endpoint)
                 result.unsupported.append(endpoint)
-        _add(result.stats, client.stats)
-    chunks = [rest[k::concurrency] for k in range(concurrency)]
-
-    def work(chunk: list[str]) -> tuple[list[tuple[str, Page]], FetchStats]:
-        out: list[tuple[str, Page]] = []
-        with open_client() as client:
-            for course in chunk:
-                for endpoint in endpoints:
-                    out += [(course, p) for p in client.iter_pages(endpoint, {**params[endpoint], "course_id": course})]
-            return out, client.stats
-
-    pages = probe
-    if endpoints and rest:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="per-course") as pool:
-            for chunk_pages, stats in pool.map(work, [c for c in chunks if c]):  # re-raises a worker's error
-                pages += chunk_pages
-                _add(result.stats, stats)
-    order = {course: i for i, course in enumerate(course_ids)}
-    result.pages = sorted(pages, key=lambda cp: (order[cp[0]], endpoints.index(cp[1].endpoint), cp[1].offset))
+        tasks = [(lambda c=course, e=endpoint: listing(c, e)) for course in course_ids[1:] for endpoint in endpoints]
+        for pages in run_bounded(tasks, client.budget):
+            result.pages += pages
     return result
-
-
-def _add(total: FetchStats, part: FetchStats) -> None:
-    for f in fields(FetchStats):
-        setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))

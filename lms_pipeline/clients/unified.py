@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
+from lms_pipeline.clients.budget import BudgetTransport, RequestBudget
 from lms_pipeline.clients.errors import LmsClientError, LmsPayloadError
 from lms_pipeline.clients.guard import guarded_transport
 from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
@@ -57,7 +58,8 @@ class Page:
 
 
 class UnifiedLmsClient:
-    """Reads one Unified.to connection's LMS lists. One httpx.Client per instance: close it, or use ``with``."""
+    """Reads one Unified.to connection's LMS lists. One httpx.Client per instance: close it, or use ``with``.
+    Safe to share between threads; ``max_concurrent_requests`` bounds their requests in flight (``budget``)."""
 
     # Unified.to caps limit at 100 and clamps larger values silently, so a larger request would make a full page
     # look short and end paging early: never ask for more.
@@ -75,6 +77,7 @@ class UnifiedLmsClient:
         headers: Mapping[str, str] | None = None,
         max_pages: int = 10_000,
         sleep: Callable[[float], None] = time.sleep,
+        max_concurrent_requests: int = 1,
     ) -> None:
         if page_size < 1 or max_pages < 1:
             raise ValueError(f"page_size and max_pages must be at least 1, got {page_size} and {max_pages}")
@@ -92,8 +95,9 @@ class UnifiedLmsClient:
         merged["Authorization"] = f"Bearer {token}"  # set last, so extra headers cannot replace it
         merged["Accept"] = "application/json"
         guarded = guarded_transport(connection_id, base_url, retry, token, transport)  # origins, deadline, size, scrub
-        self._http = httpx.Client(base_url=base_url, transport=guarded, headers=merged,
-                                  timeout=httpx.Timeout(retry.timeout))  # fmt: skip
+        self.budget = RequestBudget(connection_id, max_concurrent_requests, retry, sleep=sleep)
+        self._http = httpx.Client(base_url=base_url, transport=BudgetTransport(guarded, self.budget),
+                                  headers=merged, timeout=httpx.Timeout(retry.timeout))  # fmt: skip
 
     def __repr__(self) -> str:
         return f"UnifiedLmsClient(connection_id={self.connection_id!r}, base_url={str(self._http.base_url)!r})"
@@ -179,8 +183,7 @@ class UnifiedLmsClient:
                                               sleep=self._sleep, secret=self._token)  # fmt: skip
         fetched_at = datetime.now(UTC)
         items = self._items(response, target)
-        self.stats.pages += 1
-        self.stats.items += len(items)
+        self.stats.add(pages=1, items=len(items))
         logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
         return Page(endpoint, offset, sent, fetched_at, response.status_code, items, attempts)
 

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--date", type=date.fromisoformat, help="as-of date when a request sends no date header")
+    serve.add_argument("--latency-ms", type=float, default=0, help="added to every answer, as a real provider's")
     args = parser.parse_args(argv)
 
     from lms_pipeline.resources import simulated_systems  # resources import dagster: keep --help fast
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             app.clock = lambda: args.date
     print(f"serving {', '.join(c.id for c in embedded)} on http://{args.host}:{args.port}/<dialect>/<connection>/..."
           " and the embedded SIS at /sis/<sis_id>/...")  # fmt: skip
-    serve_forever(router, args.host, args.port)
+    serve_forever(router, args.host, args.port, args.latency_ms)
     return 0
 
 

@@ -161,6 +161,9 @@ class CanvasOptions:
     leak_rate: float = 10.0  # units drained per second of ``timer``
     preflight_penalty: float = 50.0
     request_cost: float = 1.0  # X-Request-Cost of an admitted request
+    # Server time of an admitted request, holding its pre-flight penalty: what makes parallel requests overlap in
+    # the bucket (added latency is spent before a request reaches the app, so it does not).
+    request_seconds: float = 0.0
     timer: Callable[[], float] = time.monotonic  # inject a fake clock to make the bucket deterministic
     second_section_share: float = 0.0  # share of students with a second active enrollment in another section
     letter_grade_share: float = 0.25  # share of assignments graded as letters (by crc32 of the content id)
@@ -178,7 +181,7 @@ class CanvasOptions:
         if self.roster_denial_status not in (401, 403):
             raise ValueError(f"roster_denial_status must be 401 or 403, got {self.roster_denial_status}")
         rates = (self.leak_rate, self.preflight_penalty, self.request_cost, self.second_section_share,
-                 self.letter_grade_share)  # fmt: skip
+                 self.letter_grade_share, self.request_seconds)  # fmt: skip
         if min(rates) < 0:
             raise ValueError(f"rates, costs and shares must be >= 0: {self}")
 
@@ -283,6 +286,8 @@ class CanvasSimulatorApp:
         except _HttpError as err:
             status, body, content_type = err.status, err.body, err.content_type
             request.headers.update(err.headers)
+        if request.bucket is not None and self.options.request_seconds:
+            time.sleep(self.options.request_seconds)
         request.headers.update(self._settle(request))
         entry["status"] = status
         self.request_log.append(entry)

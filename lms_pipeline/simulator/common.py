@@ -1,15 +1,18 @@
-"""Pieces every simulated provider app shares: injected faults, the request log, the simulated date and the status
-line. Each app keeps its own routes, error bodies and error types; these only hold what was the same in all of them.
+"""Pieces every simulated provider app shares: injected faults, the request log, the simulated date, the status
+line, and added latency (``Latency``, which the server puts in front of whatever app it serves). Each app keeps its
+own routes, error bodies and error types; these only hold what was the same in all of them.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from http import HTTPStatus
 from urllib.parse import parse_qs, quote
-from wsgiref.types import StartResponse, WSGIEnvironment
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 Params = dict[str, list[str]]
 
@@ -123,3 +126,31 @@ def request_url(environ: WSGIEnvironment) -> str:
     """The absolute URL as requested: links are built from it, and the log shows exactly what a client asked."""
     query = environ.get("QUERY_STRING", "")
     return f"{origin(environ)}{quote(environ.get('PATH_INFO', ''))}" + (f"?{query}" if query else "")
+
+
+class Latency:
+    """WSGI middleware: each request is answered ``latency_ms`` after it arrived, as a real provider's network and
+    server time would make it (100-300 ms is common), in the request's own server thread so requests in flight
+    wait side by side. The app's own work is done within that time (when it takes longer, the answer is that much
+    later): a client measured against the simulator then waits ``latency_ms`` per request, not that plus the
+    simulator's CPU. Counts requests in flight, so a test or the bench can see they overlapped."""
+
+    def __init__(self, app: WSGIApplication, latency_ms: float) -> None:
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+        self.app, self.seconds = app, latency_ms / 1000
+        self.in_flight = self.peak_in_flight = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        arrived = time.monotonic()
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            body = list(self.app(environ, start_response))  # every app answers with a list of bytes
+            time.sleep(max(0.0, arrived + self.seconds - time.monotonic()))
+            return body
+        finally:
+            with self._lock:
+                self.in_flight -= 1

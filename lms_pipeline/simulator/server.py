@@ -1,4 +1,8 @@
-"""Serve a WSGI app on one host (127.0.0.1 by default): in a background thread (tests, demo) or the foreground (CLI)."""
+"""Serve a WSGI app on one host (127.0.0.1 by default): in a background thread (tests, demo) or the foreground (CLI).
+
+One thread per request, so a client's requests in flight are served side by side (a per-course scan with a budget
+of N has N at once), each after the added latency, if any (``common.Latency``).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,17 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import WSGIApplication
 
+from lms_pipeline.simulator.common import Latency
+
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     """One daemon thread per request; closing does not wait for a stuck client."""
 
     daemon_threads = True
     block_on_close = False
+    # The listen backlog (socketserver's default is 5): wsgiref answers HTTP/1.0, one connection per request, so
+    # a client with many requests in flight opens as many connections at once, and a refused one waits a second.
+    request_queue_size = 128
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -39,14 +48,18 @@ class Router:
         return app(environ, start_response)
 
 
-def _server(app: WSGIApplication, host: str, port: int) -> WSGIServer:
-    return make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+def _server(app: WSGIApplication, host: str, port: int, latency_ms: float = 0) -> WSGIServer:
+    served = Latency(app, latency_ms) if latency_ms else app
+    return make_server(host, port, served, server_class=_ThreadingServer, handler_class=_QuietHandler)
 
 
 @contextmanager
-def serve_in_thread(app: WSGIApplication, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Yield the base URL of ``app`` served on ``host`` (an ephemeral port by default); stop and close on exit."""
-    server = _server(app, host, port)
+def serve_in_thread(
+    app: WSGIApplication, host: str = "127.0.0.1", port: int = 0, *, latency_ms: float = 0
+) -> Iterator[str]:
+    """Yield the base URL of ``app`` served on ``host`` (an ephemeral port by default), each request answered
+    ``latency_ms`` late; stop and close on exit."""
+    server = _server(app, host, port, latency_ms)
     base_url = f"http://{host}:{server.server_port}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=base_url, daemon=True)
     thread.start()
@@ -58,7 +71,7 @@ def serve_in_thread(app: WSGIApplication, host: str = "127.0.0.1", port: int = 0
         thread.join(timeout=5)
 
 
-def serve_forever(app: WSGIApplication, host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve_forever(app: WSGIApplication, host: str = "127.0.0.1", port: int = 8765, latency_ms: float = 0) -> None:
     """Serve in the foreground until interrupted (the simulator CLI)."""
-    with _server(app, host, port) as server:
+    with _server(app, host, port, latency_ms) as server:
         server.serve_forever()
