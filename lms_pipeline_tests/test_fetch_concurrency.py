@@ -358,7 +358,7 @@ def test_run_bounded_keeps_the_order_of_the_tasks_and_raises_the_first_tasks_fai
 
 
 def test_a_throttle_pauses_the_others_for_the_backoff_window_and_lets_one_request_at_a_time_until_a_success() -> None:
-    """Unified.to sends no Retry-After (provider-apis.md §1.5): the pause is the retry policy's backoff window,
+    """Unified.to sends no Retry-After (docs/providers.md §1.5): the pause is the retry policy's backoff window,
     doubling with each throttle in a row. The request that drew it (the probe) is not held by it."""
     slept: list[float] = []
     budget = RequestBudget(CID, BUDGET, RetrySettings(base_delay=0.5, max_delay=8.0), sleep=slept.append)
