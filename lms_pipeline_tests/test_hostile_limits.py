@@ -86,14 +86,13 @@ def test_deeply_nested_json_is_a_clear_error_naming_the_connection_and_endpoint(
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_an_endless_listing_and_a_dropped_connection_end_in_errors_naming_the_connection(dialect: str) -> None:
-    """The same full page forever ends in an error naming the connection: at the first repeated page where the
-    client tracks ids (Unified, OneRoster), else at max_pages; a connection dropped mid-body ends at the retry
-    budget."""
+    """The same full page forever ends at once (the second page, not max_pages) in an error naming the
+    connection; a connection dropped mid-body ends at the retry budget."""
     with HostileServer("same_page_forever") as server:
         endless = outcome(spec(dialect, server.url))
         server.behaviour = "drop_mid_body"
         dropped = outcome(spec(dialect, server.url))
-    stopped_by = "already read" if dialect in ("unified", "sis", "oneroster") else "max_pages"
+    stopped_by = "already read" if dialect in ("unified", "sis", "oneroster") else "repeats page 0"
     assert not endless["ok"] and stopped_by in endless["message"] and "'hostile-" in endless["message"], endless
     assert dropped["error"] == "LmsFetchError" and "'hostile-" in dropped["message"], dropped
     assert "peer closed connection" in dropped["message"], dropped

@@ -16,6 +16,7 @@ The token travels only in the Authorization header and is scrubbed from every st
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -29,7 +30,14 @@ import httpx
 from lms_pipeline.clients.budget import BudgetTransport, RequestBudget, run_bounded
 from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
 from lms_pipeline.clients.guard import guarded_transport
-from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
+from lms_pipeline.clients.http import (
+    FetchStats,
+    RepeatedPages,
+    RequestTarget,
+    RetrySettings,
+    get_with_retries,
+    server_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +156,7 @@ class ClassroomClient:
         if endpoint == "courses":
             base["courseStates"] = COURSE_STATES  # sent repeated: courseStates=ACTIVE&courseStates=ARCHIVED
         token: str | None = None
+        repeated = RepeatedPages()
         for index in range(self.max_pages):
             params = dict(base) if token is None else {**base, "pageToken": token}
             page, body = self._get(target, course_id, index, params)
@@ -155,6 +164,11 @@ class ClassroomClient:
             token = body.get("nextPageToken")
             if not token:  # absent or empty: the end (an empty token is never sent back)
                 return
+            items = json.dumps(body.get(endpoint) or [], sort_keys=True)
+            if (earlier := repeated.repeats(items, index)) is not None:
+                raise _at_page(target.error(LmsPayloadError, f"page {index} repeats page {earlier} with a "
+                                            "nextPageToken: the server ignores the token, so paging would never "
+                                            "end"), index)  # fmt: skip
         raise _at_page(target.error(LmsClientError, f"not sent: {self.max_pages} pages read (max_pages) and the "
                                     "listing still gave a nextPageToken"), self.max_pages)  # fmt: skip
 

@@ -6,6 +6,7 @@ and the accounting the pipeline reports as run metadata.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -103,6 +104,24 @@ class RequestTarget:
     def error(self, cls: type[LmsClientError], detail: str, status: int | None = None) -> LmsClientError:
         return cls(f"{self.describe()} {detail}", connection_id=self.connection_id, endpoint=self.endpoint,
                    offset=self.offset, status=status)  # fmt: skip
+
+
+class RepeatedPages:
+    """The items of one listing's pages, so a server that ignores the cursor (offset, page token, next link) is
+    stopped at its first repeated page instead of being read until ``max_pages``: a page whose items are exactly
+    an earlier page's while the listing says more follow would come back forever (a 7,844-request loop was seen).
+    Empty pages are not compared: Google lists them, with a token, mid-listing (docs/providers.md §5)."""
+
+    def __init__(self) -> None:
+        self._first_index: dict[bytes, int] = {}
+
+    def repeats(self, items_text: str, index: int) -> int | None:
+        """The index of the earlier page with the same items, or None (also for an empty page)."""
+        if items_text.strip() in ("", "[]", "{}"):
+            return None
+        digest = hashlib.sha256(items_text.encode()).digest()
+        earlier = self._first_index.setdefault(digest, index)
+        return earlier if earlier != index else None
 
 
 def server_text(text: str, secret: str | None) -> str:

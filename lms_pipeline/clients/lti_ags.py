@@ -34,7 +34,14 @@ import httpx
 from lms_pipeline.clients.budget import BudgetTransport, RequestBudget, run_bounded
 from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
 from lms_pipeline.clients.guard import guarded_transport
-from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
+from lms_pipeline.clients.http import (
+    FetchStats,
+    RepeatedPages,
+    RequestTarget,
+    RetrySettings,
+    get_with_retries,
+    server_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +176,7 @@ class LtiAgsClient:
         url = str(httpx.URL(first_url).copy_merge_params({"limit": self.limit}))  # another origin: the guard refuses
         pages: list[RawPage] = []
         seen: set[str] = set()
+        repeated = RepeatedPages()
         for index in range(self.max_pages):
             seen.add(url)
             page, next_url = self._page(endpoint, course_id, index, url)
@@ -177,6 +185,9 @@ class LtiAgsClient:
                 return pages
             if next_url in seen:
                 raise self._payload_error(endpoint, course_id, index, url, f"links rel=next back to {next_url}")
+            if (earlier := repeated.repeats(page["payload"], index)) is not None:
+                raise self._payload_error(endpoint, course_id, index, url, f"repeats page {earlier} with a next "
+                                          "link: the server ignores the cursor, so paging would never end")  # fmt: skip
             url = next_url
         raise RequestTarget(self.connection_id, endpoint, url).error(
             LmsClientError, f"not sent: {self.max_pages} pages read (max_pages) and the listing still had a next link"
