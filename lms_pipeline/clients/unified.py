@@ -40,6 +40,7 @@ class Page:
     status_code: int
     items: list[dict]
     attempts: int  # attempts this page took
+    body: str | None = None  # the response body as received (scrubbed by the guard): stored, never re-serialized
 
 
 class UnifiedLmsClient:
@@ -131,7 +132,7 @@ class UnifiedLmsClient:
         self.stats.pages += 1
         self.stats.items += len(items)
         logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
-        return Page(endpoint, offset, sent, fetched_at, response.status_code, items, attempts)
+        return Page(endpoint, offset, sent, fetched_at, response.status_code, items, attempts, response.text)
 
     def _items(self, response: httpx.Response, target: RequestTarget) -> list[dict]:
         """The page's items, refusing anything but the promised bare JSON array of objects."""
