@@ -160,8 +160,19 @@ CONTENDERS = {"project": run_project, "anchor": run_anchor, "reference": run_ref
 
 def child(kind: str, path: Path) -> None:
     result = CONTENDERS[kind](path)
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mb"] = peak_rss_mb()
     print(json.dumps(result))
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. ``ru_maxrss`` would not do: Linux carries it over ``exec``, so a child would
+    report the parent's peak (the generator's, gigabytes) whenever that is higher."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(kind: str, pages: Path, timeout: float) -> dict:

@@ -73,8 +73,8 @@ def build_snapshot(
     params = {"connection_id": connection_id, "snapshot_date": snapshot_date, "base_date": base_date}
     conn.execute(f"CREATE OR REPLACE TEMP VIEW roster_pages AS SELECT * FROM {pages}")
     statements.run(conn, SQL["create_items"], params)
-    batches = _batches(statements.run(conn, SQL["page_sizes"], params).fetchall(), batch_bytes)
-    if not batches:
+    (last,) = statements.run(conn, SQL["last_page"], params).fetchone()
+    if last is None:
         raise MissingSnapshotInput(
             f"no raw_course_pages stored for {connection_id}|{snapshot_date}: materialize raw_course_pages first"
         )
@@ -83,9 +83,10 @@ def build_snapshot(
             f"the base snapshot {connection_id}|{base_date} of this incremental day is not built: materialize its "
             "roster_snapshot first"
         )
-    for endpoint, first, middle, last in batches:
+    sizes = statements.run(conn, SQL["page_sizes"], {**params, "middle_page": last // 2}).fetchall()
+    for endpoint, first, middle, final in _batches(sizes, batch_bytes):
         statements.run(conn, SQL["parse_pages"], {**params, "endpoint": endpoint, "first_page": first,
-                                                  "middle_page": middle, "last_page": last})  # fmt: skip
+                                                  "middle_page": middle, "last_page": final})  # fmt: skip
     _raise_on_problems(conn, params)
     for name in ("superseded_items", "latest_items", "delete_rosters", "delete_course_edges", "delete_class_edges",
                  "write_rosters", "write_course_edges", "write_class_edges"):  # fmt: skip

@@ -22,12 +22,18 @@ CREATE OR REPLACE TEMP TABLE roster_items (
     roster VARCHAR[]
 );
 
+-- name: last_page
+SELECT max(page_index) FROM roster_pages WHERE connection_id = $connection_id AND snapshot_date = $snapshot_date::DATE;
+
 -- name: page_sizes
 -- Sizes only, to cut the day into batches of bounded bytes: a DuckDB vector holds 2,048 rows, and 2,048 pages of a
--- big tenant parsed at once need gigabytes.
-SELECT endpoint, page_index, strlen(payload) AS bytes
-FROM roster_pages
-WHERE connection_id = $connection_id AND snapshot_date = $snapshot_date::DATE
+-- big tenant parsed at once need gigabytes. Read in two halves, in parallel (see parse_pages); this first read of
+-- the bodies also brings them into DuckDB's buffers for the parse.
+SELECT endpoint, page_index, strlen(payload) AS bytes FROM roster_pages
+WHERE connection_id = $connection_id AND snapshot_date = $snapshot_date::DATE AND page_index <= $middle_page
+UNION ALL
+SELECT endpoint, page_index, strlen(payload) AS bytes FROM roster_pages
+WHERE connection_id = $connection_id AND snapshot_date = $snapshot_date::DATE AND page_index > $middle_page
 ORDER BY endpoint, page_index;
 
 -- name: parse_pages
