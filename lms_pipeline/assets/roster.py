@@ -1,8 +1,10 @@
 """Roster assets: raw pages -> course rosters and edges -> enrollment change sets.
 
-Each asset is thin: partition key -> client or stored rows -> pure transform -> pandera -> one warehouse
-transaction -> metadata. Downstream assets read what upstream stored (never refetch), so every table can be
-rebuilt from ``raw_course_pages`` alone.
+Each asset is thin: partition key -> client or stored rows -> transform -> schema checks -> one warehouse
+transaction -> metadata. A Unified connection's day is normalized and diffed where its pages are stored
+(``unified_snapshot``, ``change_set``: set-based SQL in the warehouse, no day's rows in Python), the dialects' smaller
+days in frames. Downstream assets read what upstream stored (never refetch), so every table can be rebuilt from
+``raw_course_pages`` alone.
 """
 
 import json

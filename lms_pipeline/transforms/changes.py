@@ -25,10 +25,6 @@ from lms_pipeline.transforms import statements
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
 
-CHANGE_COLUMNS = [
-    "connection_id", "snapshot_date", "previous_snapshot_date", "course_id", "student_id", "change_type", "reason",
-]  # fmt: skip
-
 
 @dataclass(frozen=True)
 class ChangeSummary:

@@ -26,12 +26,6 @@ from lms_pipeline.transforms import statements
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
 
-ROSTER_COLUMNS = [
-    "connection_id", "snapshot_date", "course_id", "course_name", "is_active", "roster_status",
-    "roster_source", "student_count", "created_at", "updated_at", "fetched_on",
-]  # fmt: skip
-COURSE_EDGE_COLUMNS = ["connection_id", "snapshot_date", "course_id", "student_id"]
-CLASS_EDGE_COLUMNS = ["connection_id", "snapshot_date", "class_id", "course_id", "student_id"]
 ROSTER_TABLES = ("course_rosters", "course_student_edges", "class_student_edges")
 # Text parsed per statement. Parsing holds about five times the text in memory (the JSON documents and their items),
 # and a batch is one DuckDB chunk whatever its size, so this bounds the parse's memory.
