@@ -42,6 +42,8 @@ class MissingSnapshotInput(ValueError):
 
 
 class RosterFrames(NamedTuple):
+    """A day's roster tables as frames: what the other dialects' normalizers return (their days are small)."""
+
     course_rosters: pd.DataFrame
     course_student_edges: pd.DataFrame
     class_student_edges: pd.DataFrame

@@ -77,7 +77,7 @@ parsed AS (
     FROM pages
 ),
 referenced AS (
-    SELECT *, list_transform(o.students, lambda s: s.id) AS ref_ids FROM parsed
+    SELECT *, list_transform(o.students, lambda entry: entry.id) AS ref_ids FROM parsed
 )
 SELECT endpoint, page_index, page_offset, page_shape_ok, o.id, o.name, o.is_active, o.course_id,
     TRY_CAST(o.created_at AS TIMESTAMPTZ), TRY_CAST(o.updated_at AS TIMESTAMPTZ),
