@@ -18,6 +18,7 @@ a time (``lms_pipeline.published``).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -48,13 +49,19 @@ PAGE_COLUMNS = """
         run_id VARCHAR
     """
 
+# Course pages keep their bodies uncompressed. DuckDB compresses long strings with ZSTD a vector (2,048 rows) at a
+# time, so reading one page of a big day decompresses ~400 MB, and the normalizer reads a day in batches of pages
+# (transforms/rosters.py, BATCH_BYTES) to bound its memory; uncompressed, a batch reads only its own pages. The cost
+# is disk: the bodies as received, about 7x their ZSTD size (README, Performance).
+COURSE_PAGE_COLUMNS = PAGE_COLUMNS.replace("payload JSON", "payload JSON USING COMPRESSION uncompressed")
+
 # The analysts' contract: table -> DDL. Partitioned tables all carry (connection_id, snapshot_date DATE).
 TABLES: dict[str, str] = {
     "raw_course_pages": """
         connection_id VARCHAR NOT NULL,
         snapshot_date DATE NOT NULL,
         endpoint VARCHAR NOT NULL,"""
-    + PAGE_COLUMNS,
+    + COURSE_PAGE_COLUMNS,
     "sync_log": """
         connection_id VARCHAR NOT NULL,
         snapshot_date DATE NOT NULL,
@@ -279,6 +286,10 @@ TABLES: dict[str, str] = {
 }
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+# DuckDB's memory for a ``rewrite`` (a day's normalize or diff); beyond it, it spills to disk. 1 GB keeps a 10M-edge
+# day's peak RSS under 2 GiB with Python and Dagster loaded (bench/normalize_diff.py).
+WORK_MEMORY = "1GB"
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$")
 
 
 class WarehouseError(RuntimeError):
@@ -311,7 +322,11 @@ class Warehouse:
         connect: Connect | None = None,
         lock_timeout: float = 600.0,
         foreign_lock_wait: float = 10.0,
+        work_memory: str = WORK_MEMORY,
     ) -> None:
+        if not _MEMORY.match(work_memory):
+            raise WarehouseError(f"work_memory {work_memory!r}: expected a size such as '1GB' or '512MB'")
+        self.work_memory = work_memory
         self.path = Path(path)
         if self.path.stem in (SCHEMA, STAGING_SCHEMA):
             # DuckDB names the catalog after the file: "lms.duckdb" + schema "lms" makes every "lms.x" ambiguous.
@@ -357,23 +372,27 @@ class Warehouse:
         ``promote`` names staged tables whose staged rows of the partition replace the stored ones in the same
         transaction (and leave staging).
         """
-        counts: dict[str, int] = {}
         with self.session() as conn, _transaction(conn, self.path):
-            for name, frame in frames.items():
-                qualified = table(name)
-                conn.execute(
-                    f"DELETE FROM {qualified} WHERE connection_id = ? AND snapshot_date = ?",
-                    [connection_id, snapshot_date],
-                )
-                if len(frame):
-                    _check_partition(frame, name, connection_id, snapshot_date)
-                    conn.register("incoming_frame", frame)
-                    conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_frame")
-                    conn.unregister("incoming_frame")
-                counts[name] = len(frame)
+            counts = replace_frames(conn, frames, connection_id, snapshot_date)
             for name in promote:
                 counts[name] = _promote(conn, name, connection_id, snapshot_date)
         return counts
+
+    @contextmanager
+    def rewrite(
+        self, connection_id: str, snapshot_date: date, promote: Iterable[str] = ()
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction under the writer lock for set-based SQL that rewrites a partition where the data lives
+        (``INSERT ... SELECT``: no frame leaves DuckDB), then promotes ``promote``'s staged rows of the partition;
+        committed together or not at all. DuckDB may hold ``work_memory`` and spills the rest to ``<file>.tmp``."""
+        with self.session() as conn:
+            conn.execute(f"SET memory_limit = '{self.work_memory}'")
+            conn.execute("SET preserve_insertion_order = false")  # inserts need no order; it costs memory
+            conn.execute("SET TimeZone = 'UTC'")  # API timestamps without an offset are UTC
+            with _transaction(conn, self.path):
+                yield conn
+                for name in promote:
+                    _promote(conn, name, connection_id, snapshot_date)
 
     def stage(self, frames: Mapping[str, pd.DataFrame], connection_id: str, snapshot_date: date) -> None:
         """Hold a fetch's tables (``STAGED_TABLES``) until the snapshot built from them is written; a later fetch of
@@ -428,6 +447,25 @@ class Warehouse:
         """(Re)publish every partition: for a new or lost analysts' copy. Returns the partitions published."""
         with self.session() as conn:
             return published.publish_all(conn, self.path, SCHEMA, TABLES)
+
+
+def replace_frames(
+    conn: duckdb.DuckDBPyConnection, frames: Mapping[str, pd.DataFrame], connection_id: str, snapshot_date: date
+) -> dict[str, int]:
+    """Replace one partition of each table with its frame (by column name), inside the caller's transaction: the
+    small rows (a change-set row) written with the big ones a ``rewrite`` builds in SQL."""
+    counts: dict[str, int] = {}
+    for name, frame in frames.items():
+        qualified = table(name)
+        conn.execute(f"DELETE FROM {qualified} WHERE connection_id = ? AND snapshot_date = ?",
+                     [connection_id, snapshot_date])  # fmt: skip
+        if len(frame):
+            _check_partition(frame, name, connection_id, snapshot_date)
+            conn.register("incoming_frame", frame)
+            conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_frame")
+            conn.unregister("incoming_frame")
+        counts[name] = len(frame)
+    return counts
 
 
 def staged_table(name: str) -> str:

@@ -158,16 +158,15 @@ def test_page_that_keeps_failing_fails_the_partition_and_keeps_stored_data(pipel
 def test_schema_violation_fails_materialization_naming_table_and_column(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lms_pipeline.assets import roster
+    from lms_pipeline.transforms import rosters
 
-    real = roster.normalize_pages
-
-    def null_student(pages: pd.DataFrame):
-        frames = real(pages)
-        frames.course_student_edges.loc[0, "student_id"] = None
-        return frames
-
-    monkeypatch.setattr(roster, "normalize_pages", null_student)
+    # A normalizer bug that writes a NULL student (the SQL runs in the warehouse; the table refuses the row).
+    edges_sql = rosters.SQL["write_course_edges"]
+    broken = edges_sql.replace(
+        "unnest(roster) AS student_id", "unnest(list_transform(roster, lambda s: NULL::VARCHAR)) AS student_id", 1
+    )
+    assert broken != edges_sql
+    monkeypatch.setitem(rosters.SQL, "write_course_edges", broken)
     result = pipeline.run("conn-all", START)
     assert not result.success
     message = failure_message(result)

@@ -289,3 +289,29 @@ def test_when_duckdb_already_aborted_the_transaction_the_original_error_is_repor
     with pytest.raises(duckdb.IOException, match="No space left on device") as caught:
         wh.replace_partition({"course_student_edges": edges(D1, "s1")}, "c1", D1)
     assert any("rollback also failed" in note for note in caught.value.__notes__)
+
+
+def test_a_rewrite_commits_its_sql_writes_and_the_promotion_together_or_neither(tmp_path) -> None:
+    wh = Warehouse(tmp_path / "w.duckdb")
+    write_day(wh, D1, "s1")
+    wh.stage({"sync_log": sync_row(D1, "fetch")}, "c1", D1)
+    before = stored(wh)
+    with pytest.raises(RuntimeError, match="refused"), wh.rewrite("c1", D1, promote=["sync_log"]) as conn:
+        conn.execute("DELETE FROM lms.course_student_edges WHERE connection_id = 'c1'")
+        raise RuntimeError("normalization refused")
+    assert stored(wh) == before and wh.read_partition("sync_log", "c1", D1).empty
+    assert wh.read_staged("sync_log", "c1", D1)["run_id"].tolist() == ["fetch"], "the failed attempt stays staged"
+    with wh.rewrite("c1", D1, promote=["sync_log"]) as conn:
+        conn.execute("INSERT INTO lms.course_student_edges SELECT connection_id, snapshot_date, course_id, 's9' "
+                     "FROM lms.course_student_edges WHERE connection_id = 'c1'")  # fmt: skip
+    assert sorted(row[3] for row in stored(wh)) == ["s1", "s9"]
+    assert wh.read_partition("sync_log", "c1", D1)["run_id"].tolist() == ["fetch"]
+    assert wh.read_staged("sync_log", "c1", D1).empty
+
+
+def test_a_rewrite_is_held_to_the_warehouse_work_memory(tmp_path) -> None:
+    wh = Warehouse(tmp_path / "w.duckdb", work_memory="256MB")
+    with wh.rewrite("c1", D1) as conn:
+        assert conn.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "244.1 MiB"
+    with pytest.raises(WarehouseError, match="work_memory '1 gigabyte'"):
+        Warehouse(tmp_path / "w.duckdb", work_memory="1 gigabyte")

@@ -1,8 +1,10 @@
 """Roster assets: raw pages -> course rosters and edges -> enrollment change sets.
 
-Each asset is thin: partition key -> client or stored rows -> pure transform -> pandera -> one warehouse
-transaction -> metadata. Downstream assets read what upstream stored (never refetch), so every table can be
-rebuilt from ``raw_course_pages`` alone.
+Each asset is thin: partition key -> client or stored rows -> transform -> schema checks -> one warehouse
+transaction -> metadata. A Unified connection's day is normalized and diffed where its pages are stored
+(``unified_snapshot``, ``change_set``: set-based SQL in the warehouse, no day's rows in Python), the dialects' smaller
+days in frames. Downstream assets read what upstream stored (never refetch), so every table can be rebuilt from
+``raw_course_pages`` alone.
 """
 
 import json
@@ -11,6 +13,7 @@ import warnings
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import duckdb
 import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
@@ -22,17 +25,12 @@ from lms_pipeline.clients.unified import Page, UnifiedLmsClient
 from lms_pipeline.config import ConnectionConfig, UnifiedOptions
 from lms_pipeline.partitions import split_key
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
-from lms_pipeline.schemas import MODELS, SchemaViolation, validate
+from lms_pipeline.schemas import MODELS, SchemaViolation, check_stored, constraint_violation, validate
 from lms_pipeline.sync_plan import BaseSync, SyncPlan, plan_sync
-from lms_pipeline.transforms.changes import ChangeSummary, diff_snapshots
-from lms_pipeline.transforms.rosters import (
-    MalformedPayloadError,
-    RosterFrames,
-    apply_incremental,
-    listed_ids,
-    normalize_pages,
-)
-from lms_pipeline.warehouse import STAGED_TABLES, Warehouse, table
+from lms_pipeline.transforms import changes, rosters, statements
+from lms_pipeline.transforms.changes import ChangeSummary
+from lms_pipeline.transforms.rosters import MalformedPayloadError, MissingSnapshotInput
+from lms_pipeline.warehouse import STAGED_TABLES, Warehouse, replace_frames, staged_table, table
 
 GROUP = "roster"
 
@@ -119,7 +117,8 @@ def pages_frame(pages: list[Page], connection_id: str, snapshot_date: date, run_
             "status_code": [p.status_code for p in pages],
             "attempts": [p.attempts for p in pages],
             "item_count": [len(p.items) for p in pages],
-            "payload": [json.dumps(p.items, separators=(",", ":")) for p in pages],
+            # the body as received (pages built without one, e.g. by hand, store their items re-serialized)
+            "payload": [p.body if p.body is not None else json.dumps(p.items, separators=(",", ":")) for p in pages],
             "run_id": run_id,
         }
     )
@@ -146,6 +145,64 @@ def fetched(store: Warehouse, connection_id: str, day: date, *names: str) -> tup
     if len(store.read_staged("sync_log", connection_id, day)):
         return [store.read_staged(name, connection_id, day) for name in names], STAGED_TABLES
     return [store.read_partition(name, connection_id, day) for name in names], ()
+
+
+def unified_snapshot(store: Warehouse, connection_id: str, day: date) -> tuple[str, date | None, dict[str, int]]:
+    """Normalize a Unified connection's day where its pages are stored and write rosters and edges in one
+    transaction, with the promotion of the fetch they were built from; validated before it commits.
+
+    Returns the sync mode, the base day of an incremental day and the snapshot's counts. After an incremental poll,
+    the polled courses replace theirs in the base snapshot; the rest are carried forward.
+    """
+    (sync,), promote = fetched(store, connection_id, day, "sync_log")
+    pages = staged_table("raw_course_pages") if promote else table("raw_course_pages")
+    mode = sync["mode"].iloc[0] if len(sync) else "full"  # pages stored before sync_log existed: full scans
+    base_day = pd.Timestamp(sync["base_snapshot_date"].iloc[0]).date() if mode == "incremental" else None
+    try:
+        with store.rewrite(connection_id, day, promote=promote) as conn:
+            rosters.build_snapshot(conn, pages, connection_id, day, base_day)
+            for name in rosters.ROSTER_TABLES:
+                check_stored(conn, name, table(name), connection_id, day)
+            counts = rosters.snapshot_metadata(conn, connection_id, day)
+    except MissingSnapshotInput as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except duckdb.ConstraintException as exc:
+        raise _fail(constraint_violation(exc), NORMALIZATION_REFUSED) from None
+    except (MalformedPayloadError, SchemaViolation) as exc:
+        raise _fail(exc, NORMALIZATION_REFUSED) from None
+    return mode, base_day, counts
+
+
+def change_set(
+    store: Warehouse, connection_id: str, day: date, threshold: float, accepted: bool
+) -> tuple[ChangeSummary, str | None, dict[str, dict[str, int]]]:
+    """Diff the day's stored snapshot with the previous published one, where both are stored; when the mass-drop
+    guard lets it through (its outcome is returned: None when held), write the change rows, the change-set row and
+    the release of any hold on the day in one transaction, validated before it commits. A held change set writes
+    nothing here."""
+    try:
+        with store.rewrite(connection_id, day) as conn:
+            params = {"connection_id": connection_id, "snapshot_date": day}
+            if not statements.run(conn, changes.SQL["current_rosters"], params).fetchone()[0]:
+                raise dg.Failure(description=f"no course_rosters stored for {connection_id}|{day}",
+                                 allow_retries=False)  # fmt: skip
+            previous = changes.previous_day(conn, connection_id, day)
+            summary = changes.diff_partition(conn, connection_id, day, previous)
+            guard = _guard(summary, threshold, accepted)
+            reasons = changes.reason_counts(conn)
+            if guard is not None:
+                changes.write_changes(conn, connection_id, day, previous)
+                check_stored(conn, "enrollment_changes", table("enrollment_changes"), connection_id, day)
+                row = validate("enrollment_change_sets",
+                               pd.DataFrame([summary.as_row(max_drop_share=threshold, guard=guard)]))  # fmt: skip
+                # The change set and the release of any hold on the day, together: the day becomes publishable whole.
+                replace_frames(conn, {"enrollment_change_sets": row, "change_set_holds": pd.DataFrame()},
+                               connection_id, day)  # fmt: skip
+    except duckdb.ConstraintException as exc:
+        raise _fail(constraint_violation(exc), "change set refused; nothing was written") from None
+    except SchemaViolation as exc:
+        raise _fail(exc, "change set refused; nothing was written") from None
+    return summary, guard, reasons
 
 
 def _fail(exc: Exception, what: str) -> dg.Failure:
@@ -304,25 +361,8 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         if conn.provider != "unified":
             yield from _snapshot_results(_dialect_snapshot(conn, day, store), "full", None, day)
             return
-        (sync, pages), promote = fetched(store, connection_id, day, "sync_log", "raw_course_pages")
-        if pages.empty:
-            raise dg.Failure(
-                description=f"no raw_course_pages stored for {connection_id}|{day}: materialize raw_course_pages first",
-                allow_retries=False,
-            )
-        mode = sync["mode"].iloc[0] if len(sync) else "full"  # pages stored before sync_log existed: full scans
-        base_day = pd.Timestamp(sync["base_snapshot_date"].iloc[0]).date() if mode == "incremental" else None
-        try:
-            polled = normalize_pages(pages)
-            if base_day is not None:
-                polled = apply_incremental(
-                    read_snapshot(store, connection_id, base_day), polled, listed_ids(pages, "class"), pd.Timestamp(day)
-                )
-            frames = {name: validate(name, frame) for name, frame in polled._asdict().items()}
-        except (MalformedPayloadError, SchemaViolation) as exc:
-            raise _fail(exc, NORMALIZATION_REFUSED) from None
-        store.replace_partition(frames, connection_id, day, promote=promote)
-        yield from _snapshot_results(frames, mode, base_day, day)
+        mode, base_day, counts = unified_snapshot(store, connection_id, day)
+        yield from _snapshot_results(counts, mode, base_day, day)
 
     @dg.multi_asset(
         partitions_def=partitions_def,
@@ -363,24 +403,8 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         connection_id, day = split_key(context)
         threshold = lms.settings().connection(connection_id).options.max_drop_share
         store = warehouse.warehouse()
-        cur_rosters = store.read_partition("course_rosters", connection_id, day)
-        if cur_rosters.empty:
-            raise dg.Failure(description=f"no course_rosters stored for {connection_id}|{day}", allow_retries=False)
-        cur_edges = store.read_partition("course_student_edges", connection_id, day)
-        previous = store.query(
-            f"SELECT max(snapshot_date) AS d FROM {table('enrollment_change_sets')} "
-            "WHERE connection_id = ? AND snapshot_date < ?",
-            [connection_id, day],
-        )["d"].iloc[0]
-        prev_day = None if pd.isna(previous) else pd.Timestamp(previous).date()
-        prev_rosters = prev_edges = None
-        if prev_day is not None:
-            prev_rosters = store.read_partition("course_rosters", connection_id, prev_day)
-            prev_edges = store.read_partition("course_student_edges", connection_id, prev_day)
-        changes, summary = diff_snapshots(
-            connection_id, day, cur_rosters, cur_edges, prev_day, prev_rosters, prev_edges
-        )
-        guard = _guard(summary, threshold, config.accept_mass_drop)
+        summary, guard, reasons = change_set(store, connection_id, day, threshold, config.accept_mass_drop)
+        prev_day = summary.previous_snapshot_date
         yield dg.AssetCheckResult(
             check_name="no_mass_drop",
             asset_key="enrollment_changes",
@@ -410,30 +434,18 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 metadata={"dropped": summary.dropped, "previous_snapshot_date": str(prev_day)},
                 allow_retries=False,
             )
-        try:
-            frames = {
-                "enrollment_changes": validate("enrollment_changes", changes),
-                "enrollment_change_sets": validate(
-                    "enrollment_change_sets",
-                    pd.DataFrame([summary.as_row(max_drop_share=threshold, guard=guard)]),
-                ),
-            }
-        except SchemaViolation as exc:
-            raise _fail(exc, "change set refused; nothing was written") from None
-        # The change set and the release of any hold on the day, together: the day becomes publishable whole.
-        store.replace_partition({**frames, "change_set_holds": pd.DataFrame()}, connection_id, day)
         published = store.publish_partition(connection_id, day)
         yield dg.MaterializeResult(
             asset_key="enrollment_changes",
             metadata={
-                "dagster/row_count": len(changes),
+                "dagster/row_count": summary.added + summary.dropped,
                 "added": summary.added,
                 "dropped": summary.dropped,
                 "is_baseline": summary.is_baseline,
                 "previous_snapshot_date": str(prev_day) if prev_day else "none (baseline)",
                 "drop_share": dg.MetadataValue.float(round(summary.drop_share, 4)),
-                "drops_by_reason": dg.MetadataValue.json(_reason_counts(changes, "dropped")),
-                "adds_by_reason": dg.MetadataValue.json(_reason_counts(changes, "added")),
+                "drops_by_reason": dg.MetadataValue.json(reasons["dropped"]),
+                "adds_by_reason": dg.MetadataValue.json(reasons["added"]),
                 "analyst_copy": dg.MetadataValue.path(str(published.analysts_db)),
                 "published": published.reason,
             },
@@ -525,18 +537,6 @@ def sync_row(
     )
 
 
-def read_snapshot(store: Warehouse, connection_id: str, day: date) -> RosterFrames:
-    """A stored snapshot (the base of an incremental day)."""
-    frames = RosterFrames(*(store.read_partition(name, connection_id, day) for name in RosterFrames._fields))
-    if frames.course_rosters.empty:
-        raise dg.Failure(
-            description=f"the base snapshot {connection_id}|{day} of this incremental day is not built: "
-            "materialize its roster_snapshot first",
-            allow_retries=False,
-        )
-    return frames
-
-
 def _stamp_text(value: object) -> str:
     return "none" if pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -559,11 +559,6 @@ def hold_row(
         "previous_edges": summary.previous_edges, "dropped": summary.dropped, "drop_share": summary.drop_share,
         "max_drop_share": threshold,
     }])  # fmt: skip
-
-
-def _reason_counts(changes: pd.DataFrame, change_type: str) -> dict[str, int]:
-    subset = changes.loc[changes["change_type"] == change_type, "reason"]
-    return {k: int(v) for k, v in subset.value_counts().sort_index().items()}
 
 
 def _fetch_dialect(context: dg.AssetExecutionContext, conn: ConnectionConfig, day: date, lms: LmsApiResource,
@@ -597,7 +592,7 @@ def _fetch_dialect(context: dg.AssetExecutionContext, conn: ConnectionConfig, da
     yield dg.MaterializeResult(asset_key="sync_log", metadata={"dagster/row_count": 1, **health})
 
 
-def _dialect_snapshot(conn: ConnectionConfig, day: date, store: Warehouse) -> dict[str, pd.DataFrame]:
+def _dialect_snapshot(conn: ConnectionConfig, day: date, store: Warehouse) -> dict[str, int]:
     """Normalize and store a dialect connection's day; its sync is always a full scan (nothing carried forward)."""
     (pages,), promote = fetched(store, conn.id, day, "raw_dialect_pages")
     if pages.empty:
@@ -608,45 +603,36 @@ def _dialect_snapshot(conn: ConnectionConfig, day: date, store: Warehouse) -> di
     except (ValueError, SchemaViolation) as exc:  # each dialect's payload error is a ValueError naming the page
         raise _fail(exc, NORMALIZATION_REFUSED) from None
     store.replace_partition(frames, conn.id, day, promote=promote)
-    return frames
+    with store.session() as session:
+        return rosters.snapshot_metadata(session, conn.id, day)
 
 
-def _snapshot_results(frames: dict[str, pd.DataFrame], mode: str, base_day: date | None, day: date):  # noqa: ANN202
-    rosters, edges, class_edges = (
-        frames["course_rosters"],
-        frames["course_student_edges"],
-        frames["class_student_edges"],
-    )
-    status = rosters["roster_status"].value_counts()
-    known = int(status.get("exposed", 0) + status.get("empty", 0))
-    carried = int((rosters["fetched_on"] < pd.Timestamp(day)).sum())
+def _snapshot_results(counts: dict[str, int], mode: str, base_day: date | None, day: date):  # noqa: ANN202
+    courses, known = counts["courses"], counts["courses_exposed"] + counts["courses_empty"]
     yield dg.MaterializeResult(
         asset_key="course_rosters",
         metadata={
-            "dagster/row_count": len(rosters),
+            "dagster/row_count": courses,
             "sync_mode": mode,
             "base_snapshot_date": str(base_day) if base_day else "none (built from this day's pages alone)",
-            "courses_refreshed": len(rosters) - carried,
-            "courses_carried_forward": carried,
-            "courses_exposed": int(status.get("exposed", 0)),
-            "courses_empty": int(status.get("empty", 0)),
-            "courses_not_exposed": int(status.get("not_exposed", 0)),
-            "courses_inactive": int((rosters["is_active"] == False).sum()),  # noqa: E712 (nullable boolean)
-            "roster_coverage": dg.MetadataValue.float(round(known / len(rosters), 4) if len(rosters) else 0.0),
+            "courses_refreshed": courses - counts["courses_carried_forward"],
+            "courses_carried_forward": counts["courses_carried_forward"],
+            "courses_exposed": counts["courses_exposed"],
+            "courses_empty": counts["courses_empty"],
+            "courses_not_exposed": counts["courses_not_exposed"],
+            "courses_inactive": counts["courses_inactive"],
+            "roster_coverage": dg.MetadataValue.float(round(known / courses, 4) if courses else 0.0),
         },
     )
     yield dg.MaterializeResult(
         asset_key="course_student_edges",
         metadata={
-            "dagster/row_count": len(edges),
-            "distinct_students": int(edges["student_id"].nunique()),
-            "courses_with_students": int(edges["course_id"].nunique()),
+            "dagster/row_count": counts["edges"],
+            "distinct_students": counts["distinct_students"],
+            "courses_with_students": counts["courses_with_students"],
         },
     )
     yield dg.MaterializeResult(
         asset_key="class_student_edges",
-        metadata={
-            "dagster/row_count": len(class_edges),
-            "classes": int(class_edges["class_id"].nunique()),
-        },
+        metadata={"dagster/row_count": counts["class_edges"], "classes": counts["classes"]},
     )

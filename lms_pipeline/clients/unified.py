@@ -55,6 +55,7 @@ class Page:
     status_code: int
     items: list[dict]
     attempts: int  # attempts this page took
+    body: str | None = None  # the response body as received (scrubbed by the guard): stored, never re-serialized
 
 
 class UnifiedLmsClient:
@@ -185,7 +186,7 @@ class UnifiedLmsClient:
         items = self._items(response, target)
         self.stats.add(pages=1, items=len(items))
         logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
-        return Page(endpoint, offset, sent, fetched_at, response.status_code, items, attempts)
+        return Page(endpoint, offset, sent, fetched_at, response.status_code, items, attempts, response.text)
 
     def _items(self, response: httpx.Response, target: RequestTarget) -> list[dict]:
         """The page's items, refusing anything but the promised bare JSON array of objects."""
