@@ -32,14 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-from lms_pipeline.assets.progress import PARAMS
 from lms_pipeline.clients.canvas import CanvasClient
 from lms_pipeline.clients.classroom import ClassroomClient
-from lms_pipeline.clients.http import FetchStats, RetrySettings
 from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.clients.per_course import scan_per_course
 from lms_pipeline.clients.unified import UnifiedLmsClient
-from lms_pipeline.config import CommonOptions
+from lms_pipeline.providers.base import CommonOptions
+from lms_pipeline.providers.http import FetchStats, RetrySettings
+from lms_pipeline.providers.unified.progress import PARAMS
 
 DAY = date(2026, 9, 1)
 TOKEN = "bench-token-0123456789"

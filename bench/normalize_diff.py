@@ -97,12 +97,18 @@ def generate(path: Path, courses: int, roster: int = ROSTER, page_size: int = 10
 
 
 def run_project(path: Path) -> dict:
-    from lms_pipeline.assets.roster import change_set, unified_snapshot
+    from lms_pipeline.config import Settings
+    from lms_pipeline.guard import change_set
+    from lms_pipeline.providers import registry
+    from lms_pipeline.roster_days import build_snapshot
     from lms_pipeline.warehouse import Warehouse
 
     store = Warehouse(path)
+    conn = Settings.model_validate({"start_date": DAY1, "connections": [
+        {"id": CONNECTION, "provider": "unified", "token_env": "BENCH_TOKEN"}]}).connection(CONNECTION)  # fmt: skip
+    source = registry.provider(conn.provider).rosters
     started = time.perf_counter()
-    edges = [unified_snapshot(store, CONNECTION, day)[2]["edges"] for day in (DAY1, DAY2)]
+    edges = [build_snapshot(store, conn, day, source)[2]["edges"] for day in (DAY1, DAY2)]
     change_set(store, CONNECTION, DAY1, 1.0, False)  # the baseline: the diff compares with a published day
     summary, _, _ = change_set(store, CONNECTION, DAY2, 1.0, False)
     return {"seconds": time.perf_counter() - started, "edges": edges, "added": summary.added,

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from lms_pipeline.providers import registry
+from lms_pipeline.providers.base import REPO_ROOT, CommonOptions, Provider, RetryOptions, Strict, http_url
+
 DEFAULT_CONFIG_PATH = REPO_ROOT / "data" / "connections.yaml"
 CONFIG_ENV = "LMS_PIPELINE_CONFIG"
 DUCKDB_ENV = "LMS_PIPELINE_DUCKDB"
@@ -28,147 +29,7 @@ class ConfigError(ValueError):
     """The connections file is missing, unreadable or invalid; the message says where and what."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RetryOptions(_Strict):
-    """How one connection's requests are retried and bounded (``lms_pipeline.clients.http.RetrySettings``)."""
-
-    max_attempts: int = Field(8, ge=1, le=20)
-    base_delay_seconds: float = Field(1.0, ge=0, le=60)
-    max_delay_seconds: float = Field(30.0, ge=0, le=600)
-    max_total_wait_seconds: float = Field(120.0, ge=0, le=3600)
-    timeout_seconds: float = Field(30.0, gt=0, le=600, description="per connect, read or write")
-    request_deadline_seconds: float = Field(
-        120.0, gt=0, le=3600, description="one request, body included: a body that trickles in is cut off here"
-    )
-    max_response_mb: float = Field(
-        32.0, gt=0, le=1024, description="largest answer read, before and after gzip/deflate decoding"
-    )
-
-
-class CommonOptions(_Strict):
-    """Options every provider dialect has."""
-
-    page_size: int = Field(100, ge=1, le=100, description="limit per page; the APIs cap it at 100")
-    fetch_classes: bool = Field(True, description="also list classes (sections) for class-level rosters")
-    max_drop_share: float = Field(
-        0.2, gt=0, le=1, description="a change set dropping more than this share of edges is held"
-    )
-    simulated_clock: bool | None = Field(
-        None,
-        description="send the partition date to a simulator (X-Simulated-Date); default: on for the embedded "
-        "simulator, off for a base_url. Off means the connection is live: it only knows today's rosters.",
-    )
-    retry: RetryOptions = RetryOptions()
-    max_concurrent_requests: int = Field(
-        4,
-        ge=1,
-        le=16,
-        description="requests of this connection in flight at once: per-course listings (rosters, sections, "
-        "grades, progress) are read side by side up to this budget; a throttled answer pauses all of them",
-    )
-
-
-class CanvasOptions(CommonOptions):
-    """Canvas REST (docs/providers.md §4, §9.3): the account's course listing, Link-header pages, per_page up to 100,
-    explicit enrollment states."""
-
-    account_id: str = Field(
-        "self",
-        pattern=r"^(self|[0-9]+|sis_account_id:[^/?#\s]+)$",
-        description="the account whose courses are mirrored (GET /api/v1/accounts/:account_id/courses): self = the "
-        "domain's root account (default), an account id, or sis_account_id:<id>; the token's user needs the "
-        "account permission read_course_list there",
-    )
-
-
-class ClassroomOptions(CommonOptions):
-    """Google Classroom (§5): token pages (the API truncates pages to 30 whatever is asked); no SIS id field."""
-
-    page_size: int = Field(30, ge=1, le=100, description="pageSize asked; Classroom answers at most 30")
-    identity: Literal["provider", "email"] = Field(
-        "provider",
-        description="student ids: provider = classroom-user:<userId>; email = the directory's student_id for the "
-        "profile email (unmatched users keep their provider id and are counted)",
-    )
-    student_directory: str | None = Field(None, description="CSV with email,student_id (identity: email)")
-
-    @model_validator(mode="after")
-    def _directory_for_email(self) -> ClassroomOptions:
-        if self.identity == "email" and not self.student_directory:
-            raise ValueError("identity 'email' needs student_directory (a CSV with email,student_id)")
-        return self
-
-    def directory_path(self) -> Path | None:
-        if self.student_directory is None:
-            return None
-        raw = Path(self.student_directory)
-        return raw if raw.is_absolute() else REPO_ROOT / raw
-
-
-class OneRosterOptions(CommonOptions):
-    """OneRoster 1.2 rostering (§2): OAuth2 client credentials (the secret in ``token_env``), limit/offset pages."""
-
-    client_id: str = Field(min_length=1, description="OAuth2 client id (not a secret; the secret is in token_env)")
-    token_url: str | None = Field(None, description="default {base_url}/oauth/token")
-
-    @field_validator("token_url")
-    @classmethod
-    def _token_url(cls, value: str | None) -> str | None:
-        return _http_url(value)
-
-
-class UnifiedOptions(CommonOptions):
-    """Options of a Unified.to-style connection."""
-
-    supports_updated_gte: bool = Field(
-        True,
-        description="the integration honours updated_gte (docs/providers.md capability tables). False: every day is "
-        "a full scan, read in repeated passes until two agree.",
-    )
-    full_scan_every_days: int = Field(
-        7, ge=1, le=366, description="a full scan (catches removed courses, repairs drift) at least this often"
-    )
-    incremental_overlap_minutes: int = Field(
-        60, ge=0, le=7 * 24 * 60, description="an incremental poll re-reads this much before the last high-water mark"
-    )
-    scan: Literal["consistent", "single_pass"] = Field(
-        "consistent",
-        description="consistent: keyset paging on updated_at (or repeated passes) so records moving while paged "
-        "are neither skipped nor stale. single_pass: one plain offset pass, unsafe under churn; for diagnosis only.",
-    )
-    max_scan_passes: int = Field(4, ge=2, le=10, description="bound on repeated passes of a consistent scan")
-    unpaged_endpoints: tuple[Literal["course", "class"], ...] = Field(
-        (),
-        description="lists the integration answers whole, ignoring limit/offset (Unified list options `-none-`, "
-        "e.g. Moodle courses: docs/providers.md §9.4): each read is one request; full scans compare two such reads",
-    )
-    max_pages_per_scan: int = Field(
-        10_000, ge=1, le=1_000_000, description="bound on the requests of one endpoint's scan (x page_size records)"
-    )
-    fetch_progress: bool = Field(
-        True, description="also read course contents and learner activities (skipped if the integration lacks them)"
-    )
-    progress_page_size: int = Field(
-        100, ge=1, le=100, description="limit per page of content/activity scans (activities are many per course)"
-    )
-    progress_concurrency: int | None = Field(
-        None, description="replaced by max_concurrent_requests (every per-course scan's budget); refused if set"
-    )
-
-    @field_validator("progress_concurrency")
-    @classmethod
-    def _progress_concurrency_replaced(cls, value: int | None) -> None:
-        if value is not None:
-            raise ValueError(f"progress_concurrency was replaced by max_concurrent_requests, the connection's "
-                             f"request budget for every per-course scan (progress included): write "
-                             f"max_concurrent_requests: {value} instead")  # fmt: skip
-        return None
-
-
-class SimulatorWorld(_Strict):
+class SimulatorWorld(Strict):
     """World parameters for the embedded simulator (see ``lms_pipeline.simulator.WorldSpec``)."""
 
     seed: int = 0
@@ -201,7 +62,7 @@ class SimulatorWorld(_Strict):
     world_id: str | None = Field(None, description="connections with the same world_id (and seed) see one world")
 
 
-class GradesOptions(_Strict):
+class GradesOptions(Strict):
     """Grade reconciliation of this connection against an SIS (``sis`` names an entry of the file's ``sis`` list)."""
 
     sis: str
@@ -215,10 +76,10 @@ class GradesOptions(_Strict):
     @field_validator("lti_base_url")
     @classmethod
     def _lti_url(cls, value: str | None) -> str | None:
-        return _http_url(value)
+        return http_url(value)
 
 
-class ConnectionConfig(_Strict):
+class ConnectionConfig(Strict):
     """What every connection has; the ``provider`` field picks the dialect and its options model."""
 
     id: str = Field(pattern=CONNECTION_ID_PATTERN)
@@ -232,12 +93,24 @@ class ConnectionConfig(_Strict):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        return _http_url(value)
+        return http_url(value)
 
     @model_validator(mode="after")
     def _simulator_only_when_embedded(self) -> ConnectionConfig:
         if self.base_url is not None and self.simulator is not None:
             raise ValueError("'simulator' is only for the embedded simulator: remove it or remove base_url")
+        return self
+
+    @model_validator(mode="after")
+    def _grade_source_of_the_provider(self) -> ConnectionConfig:
+        if self.grades is None:
+            return self
+        if not registry.provider(self.provider).grade_sources:
+            raise ValueError(f"grades: a {self.provider} connection has no grades to reconcile (grades come from "
+                             "Unified activities or LTI AGS, Canvas or Classroom submissions)")  # fmt: skip
+        if self.grades.source not in registry.provider(self.provider).grade_sources:
+            allowed = [p.name for p in registry.connection_providers() if self.grades.source in p.grade_sources]
+            raise ValueError(f"grades.source {self.grades.source!r} is for {', '.join(allowed)} connections only")
         return self
 
     @property
@@ -255,47 +128,32 @@ class ConnectionConfig(_Strict):
     def world(self) -> SimulatorWorld:
         return self.simulator or SimulatorWorld()
 
-
-class UnifiedConnection(ConnectionConfig):
-    provider: Literal["unified"]
-    options: UnifiedOptions = UnifiedOptions()
-
-
-def _native_grades_only(conn: ConnectionConfig) -> ConnectionConfig:
-    if conn.grades is not None and conn.grades.source != "native":
-        raise ValueError(f"grades.source {conn.grades.source!r} is for unified connections only")
-    return conn
+    def secret(self) -> str | None:
+        """The connection's token, from the environment variable the file names (None when unset)."""
+        return os.environ.get(self.token_env) or None
 
 
-class CanvasConnection(ConnectionConfig):
-    provider: Literal["canvas"]
-    options: CanvasOptions = CanvasOptions()
-
-    _native = model_validator(mode="after")(_native_grades_only)
-
-
-class ClassroomConnection(ConnectionConfig):
-    provider: Literal["google_classroom"]
-    options: ClassroomOptions = ClassroomOptions()
-
-    _native = model_validator(mode="after")(_native_grades_only)
-
-
-class OneRosterConnection(ConnectionConfig):
-    provider: Literal["oneroster"]
-    options: OneRosterOptions
-    grades: None = Field(
-        None, description="grades: Unified activities, Canvas or Classroom submissions (not OneRoster)"
+def _connection_model(provider: Provider) -> type[ConnectionConfig]:
+    """A connection of one provider: ``provider`` is its name (the union's tag), ``options`` its options model (no
+    default when the model has required fields: OneRoster's client_id)."""
+    options = provider.options
+    required = any(f.is_required() for f in options.model_fields.values())  # type: ignore[union-attr]
+    return create_model(
+        f"{options.__name__.removesuffix('Options')}Connection",  # type: ignore[union-attr]
+        __base__=ConnectionConfig,
+        provider=(Literal[provider.name], ...),
+        options=(options, ... if required else options()),  # type: ignore[misc]
     )
 
 
-PROVIDERS = ("unified", "canvas", "google_classroom", "oneroster")
+PROVIDERS = tuple(p.name for p in registry.connection_providers())
 AnyConnection = Annotated[
-    UnifiedConnection | CanvasConnection | ClassroomConnection | OneRosterConnection, Field(discriminator="provider")
+    Union[tuple(_connection_model(p) for p in registry.connection_providers())],  # noqa: UP007 (built at run time)
+    Field(discriminator="provider"),
 ]
 
 
-class SisSimulator(_Strict):
+class SisSimulator(Strict):
     """Parameters of the embedded SIS (``lms_pipeline.simulator.sis_world.SisSpec``)."""
 
     seed: int = 0
@@ -310,12 +168,12 @@ class SisSimulator(_Strict):
     drop_applies_write: bool = Field(True, description="a dropped write lands before its answer is lost")
 
 
-class WriteBack(_Strict):
+class WriteBack(Strict):
     enabled: bool = Field(False, description="write differing LMS grades to the SIS (off by default)")
     dry_run: bool = Field(False, description="log what would be written (outcome would_write), write nothing")
 
 
-class SisConfig(_Strict):
+class SisConfig(Strict):
     """A school's SIS holding the grades of record (OneRoster 1.2 gradebook)."""
 
     id: str = Field(pattern=CONNECTION_ID_PATTERN)
@@ -337,11 +195,16 @@ class SisConfig(_Strict):
     @field_validator("base_url", "token_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        return _http_url(value)
+        return http_url(value)
 
     @property
     def embedded(self) -> bool:
         return self.base_url is None
+
+    def credentials(self) -> tuple[str, str] | None:
+        """(client id, client secret) from the environment variables the file names (None when either is unset)."""
+        client_id, secret = os.environ.get(self.client_id_env), os.environ.get(self.client_secret_env)
+        return (client_id, secret) if client_id and secret else None
 
     def path(self, name: str) -> Path:
         """One of the files this SIS entry names, relative to the repo root unless absolute."""
@@ -349,7 +212,7 @@ class SisConfig(_Strict):
         return raw if raw.is_absolute() else REPO_ROOT / raw
 
 
-class Settings(_Strict):
+class Settings(Strict):
     start_date: date = Field(description="first daily partition")
     warehouse: str = Field("data/lms_warehouse.duckdb", description="DuckDB file, relative to the repo root")
     connections: list[AnyConnection] = Field(min_length=1)
@@ -395,32 +258,6 @@ class Settings(_Strict):
         raw = os.environ.get(DUCKDB_ENV) or self.warehouse
         path = Path(raw)
         return path if path.is_absolute() else REPO_ROOT / path
-
-
-def _http_url(value: str | None) -> str | None:
-    """An API root, refused unless it is a plain http(s) URL. The messages never quote the value: it may hold a
-    password or a token, which would then reach errors and logs."""
-    if value is None:
-        return None
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 (raises on a port out of range or not a number)
-    except ValueError:
-        raise ValueError("is not a valid URL (check the brackets of an IPv6 host and the port)") from None
-    if "@" in parts.netloc:
-        # httpx would send user:password as Basic auth instead of the bearer token, and the URL, password
-        # included, would be stored with every raw page.
-        raise ValueError("holds credentials (user:password@); put secrets in the environment variables the "
-                         "file names, never in a URL")  # fmt: skip
-    if not parts.hostname:
-        raise ValueError("has no host")
-    if parts.query or value.endswith("?"):
-        raise ValueError("has a query string, which the clients would silently drop; give the API root only")
-    if parts.fragment or value.endswith("#"):
-        raise ValueError("has a fragment (#...); give the API root only")
-    return value.rstrip("/")
 
 
 class DuplicateKeyError(yaml.YAMLError):

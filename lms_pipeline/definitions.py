@@ -12,9 +12,11 @@ from dagster_duckdb import DuckDBResource
 from lms_pipeline.assets.grades import build_grade_assets
 from lms_pipeline.assets.progress import build_progress_assets
 from lms_pipeline.assets.roster import build_roster_assets
-from lms_pipeline.config import Settings, config_path, load_settings
+from lms_pipeline.config import ConnectionConfig, Settings, SisConfig, config_path, load_settings
 from lms_pipeline.partitions import day_by_connection
-from lms_pipeline.resources import LmsApiResource, WarehouseResource
+from lms_pipeline.providers.base import Endpoint, Provider
+from lms_pipeline.resources import Endpoints, LmsApiResource, WarehouseResource
+from lms_pipeline.simulator import systems
 
 ROSTER_JOB = "daily_roster_job"
 
@@ -45,6 +47,27 @@ in_process_first = dg.ExecutorDefinition(
 )
 
 
+class EmbeddedEndpoints(Endpoints):
+    """The connections and SISs without a base_url are served by this process's embedded simulator on 127.0.0.1
+    (``simulator/systems.py``), started at the first request; the others are live."""
+
+    def connection(self, settings: Settings, conn: ConnectionConfig, provider: Provider) -> Endpoint:
+        if not conn.embedded:
+            return super().connection(settings, conn, provider)
+        return systems.connection_endpoint(settings, conn, provider)
+
+    def sis(self, settings: Settings, sis: SisConfig) -> tuple[str, tuple[str, str]]:
+        return systems.sis_endpoint(settings, sis) if sis.embedded else super().sis(settings, sis)
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    """Live systems, or the embedded simulator for the connections and SISs the file gives no base_url: chosen
+    here, once."""
+    if any(c.embedded for c in settings.connections) or any(s.embedded for s in settings.sis):
+        return EmbeddedEndpoints()
+    return Endpoints()
+
+
 def build_defs(settings: Settings | None = None, config_file: str | None = None) -> dg.Definitions:
     config_file = config_file or str(config_path())
     settings = settings or load_settings(config_file)
@@ -64,7 +87,7 @@ def build_defs(settings: Settings | None = None, config_file: str | None = None)
         # One run per connection for the last complete UTC day, at 05:30 UTC.
         schedules=[dg.build_schedule_from_partitioned_job(job, hour_of_day=5, minute_of_hour=30)],
         resources={
-            "lms": LmsApiResource(config_path=config_file),
+            "lms": LmsApiResource(config_path=config_file, endpoints=endpoints(settings)),
             "warehouse": WarehouseResource(duckdb=DuckDBResource(database=str(settings.warehouse_path()))),
         },
     )

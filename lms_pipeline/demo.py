@@ -27,7 +27,7 @@ import duckdb  # noqa: E402
 from lms_pipeline.config import load_settings  # noqa: E402
 from lms_pipeline.definitions import ROSTER_JOB, build_defs  # noqa: E402
 from lms_pipeline.partitions import partition_key  # noqa: E402
-from lms_pipeline.resources import embedded_sis, embedded_worlds  # noqa: E402
+from lms_pipeline.simulator.systems import embedded_sis, embedded_worlds  # noqa: E402
 from lms_pipeline.warehouse import published_path  # noqa: E402
 
 DAYS = 8  # a week of daily syncs, then the weekly full scan (it catches the week's removed courses)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lms_pipeline.transforms.grades import GradingScheme
+
+if TYPE_CHECKING:
+    from lms_pipeline.config import SisConfig
 
 STUDENT_MAP_COLUMNS = ("lms_connection_id", "lms_user_id", "sis_user_id")
 ASSIGNMENT_MAP_COLUMNS = ("lms_connection_id", "lms_course_id", "lms_content_id", "sis_line_item_id")
@@ -110,3 +114,34 @@ def course_schemes(courses: Iterable[str], assignment: dict[str, str]) -> pd.Dat
     ids = sorted(set(courses))
     return pd.DataFrame({"course_id": ids, "scheme": [assignment.get(c, assignment.get("*")) for c in ids]},
                         dtype=object)  # fmt: skip
+
+
+def mapping_inputs(sis: SisConfig, connection_id: str, sis_data: dict[str, pd.DataFrame], students: pd.DataFrame,
+                   grades: pd.DataFrame, contents: pd.DataFrame) -> tuple:  # fmt: skip
+    """The mapping-file rows of one connection, checked against both systems, and its grading schemes: (student
+    map, assignment map, schemes, the course -> scheme assignment, how many rows were set aside as stale).
+
+    SIS ids must exist: the SIS is listed in full (``sis_data``: its users and lineItems), so an unknown one is a
+    typo and raises ``GradeInputError``. A row for an LMS user or content not seen today (in ``students`` or
+    ``grades``, ``contents`` or ``grades``) is stale: the student left, the course ended, a dialect may list only
+    users with grades. It is set aside and counted, not an error.
+    """
+    s_path, a_path = sis.path("student_map"), sis.path("assignment_map")
+    student_map = read_mapping(s_path, STUDENT_MAP_COLUMNS, ("lms_connection_id", "lms_user_id"), "sis_user_id")
+    assignment_key = ("lms_connection_id", "lms_course_id", "lms_content_id")
+    assignment_map = read_mapping(a_path, ASSIGNMENT_MAP_COLUMNS, assignment_key, "sis_line_item_id")
+    student_map = student_map[student_map["lms_connection_id"] == connection_id]
+    assignment_map = assignment_map[assignment_map["lms_connection_id"] == connection_id]
+    check_known(student_map, s_path, "sis_user_id", sis_data["users"]["sourced_id"], f"SIS {sis.id} user")
+    seen_users = set(students["student_id"]) | set(grades["student_id"])
+    live_students = student_map["lms_user_id"].isin(seen_users)
+    known = set(zip(contents["course_id"], contents["content_id"], strict=True))
+    known |= set(zip(grades["course_id"], grades["content_id"], strict=True))
+    pairs = zip(assignment_map["lms_course_id"], assignment_map["lms_content_id"], strict=True)
+    live_items = [pair in known for pair in pairs]
+    stale = int((~live_students).sum() + len(assignment_map) - sum(live_items))
+    student_map, assignment_map = student_map[live_students], assignment_map[live_items]
+    check_known(assignment_map, a_path, "sis_line_item_id", sis_data["lineItems"]["sourced_id"],
+                f"SIS {sis.id} line item")  # fmt: skip
+    schemes, assignment = load_schemes(sis.path("grading_schemes"), connection_id)
+    return student_map.drop(columns="line"), assignment_map.drop(columns="line"), schemes, assignment, stale

@@ -24,8 +24,8 @@ import duckdb
 import yaml
 
 from lms_pipeline.config import CONFIG_ENV, DUCKDB_ENV, load_settings
-from lms_pipeline.resources import world_spec
 from lms_pipeline.simulator import World
+from lms_pipeline.simulator.systems import world_spec
 from lms_pipeline.warehouse import published_path
 
 REPO = Path(__file__).resolve().parent.parent

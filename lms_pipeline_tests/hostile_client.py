@@ -20,12 +20,11 @@ from typing import Any
 
 from lms_pipeline.clients.canvas import CanvasClient
 from lms_pipeline.clients.classroom import ClassroomClient
-from lms_pipeline.clients.errors import LmsClientError
-from lms_pipeline.clients.http import RetrySettings
 from lms_pipeline.clients.lti_ags import LtiAgsClient
 from lms_pipeline.clients.oneroster import OneRosterClient
 from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.clients.unified import UnifiedLmsClient
+from lms_pipeline.providers.http import LmsClientError, RetrySettings
 
 CHILD_ADDRESS_SPACE = 3 << 30  # bytes; far above the 500 MB a bounded client may use, far below the machine's
 

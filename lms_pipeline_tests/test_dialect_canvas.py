@@ -18,8 +18,14 @@ import pandas as pd
 import pytest
 
 from lms_pipeline.clients.canvas import CanvasClient
-from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsFetchError, LmsPayloadError
-from lms_pipeline.clients.http import FetchStats, RetrySettings
+from lms_pipeline.providers.http import (
+    FetchStats,
+    LmsAuthError,
+    LmsClientError,
+    LmsFetchError,
+    LmsPayloadError,
+    RetrySettings,
+)
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.canvas_app import CanvasSimulatorApp
 from lms_pipeline.transforms.canvas import CanvasPayloadError, CanvasRosterFrames, normalize_canvas_pages

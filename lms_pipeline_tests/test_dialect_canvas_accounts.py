@@ -24,11 +24,10 @@ import pytest
 import yaml
 
 from lms_pipeline.clients.canvas import CanvasClient
-from lms_pipeline.clients.errors import LmsAuthError, LmsFetchError
-from lms_pipeline.clients.http import RetrySettings
 from lms_pipeline.config import ConfigError, load_settings
 from lms_pipeline.definitions import ROSTER_JOB, build_defs
 from lms_pipeline.partitions import partition_key
+from lms_pipeline.providers.http import LmsAuthError, LmsFetchError, RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.canvas_app import (
     NOT_AUTHORIZED,

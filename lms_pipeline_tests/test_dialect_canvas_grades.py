@@ -20,8 +20,7 @@ import pandas as pd
 import pytest
 
 from lms_pipeline.clients.canvas import CanvasClient
-from lms_pipeline.clients.errors import LmsAuthError, LmsPayloadError
-from lms_pipeline.clients.http import RetrySettings
+from lms_pipeline.providers.http import LmsAuthError, LmsPayloadError, RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.canvas_app import GUEST_USER_BASE, CanvasSimulatorApp
 from lms_pipeline.transforms.canvas_grades import CanvasGradeFrames, CanvasPayloadError, normalize_canvas_grades

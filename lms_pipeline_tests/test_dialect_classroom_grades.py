@@ -20,8 +20,7 @@ import pandas as pd
 import pytest
 
 from lms_pipeline.clients.classroom import ClassroomClient
-from lms_pipeline.clients.errors import LmsAuthError, LmsPayloadError
-from lms_pipeline.clients.http import RetrySettings
+from lms_pipeline.providers.http import LmsAuthError, LmsPayloadError, RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.classroom_app import (
     ClassroomSimulatorApp,

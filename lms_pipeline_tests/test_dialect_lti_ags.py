@@ -18,15 +18,16 @@ import httpx
 import pandas as pd
 import pytest
 
-from lms_pipeline.clients.errors import (
+from lms_pipeline.clients.lti_ags import MEDIA_TYPES, LtiAgsClient, contexts_of, lineitem_ids, results_url
+from lms_pipeline.providers.http import (
+    FetchStats,
     LmsAuthError,
     LmsClientError,
     LmsFetchError,
     LmsPayloadError,
     LmsRefusedRequestError,
+    RetrySettings,
 )
-from lms_pipeline.clients.http import FetchStats, RetrySettings
-from lms_pipeline.clients.lti_ags import MEDIA_TYPES, LtiAgsClient, contexts_of, lineitem_ids, results_url
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.lti_app import (
     LINEITEM_READ_SCOPE,

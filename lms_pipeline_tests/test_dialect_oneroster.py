@@ -19,9 +19,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from lms_pipeline.clients.errors import LmsAuthError, LmsPayloadError
-from lms_pipeline.clients.http import RetrySettings
 from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
+from lms_pipeline.providers.http import LmsAuthError, LmsPayloadError, RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.oneroster_app import OneRosterRosteringApp
 from lms_pipeline.simulator.sis_app import SCOPE_ROOT

@@ -9,8 +9,8 @@ from datetime import date
 import pytest
 import yaml
 
-from lms_pipeline.clients.errors import LmsUnsafeResponseError
-from lms_pipeline.resources import LmsApiResource
+from lms_pipeline.providers.http import LmsUnsafeResponseError
+from lms_pipeline.resources import Endpoints, LmsApiResource
 from lms_pipeline_tests.hostile_client import outcome, outcome_in_child
 from lms_pipeline_tests.hostile_server import HostileServer
 
@@ -130,7 +130,7 @@ def test_the_connections_file_sets_each_clients_deadline_and_size_cap(tmp_path, 
         }
         path = tmp_path / "connections.yaml"
         path.write_text(yaml.safe_dump(config))
-        lms = LmsApiResource(config_path=str(path))
+        lms = LmsApiResource(config_path=str(path), endpoints=Endpoints())  # live: both point at the hostile server
         day = date(2026, 9, 1)
         with lms.client("hostile-conn", day) as client, pytest.raises(LmsUnsafeResponseError, match="1 MB cap"):
             list(client.iter_pages("course"))

@@ -26,7 +26,7 @@ from canvasapi.course import Course
 from canvasapi.exceptions import Unauthorized
 
 from lms_pipeline.clients.canvas import ENROLLMENT_STATES, CanvasClient
-from lms_pipeline.clients.http import RetrySettings
+from lms_pipeline.providers.http import RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.canvas_app import GUEST_USER_BASE, CanvasSimulatorApp
 

@@ -27,7 +27,7 @@ from googleapiclient.discovery import Resource, build_from_document
 from googleapiclient.errors import HttpError
 
 from lms_pipeline.clients.classroom import COURSE_STATES, ClassroomClient
-from lms_pipeline.clients.http import RetrySettings
+from lms_pipeline.providers.http import RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.classroom_app import ClassroomSimulatorApp, classroom_course_id, classroom_user_id
 

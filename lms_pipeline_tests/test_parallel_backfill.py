@@ -36,8 +36,8 @@ import duckdb
 import pytest
 
 from lms_pipeline.config import load_settings
-from lms_pipeline.resources import world_spec
 from lms_pipeline.simulator import World
+from lms_pipeline.simulator.systems import world_spec
 from lms_pipeline_tests.dagster_processes import (
     BIN,
     DagsterSandbox,

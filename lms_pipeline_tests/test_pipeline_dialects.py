@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from lms_pipeline.capabilities import markdown_table
 from lms_pipeline.config import ConfigError, load_settings
 from lms_pipeline.definitions import ROSTER_JOB, build_defs
 from lms_pipeline.partitions import partition_key
-from lms_pipeline.resources import embedded_worlds
+from lms_pipeline.providers.registry import markdown_table
+from lms_pipeline.simulator.systems import embedded_worlds
 from lms_pipeline_tests.conftest import failure_message
 
 START = date(2026, 9, 1)

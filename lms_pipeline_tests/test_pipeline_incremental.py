@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 
 from lms_pipeline.config import load_settings
-from lms_pipeline.resources import world_spec
 from lms_pipeline.simulator import World, WorldSpec
+from lms_pipeline.simulator.systems import world_spec
 from lms_pipeline_tests.conftest import START, Pipeline, failure_message, make_pipeline
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

@@ -125,7 +125,7 @@ def test_on_the_demo_world_every_day_of_progress_equals_the_truth(tmp_path, monk
     """The connections `make demo` reads progress from, with their configured options (short retry waits), for the
     first 4 of the demo's days; `make demo` itself checks all 8 against the truth and fails otherwise."""
     from lms_pipeline.config import load_settings
-    from lms_pipeline.resources import world_spec
+    from lms_pipeline.simulator.systems import world_spec
 
     settings = load_settings()
     conns = [c for c in settings.connections if c.world.progress]

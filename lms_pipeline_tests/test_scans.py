@@ -12,7 +12,6 @@ from datetime import date
 
 import pytest
 
-from lms_pipeline.clients.http import RetrySettings
 from lms_pipeline.clients.scans import (
     KEYSET,
     STABLE,
@@ -25,6 +24,7 @@ from lms_pipeline.clients.scans import (
     stable_scan,
 )
 from lms_pipeline.clients.unified import UnifiedLmsClient
+from lms_pipeline.providers.http import RetrySettings
 from lms_pipeline.simulator import SimulatorApp, World, WorldSpec, serve_in_thread
 
 DAY = date(2026, 9, 3)

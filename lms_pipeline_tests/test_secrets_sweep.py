@@ -22,8 +22,8 @@ import yaml
 from lms_pipeline.config import load_settings
 from lms_pipeline.definitions import ROSTER_JOB, build_defs
 from lms_pipeline.partitions import partition_key
-from lms_pipeline.resources import embedded_sis
 from lms_pipeline.simulator import oneroster_app, sis_app
+from lms_pipeline.simulator.systems import embedded_sis
 from lms_pipeline.warehouse import published_path
 from lms_pipeline_tests.conftest import failure_message
 from lms_pipeline_tests.hostile_server import HostileServer

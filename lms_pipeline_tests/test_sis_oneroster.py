@@ -15,8 +15,6 @@ import httpx
 import jsonschema
 import pytest
 
-from lms_pipeline.clients.errors import LmsAuthError, LmsFetchError, LmsPayloadError
-from lms_pipeline.clients.http import RetrySettings
 from lms_pipeline.clients.oneroster import (
     READ_SCOPES,
     WRITE_SCOPE,
@@ -24,6 +22,7 @@ from lms_pipeline.clients.oneroster import (
     OneRosterClient,
     filter_expression,
 )
+from lms_pipeline.providers.http import LmsAuthError, LmsFetchError, LmsPayloadError, RetrySettings
 from lms_pipeline.simulator import World, WorldSpec
 from lms_pipeline.simulator.server import Router, serve_in_thread
 from lms_pipeline.simulator.sis_app import RESULT_FIELDS, SisSimulatorApp

@@ -6,7 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from lms_pipeline.sync_plan import BaseSync, plan_sync
+from lms_pipeline.providers.base import BaseSync
+from lms_pipeline.providers.unified.plan import plan_sync
 
 DAY = date(2026, 9, 10)
 MARK = datetime(2026, 9, 9, 23, 30, 5, tzinfo=UTC)

@@ -90,7 +90,7 @@ def test_a_scheme_with_bad_cutoffs_is_refused_by_name(cutoffs: list, problem: st
 def test_lms_grades_come_from_stored_activity_pages_keeping_every_raw_value() -> None:
     import json
 
-    from lms_pipeline.transforms.grades import extract_lms_grades
+    from lms_pipeline.providers.unified.grades import activity_grades
 
     def activity(student: str, grade: object = None, **kw: object) -> dict:
         item = {"course_id": "c1", "content_id": "k1", "student_id": student, "updated_at": "2026-09-02T10:00:00Z"}
@@ -101,7 +101,7 @@ def test_lms_grades_come_from_stored_activity_pages_keeping_every_raw_value() ->
     pages = pd.DataFrame({"connection_id": "conn", "snapshot_date": pd.Timestamp("2026-09-02"), "endpoint": "activity",
                           "course_id": "c1", "page_index": [0, 1],
                           "payload": [json.dumps(items[:5]), json.dumps(items[5:])]})  # fmt: skip
-    out = extract_lms_grades(pages).set_index("student_id")
+    out = parse_grades(activity_grades(pages)).set_index("student_id")
     assert list(out.index) == ["s1", "s2", "s4", "s5"], "no grade field, no grade row (s3)"
     assert out.loc["s1", "raw_grade"] == "91" and out.loc["s1", "percent"] == 91, "the newest version wins"
     assert out["grade_status"].to_dict() == {"s1": "graded", "s2": "ungraded", "s4": "excused", "s5": "unparseable"}

@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
+from lms_pipeline.providers.base import PayloadError
 from lms_pipeline.schemas import SchemaViolation, validate
 from lms_pipeline.transforms.progress import normalize_progress
-from lms_pipeline.transforms.rosters import MalformedPayloadError
 
 DAY = pd.Timestamp("2026-09-02")
 
@@ -66,7 +66,7 @@ def test_a_record_seen_twice_keeps_its_newest_version() -> None:
 )  # fmt: skip
 def test_malformed_activities_raise_naming_connection_course_and_offset(item: dict, problem: str) -> None:
     where = r"connection 'conn': GET /lms/conn/activity\?course_id=c1 page at offset 0"
-    with pytest.raises(MalformedPayloadError, match=rf"{where}.*{problem}"):
+    with pytest.raises(PayloadError, match=rf"{where}.*{problem}"):
         normalize_progress(pages([{**act("s1"), **item}]), *roster())
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lms_pipeline.providers.base import ROSTER_TABLES, RosterFrames
 from lms_pipeline.transforms import rosters
-from lms_pipeline.transforms.rosters import MalformedPayloadError, RosterFrames
+from lms_pipeline.transforms.rosters import MalformedPayloadError
+from lms_pipeline.transforms.snapshot import snapshot_metadata
 from lms_pipeline.warehouse import Warehouse, table
 
 D1, D2 = date(2026, 9, 1), date(2026, 9, 2)
@@ -49,7 +51,7 @@ def normalize(store: Warehouse, pages: pd.DataFrame, day: date = D1, base: date 
 def snapshot(store: Warehouse, day: date) -> RosterFrames:
     return RosterFrames(*(
         store.query(f"SELECT * FROM {table(name)} WHERE snapshot_date = ? ORDER BY ALL", [day])
-        for name in rosters.ROSTER_TABLES
+        for name in ROSTER_TABLES
     ))  # fmt: skip
 
 
@@ -206,7 +208,7 @@ def test_the_snapshot_counts_operators_see_are_the_stored_rows(store: Warehouse)
         {"id": "d"},
     ]))  # fmt: skip
     with store.session() as conn:
-        counts = rosters.snapshot_metadata(conn, "c1", D1)
+        counts = snapshot_metadata(conn, "c1", D1)
     assert counts == {"courses": 4, "courses_carried_forward": 0, "courses_exposed": 2, "courses_empty": 1,
                       "courses_not_exposed": 1, "courses_inactive": 1, "edges": 3, "distinct_students": 2,
                       "courses_with_students": 2, "class_edges": 0, "classes": 0}  # fmt: skip

@@ -19,7 +19,7 @@ import pytest
 from lms_pipeline.config import load_settings
 from lms_pipeline.definitions import ROSTER_JOB, build_defs
 from lms_pipeline.partitions import partition_key
-from lms_pipeline.resources import embedded_sis
+from lms_pipeline.simulator.systems import embedded_sis
 from lms_pipeline_tests.conftest import failure_message
 from lms_pipeline_tests.test_pipeline_grades import CONN, QUIET, SIS, START, GradesPipeline
 from lms_pipeline_tests.test_sis_oneroster import conforms

@@ -15,27 +15,17 @@ import dagster as dg
 import pandas as pd
 
 from lms_pipeline import writeback
-from lms_pipeline.assets import dialects
-from lms_pipeline.assets.roster import table_metadata, table_spec
-from lms_pipeline.clients.errors import LmsClientError
-from lms_pipeline.config import ConnectionConfig, SisConfig
-from lms_pipeline.grade_inputs import (
-    ASSIGNMENT_MAP_COLUMNS,
-    STUDENT_MAP_COLUMNS,
-    GradeInputError,
-    check_known,
-    course_schemes,
-    load_schemes,
-    read_mapping,
-)
+from lms_pipeline.assets.specs import table_metadata, table_spec
+from lms_pipeline.config import ConnectionConfig
+from lms_pipeline.grade_inputs import GradeInputError, course_schemes, mapping_inputs
 from lms_pipeline.partitions import split_key
+from lms_pipeline.providers import registry
+from lms_pipeline.providers.base import GRADE_COLUMNS
+from lms_pipeline.providers.http import LmsClientError
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
 from lms_pipeline.schemas import DISCREPANCY_STATUSES, SchemaViolation, validate
-from lms_pipeline.transforms.canvas_grades import normalize_canvas_grades
-from lms_pipeline.transforms.classroom_grades import normalize_classroom_grades
-from lms_pipeline.transforms.grades import extract_lms_grades, parse_grades, to_letters
-from lms_pipeline.transforms.lti_grades import lti_sides, normalize_lti_grades
-from lms_pipeline.transforms.reconcile import lms_student_emails, reconcile, sis_frames
+from lms_pipeline.transforms.grades import parse_grades, to_letters
+from lms_pipeline.transforms.reconcile import reconcile, sis_frames
 from lms_pipeline.warehouse import Warehouse, table
 
 GROUP = "grades"
@@ -67,7 +57,9 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
         started = time.monotonic()
         rows = []
         try:
-            rows, lms_stats = _lms_grade_pages(lms, lms.settings().connection(connection_id), day)
+            conn = lms.settings().connection(connection_id)
+            with lms.grade_client(connection_id, day) as client:
+                rows, lms_stats = registry.grade_source(conn).fetch(client), client.stats.as_dict()
             with lms.sis_client(connection_id, day) as sis_client:
                 for service, collection in SIS_COLLECTIONS:
                     for index, page in enumerate(sis_client.iter_pages(service, collection)):
@@ -130,7 +122,7 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
         try:
             sis_data = sis_frames(grade_pages)
             grades, students, contents = _lms_side(conn, store, day, grade_pages)
-            student_map, assignment_map, schemes, assignment, stale_rows = _grade_inputs(
+            student_map, assignment_map, schemes, assignment, stale_rows = mapping_inputs(
                 sis, connection_id, sis_data, students, grades, contents
             )
             grades = grades.assign(scheme=grades["course_id"].map(
@@ -246,105 +238,16 @@ def _page_row(system, collection, index, offset, params, fetched_at, status, att
             "url": None}  # fmt: skip
 
 
-GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
-
-
 def _lms_side(conn: ConnectionConfig, store: Warehouse, day, grade_pages: pd.DataFrame) -> tuple:  # noqa: ANN001
     """(parsed LMS grades, LMS student emails, LMS contents) of the day, from the stored pages of the connection's
-    grade source: Unified activities (stored by the progress assets), LTI AGS, Canvas or Classroom submissions."""
-
-    def parsed(grades: pd.DataFrame) -> pd.DataFrame:
-        return parse_grades(grades[GRADE_COLUMNS].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
-
+    grade source (``registry.grade_source``): Unified activities (stored by the progress assets), LTI AGS, Canvas
+    or Classroom submissions."""
     pages = grade_pages[grade_pages["system"] == "lms"].rename(
         columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
     )
-    if conn.grades is not None and conn.grades.source == "lti_ags":
-        frame = normalize_lti_grades(pages, conn.id)
-        # AGS gives "<score>/<maximum>"; a learner listed without a score is ungraded (""), never 0.
-        frame = frame.assign(raw_grade=frame["raw_grade"].where(frame["grade_status"] != "ungraded", ""),
-                             points_possible=None, graded_at=pd.NaT)  # fmt: skip
-        contents, students = lti_sides(pages)
-        return parsed(frame), students, contents
-    if conn.provider == "canvas":
-        frames = normalize_canvas_grades(pages.assign(course_id=pd.to_numeric(pages["course_id"]).astype("Int64")),
-                                         conn.id)  # fmt: skip
-        grades = frames.grades
-        # A letter-graded assignment still has its score: compare the score (the SIS's scheme decides letters), so a
-        # letter the LMS rounded differently never hides a percent.
-        by_score = (grades["grading_type"] == "letter_grade") & grades["score"].notna() & (grades["raw_grade"] != "EX")
-        grades = grades.assign(raw_grade=grades["raw_grade"].where(~by_score, grades["score"].map("{:g}".format)))
-        return parsed(grades), frames.students[["student_id", "email"]], frames.contents[["course_id", "content_id",
-                                                                                           "name"]]  # fmt: skip
-    if conn.provider == "google_classroom":
-        identity = dialects.classroom_identity(conn.options)
-        frames = normalize_classroom_grades(pages, **identity)
-        # Classroom has no SIS id: the directory that identified the students also gives their emails.
-        students = identity.get("directory", pd.DataFrame(columns=["email", "student_id"]))
-        return parsed(frames.grades), students[["student_id", "email"]], frames.contents[["course_id", "content_id",
-                                                                                           "name"]]  # fmt: skip
-    progress_pages = store.read_partition("raw_progress_pages", conn.id, day)
-    contents = store.read_partition("course_contents", conn.id, day)[["course_id", "content_id", "name"]]
-    return extract_lms_grades(progress_pages), lms_student_emails(grade_pages), contents
-
-
-def _dialect_row(page: dict) -> dict:
-    """A dialect client's raw page as a raw_grade_pages row (a 403 page is kept: its course's grades are unknown)."""
-    body = json.loads(page["payload"]) if page["status"] == 200 else []
-    course = page.get("course_id")
-    return {
-        "system": "lms", "collection": page["endpoint"], "page_index": page["page_index"], "page_offset": 0,
-        "request_params": json.dumps(page.get("params") or {}, sort_keys=True, default=str),
-        "fetched_at": page["fetched_at"], "status_code": page["status"], "attempts": 1,
-        "item_count": len(body) if isinstance(body, list) else 1, "payload": page["payload"], "total_count": None,
-        "url": page["url"], "course_id": None if course is None else str(course),
-    }  # fmt: skip
-
-
-def _lms_grade_pages(lms: LmsApiResource, conn: ConnectionConfig, day) -> tuple[list[dict], dict]:  # noqa: ANN001
-    """The LMS side of the grade sources: the student list (Unified: grades come from the stored activities), or
-    the grade pages of the connection's dialect (Canvas, Google Classroom)."""
-    rows = []
-    if conn.grades is not None and conn.grades.source == "lti_ags":
-        with lms.lti_client(conn.id, day) as client:
-            rows = [_dialect_row(page) for page in client.grade_pages()]
-            return rows, client.stats.as_dict()
-    if conn.provider in ("canvas", "google_classroom"):
-        with lms.dialect_client(conn.id, day) as client:
-            rows = [_dialect_row(page) for page in client.grade_pages()]
-            return rows, client.stats.as_dict()
-    with lms.client(conn.id, day) as client:
-        for index, page in enumerate(client.iter_pages("student", {"fields": ["id", "emails"]})):
-            rows.append(_page_row("lms", "student", index, page.offset, page.params, page.fetched_at,
-                                  page.status_code, page.attempts, page.items, None))  # fmt: skip
-        return rows, client.stats.as_dict()
-
-
-def _grade_inputs(sis: SisConfig, connection_id: str, sis_data: dict, students: pd.DataFrame, grades: pd.DataFrame,
-                  contents: pd.DataFrame) -> tuple:  # fmt: skip
-    """The mapping-file rows of this connection, checked against both systems, and the grading schemes."""
-    s_path, a_path = sis.path("student_map"), sis.path("assignment_map")
-    student_map = read_mapping(s_path, STUDENT_MAP_COLUMNS, ("lms_connection_id", "lms_user_id"), "sis_user_id")
-    assignment_key = ("lms_connection_id", "lms_course_id", "lms_content_id")
-    assignment_map = read_mapping(a_path, ASSIGNMENT_MAP_COLUMNS, assignment_key, "sis_line_item_id")
-    student_map = student_map[student_map["lms_connection_id"] == connection_id]
-    assignment_map = assignment_map[assignment_map["lms_connection_id"] == connection_id]
-    # SIS ids must exist: the SIS is listed in full, so an unknown one is a typo. A row for an LMS user or content
-    # not seen today is stale (the student left, the course ended; a dialect may list only users with grades):
-    # it is set aside and counted, not an error.
-    check_known(student_map, s_path, "sis_user_id", sis_data["users"]["sourced_id"], f"SIS {sis.id} user")
-    seen_users = set(students["student_id"]) | set(grades["student_id"])
-    live_students = student_map["lms_user_id"].isin(seen_users)
-    known = set(zip(contents["course_id"], contents["content_id"], strict=True))
-    known |= set(zip(grades["course_id"], grades["content_id"], strict=True))
-    pairs = zip(assignment_map["lms_course_id"], assignment_map["lms_content_id"], strict=True)
-    live_items = [pair in known for pair in pairs]
-    stale = int((~live_students).sum() + len(assignment_map) - sum(live_items))
-    student_map, assignment_map = student_map[live_students], assignment_map[live_items]
-    check_known(assignment_map, a_path, "sis_line_item_id", sis_data["lineItems"]["sourced_id"],
-                f"SIS {sis.id} line item")  # fmt: skip
-    schemes, assignment = load_schemes(sis.path("grading_schemes"), connection_id)
-    return student_map.drop(columns="line"), assignment_map.drop(columns="line"), schemes, assignment, stale
+    sides = registry.grade_source(conn).sides(conn, pages, lambda name: store.read_partition(name, conn.id, day))
+    grades = parse_grades(sides.grades[GRADE_COLUMNS].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
+    return grades, sides.students, sides.contents
 
 
 def _report_metadata(report: pd.DataFrame, published) -> dict:  # noqa: ANN001

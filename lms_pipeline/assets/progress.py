@@ -5,31 +5,23 @@ progress data, not membership. ``raw_progress_pages`` is the replayable store of
 grade reconciliation reads activities from it too).
 """
 
+import functools
 import json
 import time
 
 import dagster as dg
 import pandas as pd
 
-from lms_pipeline.assets.roster import table_metadata, table_spec
-from lms_pipeline.clients.errors import LmsClientError
-from lms_pipeline.clients.per_course import scan_per_course
+from lms_pipeline.assets.specs import table_metadata, table_spec
 from lms_pipeline.partitions import split_key
+from lms_pipeline.providers import registry
+from lms_pipeline.providers.base import PayloadError
+from lms_pipeline.providers.http import LmsClientError
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
 from lms_pipeline.schemas import SchemaViolation, validate
 from lms_pipeline.transforms.progress import normalize_progress
-from lms_pipeline.transforms.rosters import MalformedPayloadError
 
 GROUP = "progress"
-CONTENT_FIELDS = ["id", "name", "course_ids", "is_active", "duration_minutes", "updated_at"]
-# assigned_grade too: the grade reconciliation reads the same stored activity pages (one fetch, one raw store).
-ACTIVITY_FIELDS = ["id", "course_id", "student_id", "content_id", "is_completed", "progress_percentage",
-                   "started_at", "completed_at", "assigned_grade", "updated_at"]  # fmt: skip
-# created_at order: a record updated while its course is paged keeps its place (where the integration sorts).
-PARAMS = {
-    "content": {"fields": CONTENT_FIELDS, "sort": "created_at", "order": "asc"},
-    "activity": {"fields": ACTIVITY_FIELDS, "sort": "created_at", "order": "asc"},
-}
 
 
 def build_progress_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -58,15 +50,13 @@ def build_progress_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
             [connection_id, day],
         )["course_id"].tolist()
         started = time.monotonic()
-        if conn.provider != "unified":
-            scan, skipped = None, f"not read for provider {conn.provider} yet (the Unified API's content/activity)"
-        elif not options.fetch_progress:
-            scan, skipped = None, "disabled in the connections file (options.fetch_progress: false)"
-        else:
+        source = registry.provider(conn.provider).progress
+        scan = None
+        if source is None:
+            skipped = f"not read for provider {conn.provider} yet (the Unified API's content/activity)"
+        elif not (skipped := source.disabled(options)):
             try:
-                scan = scan_per_course(
-                    lambda: lms.client(connection_id, day, page_size=options.progress_page_size), courses, PARAMS
-                )
+                scan = source.scan(functools.partial(lms.client, connection_id, day), courses, options)
             except LmsClientError as exc:
                 raise dg.Failure(description=f"progress fetch failed; nothing was stored: {exc}") from None
             skipped = ", ".join(f"{e}: not supported by the integration (HTTP 501)" for e in scan.unsupported)
@@ -122,7 +112,7 @@ def build_progress_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         try:
             frames = normalize_progress(pages, rosters, edges)._asdict()
             frames = {name: validate(name, frame) for name, frame in frames.items()}
-        except (MalformedPayloadError, SchemaViolation) as exc:
+        except (PayloadError, SchemaViolation) as exc:
             raise dg.Failure(description=f"progress normalization refused; nothing was written: {exc}") from None
         store.replace_partition(frames, connection_id, day)
         published = store.publish_partition(connection_id, day, ["raw_progress_pages", *frames])

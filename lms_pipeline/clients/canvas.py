@@ -49,15 +49,20 @@ from urllib.parse import quote
 
 import httpx
 
-from lms_pipeline.clients.budget import BudgetTransport, RequestBudget, run_bounded
-from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsFetchError, LmsPayloadError
-from lms_pipeline.clients.guard import guarded_transport
-from lms_pipeline.clients.http import (
+from lms_pipeline.providers.http import (
+    BudgetTransport,
     FetchStats,
+    LmsAuthError,
+    LmsClientError,
+    LmsFetchError,
+    LmsPayloadError,
     RepeatedPages,
+    RequestBudget,
     RequestTarget,
     RetrySettings,
     get_with_retries,
+    guarded_transport,
+    run_bounded,
     server_text,
 )
 

@@ -31,15 +31,19 @@ from typing import Any, Literal, NamedTuple
 
 import httpx
 
-from lms_pipeline.clients.budget import BudgetTransport, RequestBudget, run_bounded
-from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
-from lms_pipeline.clients.guard import guarded_transport
-from lms_pipeline.clients.http import (
+from lms_pipeline.providers.http import (
+    BudgetTransport,
     FetchStats,
+    LmsAuthError,
+    LmsClientError,
+    LmsPayloadError,
     RepeatedPages,
+    RequestBudget,
     RequestTarget,
     RetrySettings,
     get_with_retries,
+    guarded_transport,
+    run_bounded,
     server_text,
 )
 

@@ -26,9 +26,17 @@ from urllib.parse import quote
 import httpx
 import tenacity
 
-from lms_pipeline.clients.errors import LmsAuthError, LmsFetchError, LmsPayloadError
-from lms_pipeline.clients.guard import guarded_transport
-from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
+from lms_pipeline.providers.http import (
+    FetchStats,
+    LmsAuthError,
+    LmsFetchError,
+    LmsPayloadError,
+    RequestTarget,
+    RetrySettings,
+    get_with_retries,
+    guarded_transport,
+    server_text,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -35,11 +35,18 @@ from typing import Any
 
 import httpx
 
-from lms_pipeline.clients.budget import BudgetTransport, RequestBudget, run_bounded
-from lms_pipeline.clients.errors import LmsAuthError, LmsClientError, LmsPayloadError
-from lms_pipeline.clients.guard import guarded_transport
-from lms_pipeline.clients.http import FetchStats, RetrySettings
 from lms_pipeline.clients.oneroster import OneRosterClient, SisPage
+from lms_pipeline.providers.http import (
+    BudgetTransport,
+    FetchStats,
+    LmsAuthError,
+    LmsClientError,
+    LmsPayloadError,
+    RequestBudget,
+    RetrySettings,
+    guarded_transport,
+    run_bounded,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 request budget.
 
 Cost is one request per course and endpoint plus any further pages: O(courses + pages), never one per student.
-One client serves every listing, so one budget (``lms_pipeline.clients.budget``) bounds the requests in flight
+One client serves every listing, so one budget (``lms_pipeline.providers.http``) bounds the requests in flight
 and one throttled answer pauses them all.
 """
 
@@ -10,34 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 
-from lms_pipeline.clients.budget import run_bounded
-from lms_pipeline.clients.errors import LmsFetchError
-from lms_pipeline.clients.http import FetchStats
 from lms_pipeline.clients.unified import Page, UnifiedLmsClient
+from lms_pipeline.providers.base import ProgressScan
+from lms_pipeline.providers.http import LmsFetchError, run_bounded
 
 NOT_SUPPORTED_STATUS = 501  # a Unified.to integration without the object
-
-
-@dataclass
-class PerCourseScan:
-    pages: list[tuple[str, Page]] = field(default_factory=list)  # (course_id, page), in a stable order
-    unsupported: list[str] = field(default_factory=list)  # endpoints the integration lacks (answered 501)
-    stats: FetchStats = field(default_factory=FetchStats)
 
 
 def scan_per_course(
     open_client: Callable[[], AbstractContextManager[UnifiedLmsClient]],
     course_ids: Sequence[str],
     params: Mapping[str, Mapping[str, object]],
-) -> PerCourseScan:
+) -> ProgressScan:
     """Page every endpoint in ``params`` once per course (``course_id`` filter), up to the client's
     ``max_concurrent_requests`` at once; pages come in course order, then ``params`` order, then offset. Any
     failure raises, so a caller stores all or nothing. An endpoint answering 501 for the first course is recorded
     as unsupported and skipped.
     """
-    result = PerCourseScan()
+    result = ProgressScan()
     if not course_ids:
         return result
     endpoints = list(params)

@@ -24,10 +24,18 @@ from urllib.parse import quote
 
 import httpx
 
-from lms_pipeline.clients.budget import BudgetTransport, RequestBudget
-from lms_pipeline.clients.errors import LmsClientError, LmsPayloadError
-from lms_pipeline.clients.guard import guarded_transport
-from lms_pipeline.clients.http import FetchStats, RequestTarget, RetrySettings, get_with_retries, server_text
+from lms_pipeline.providers.http import (
+    BudgetTransport,
+    FetchStats,
+    LmsClientError,
+    LmsPayloadError,
+    RequestBudget,
+    RequestTarget,
+    RetrySettings,
+    get_with_retries,
+    guarded_transport,
+    server_text,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from datetime import date
 
 from lms_pipeline.config import ConfigError, load_settings
 from lms_pipeline.simulator.server import serve_forever
+from lms_pipeline.simulator.systems import simulated_systems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--date", type=date.fromisoformat, help="as-of date when a request sends no date header")
     serve.add_argument("--latency-ms", type=float, default=0, help="added to every answer, as a real provider's")
     args = parser.parse_args(argv)
-
-    from lms_pipeline.resources import simulated_systems  # resources import dagster: keep --help fast
 
     try:
         settings = load_settings(args.config)

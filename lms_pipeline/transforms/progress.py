@@ -13,7 +13,7 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 
-from lms_pipeline.transforms.rosters import MalformedPayloadError
+from lms_pipeline.providers.base import PayloadError
 
 CONTENT_STRUCTURE = (
     '{"id": "VARCHAR", "name": "VARCHAR", "course_ids": ["VARCHAR"], "course_id": "VARCHAR", "is_active": "BOOLEAN", '
@@ -153,4 +153,4 @@ def _raise_on_problems(conn: duckdb.DuckDBPyConnection, shown: int = 5) -> None:
         for endpoint, course, offset, item, problem in problems[:shown]
     ]
     more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
-    raise MalformedPayloadError(f"{len(problems)} malformed item(s) in stored pages:\n  " + "\n  ".join(lines) + more)
+    raise PayloadError(f"{len(problems)} malformed item(s) in stored pages:\n  " + "\n  ".join(lines) + more)

@@ -17,36 +17,22 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import NamedTuple
 
 import duckdb
-import pandas as pd
 
+from lms_pipeline.providers.base import MissingSnapshotInput, PayloadError
 from lms_pipeline.transforms import statements
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
 
-ROSTER_TABLES = ("course_rosters", "course_student_edges", "class_student_edges")
 # Text parsed per statement. Parsing holds about five times the text in memory (the JSON documents and their items),
 # and a batch is one DuckDB chunk whatever its size, so this bounds the parse's memory.
 BATCH_BYTES = 64 * 1024 * 1024
 _RELATION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
-class MalformedPayloadError(ValueError):
+class MalformedPayloadError(PayloadError):
     """Stored pages hold items that break the API's contract; the message names connection, endpoint, offset."""
-
-
-class MissingSnapshotInput(ValueError):
-    """The pages, or the base snapshot an incremental day is built on, are not there."""
-
-
-class RosterFrames(NamedTuple):
-    """A day's roster tables as frames: what the other dialects' normalizers return (their days are small)."""
-
-    course_rosters: pd.DataFrame
-    course_student_edges: pd.DataFrame
-    class_student_edges: pd.DataFrame
 
 
 def build_snapshot(
@@ -57,7 +43,7 @@ def build_snapshot(
     base_date: date | None = None,
     batch_bytes: int = BATCH_BYTES,
 ) -> None:
-    """Replace the partition of ``ROSTER_TABLES`` with what the partition's pages in ``pages`` say, inside the
+    """Replace the partition of the roster tables with what the partition's pages in ``pages`` say, inside the
     caller's transaction (on any error it must roll back).
 
     ``pages`` names the table (``lms.raw_course_pages``, or its staged copy) holding the partition's rows with the
@@ -129,11 +115,3 @@ def _raise_on_problems(conn: duckdb.DuckDBPyConnection, params: dict, shown: int
     ]
     more = f"\n  ... and {total - shown} more" if total > shown else ""
     raise MalformedPayloadError(f"{total} malformed item(s) in stored pages:\n  " + "\n  ".join(lines) + more)
-
-
-def snapshot_metadata(conn: duckdb.DuckDBPyConnection, connection_id: str, snapshot_date: date) -> dict[str, int]:
-    """Counts of the stored snapshot that operators see on the materialization, computed in SQL."""
-    cursor = statements.run(conn, SQL["snapshot_metadata"],
-                            {"connection_id": connection_id, "snapshot_date": snapshot_date})  # fmt: skip
-    names = [d[0] for d in cursor.description]
-    return {name: int(value) for name, value in zip(names, cursor.fetchone(), strict=True)}

@@ -30,8 +30,8 @@ from typing import TypeVar
 
 import httpx
 
-from lms_pipeline.clients.errors import LmsClientError
-from lms_pipeline.clients.http import RetrySettings, retry_after_seconds
+from lms_pipeline.providers.transport.errors import LmsClientError
+from lms_pipeline.providers.transport.retry import RetrySettings, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import NoReturn
 import httpx
 import tenacity
 
-from lms_pipeline.clients.errors import (
+from lms_pipeline.providers.transport.errors import (
     LmsAuthError,
     LmsClientError,
     LmsFetchError,
@@ -46,8 +46,8 @@ class RetrySettings:
     max_delay: float = 30.0  # cap on one wait, also on a Retry-After value
     max_total_wait: float = 120.0  # per request: give up when the next wait would take the sum past this
     timeout: float = 30.0  # httpx connect/read/write/pool timeout, each on its own (httpx times single reads)
-    deadline: float = 120.0  # one attempt in total, body included (lms_pipeline.clients.guard)
-    max_response_bytes: int = 32 << 20  # one answer, before and after decompression (lms_pipeline.clients.guard)
+    deadline: float = 120.0  # one attempt in total, body included (transport.guard)
+    max_response_bytes: int = 32 << 20  # one answer, before and after decompression (transport.guard)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -61,7 +61,7 @@ class RetrySettings:
 @dataclass
 class FetchStats:
     """Counters over every request of one client, reported by the pipeline as run metadata. A client's workers
-    share one (``lms_pipeline.clients.budget``), so counts change only through ``add``, under a lock: ``+=`` on an
+    share one (``transport.budget``), so counts change only through ``add``, under a lock: ``+=`` on an
     attribute is a read and a write, and two threads between them lose one."""
 
     requests: int = 0  # HTTP requests sent, retried ones included
@@ -176,7 +176,7 @@ def get_with_retries(
             stats.add(transport_errors=1)
             raise
         except (LmsRefusedRequestError, LmsUnsafeResponseError) as err:
-            # The guard refused the request or its answer (lms_pipeline.clients.guard); not retried. Its message
+            # The guard refused the request or its answer (transport.guard); not retried. Its message
             # names the URL; this one names the request as every other error of this listing does.
             raise target.error(type(err), err.detail, status=err.status) from None
         if response.status_code == 429:

@@ -48,7 +48,7 @@ class LmsPayloadError(LmsClientError):
 
 
 class _Detailed(LmsClientError):
-    """An error raised below the client (``lms_pipeline.clients.guard``): its message names the URL, and ``detail``
+    """An error raised below the client (``transport.guard``): its message names the URL, and ``detail``
     (the message without ``<who>: <METHOD> <url>``) lets ``get_with_retries`` restate it for the request it was
     making. After pickling, ``detail`` is the whole message."""
 

@@ -30,8 +30,8 @@ from urllib.parse import quote
 import httpcore
 import httpx
 
-from lms_pipeline.clients.errors import LmsPayloadError, LmsRefusedRequestError, LmsUnsafeResponseError
-from lms_pipeline.clients.http import RetrySettings
+from lms_pipeline.providers.transport.errors import LmsPayloadError, LmsRefusedRequestError, LmsUnsafeResponseError
+from lms_pipeline.providers.transport.retry import RetrySettings
 
 # Only what this module decodes itself: a server sending another encoding is refused, never passed on undecoded.
 ACCEPT_ENCODING = "gzip, deflate"

@@ -7,34 +7,9 @@ reason is recorded so an operator can see why a day cost what it did.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from typing import Literal
+from datetime import date, timedelta
 
-Mode = Literal["full", "incremental"]
-
-
-@dataclass(frozen=True)
-class BaseSync:
-    """The latest earlier day whose snapshot is built: what an incremental poll would build on."""
-
-    snapshot_date: date
-    high_water: datetime | None  # newest updated_at that day's scan saw (the provider's clock)
-    last_full_scan_date: date  # the full scan that snapshot descends from
-    courses_without_updated_at: int
-
-
-@dataclass(frozen=True)
-class SyncPlan:
-    mode: Mode
-    reason: str
-    since: datetime | None = None  # updated_gte of an incremental poll
-    base_snapshot_date: date | None = None  # the snapshot an incremental poll's changes are applied to
-    last_full_scan_date: date | None = None  # None until the full scan of this day has run
-    base_high_water: datetime | None = None  # an incremental day's high-water mark never moves back past this
-
-    def full_scan_date(self, day: date) -> date:
-        return day if self.mode == "full" else self.last_full_scan_date  # type: ignore[return-value]
+from lms_pipeline.providers.base import BaseSync, SyncPlan
 
 
 def plan_sync(

@@ -1,0 +1,1 @@
+"""The HTTP layer under every client; clients import it through ``providers/http.py``."""

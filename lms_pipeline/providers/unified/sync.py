@@ -1,0 +1,133 @@
+"""A Unified connection's day of rosters: full scan or incremental poll, read so that a listing changing while it is
+paged is neither skipped nor stale (``scans.py``), then stored as the pages received and normalized where they are
+stored (``rosters.py``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import TYPE_CHECKING
+
+import duckdb
+import pandas as pd
+
+from lms_pipeline.clients.scans import Scan, catch_up, consistent_scan, single_pass
+from lms_pipeline.clients.unified import Page, UnifiedLmsClient
+from lms_pipeline.providers.base import BaseSync, Capabilities, RosterFetch, RosterFrames, SyncPlan
+from lms_pipeline.providers.http import LmsFetchError
+from lms_pipeline.providers.unified.options import UnifiedOptions
+from lms_pipeline.providers.unified.plan import plan_sync
+from lms_pipeline.transforms import rosters
+
+if TYPE_CHECKING:
+    from lms_pipeline.config import ConnectionConfig
+
+# Fields asked for explicitly: an absent roster must mean "provider did not expose it", not "not requested"
+# (docs/providers.md §1.9). Paging order is the scan technique's business (scans.py).
+COURSE_FIELDS = ["id", "name", "is_active", "created_at", "updated_at", "student_ids", "students"]
+CLASS_FIELDS = ["id", "name", "course_id", "created_at", "updated_at", "student_ids", "students"]
+FIELDS = {"course": {"fields": COURSE_FIELDS}, "class": {"fields": CLASS_FIELDS}}
+SINGLE_PASS_PARAMS = {"sort": "created_at", "order": "asc"}
+# A Unified.to integration without an object answers 501 (docs/providers.md, "Unified.to integrations").
+NOT_SUPPORTED_STATUS = 501
+
+
+class UnifiedRosters:
+    """The ``RosterSource`` of Unified connections."""
+
+    pages_table = "raw_course_pages"
+
+    def __init__(self, capabilities: Capabilities) -> None:
+        self.capabilities = capabilities
+
+    def plan(self, day: date, base: BaseSync | None, options: UnifiedOptions) -> SyncPlan:
+        return plan_sync(
+            day,
+            base,
+            # The capability matrix says whether the dialect can be polled; the option whether this tenant can.
+            supports_updated_gte=self.capabilities.incremental_sync and options.supports_updated_gte,
+            full_scan_every_days=options.full_scan_every_days,
+            overlap_minutes=options.incremental_overlap_minutes,
+        )
+
+    def fetch(self, client: UnifiedLmsClient, options: UnifiedOptions, plan: SyncPlan) -> RosterFetch:
+        """The course listing, then the class listing unless the integration lacks classes (501), then catch-up
+        rounds so both are as of the last request."""
+        scans = [_scan(client, "course", plan, options)]
+        classes_supported = options.fetch_classes
+        if classes_supported:
+            try:
+                scans.append(_scan(client, "class", plan, options))
+            except LmsFetchError as exc:
+                if exc.status != NOT_SUPPORTED_STATUS:
+                    raise
+                classes_supported = False
+        rounds, converged = catch_up(client, scans, FIELDS) if options.scan == "consistent" else (0, True)
+        techniques = {s.technique for s in scans}
+        per_endpoint = "; ".join(f"{s.endpoint}={s.technique}" for s in scans)
+        technique = techniques.pop() if len(techniques) == 1 else per_endpoint
+        marks = [s.high_water for s in scans if s.high_water is not None]
+        if plan.base_high_water is not None:
+            marks.append(plan.base_high_water)  # a poll that saw nothing new keeps the mark (it never moves back)
+        listed = {s.endpoint: sum(len(p.items) for p in s.pages) for s in scans}
+        fell_back = [f"{s.endpoint}: {s.fell_back}" for s in scans if s.fell_back]
+        return RosterFetch(
+            pages=[page for scan in scans for page in scan.pages],
+            technique=technique,
+            courses_listed=listed.get("course", 0),
+            classes_listed=listed.get("class", 0),
+            passes=max(s.passes for s in scans),
+            catch_up_rounds=rounds,
+            catch_up_converged=converged,
+            high_water=max(marks) if marks else None,
+            health={**({"keyset_fallback": "; ".join(fell_back)} if fell_back else {}),
+                    "classes_supported": classes_supported},  # fmt: skip
+        )
+
+    def pages_frame(self, fetch: RosterFetch, connection_id: str, day: date, run_id: str) -> pd.DataFrame:
+        pages: list[Page] = list(fetch.pages)
+        return pd.DataFrame(
+            {
+                "connection_id": connection_id,
+                "snapshot_date": pd.Timestamp(day),
+                "endpoint": [p.endpoint for p in pages],
+                "page_index": _page_indexes(pages),
+                "page_offset": [p.offset for p in pages],
+                "request_params": [json.dumps(p.params, sort_keys=True) for p in pages],
+                "fetched_at": pd.to_datetime([p.fetched_at for p in pages], utc=True),
+                "status_code": [p.status_code for p in pages],
+                "attempts": [p.attempts for p in pages],
+                "item_count": [len(p.items) for p in pages],
+                # the body as received (pages built without one, e.g. by hand, store their items re-serialized)
+                "payload": [p.body if p.body is not None else json.dumps(p.items, separators=(",", ":"))
+                            for p in pages],  # fmt: skip
+                "run_id": run_id,
+            }
+        )
+
+    def build_snapshot(
+        self, db: duckdb.DuckDBPyConnection, pages: str, conn: ConnectionConfig, day: date, base_day: date | None
+    ) -> RosterFrames | None:
+        """Normalized where the pages are stored (set-based SQL, no day's rows in Python): written here."""
+        rosters.build_snapshot(db, pages, conn.id, day, base_day)
+        return None
+
+
+def _scan(client: UnifiedLmsClient, endpoint: str, plan: SyncPlan, options: UnifiedOptions) -> Scan:
+    params, unpaged = FIELDS[endpoint], endpoint in options.unpaged_endpoints
+    if options.scan == "single_pass":
+        return single_pass(client, endpoint, {**params, **SINGLE_PASS_PARAMS, "updated_gte": plan.since},
+                           unpaged=unpaged)  # fmt: skip
+    return consistent_scan(client, endpoint, params, since=plan.since, keyset=options.supports_updated_gte,
+                           max_passes=options.max_scan_passes, unpaged=unpaged,
+                           max_pages=options.max_pages_per_scan)  # fmt: skip
+
+
+def _page_indexes(pages: list[Page]) -> list[int]:
+    """Each page's position among the day's pages of its endpoint, over every pass and catch-up round."""
+    seen: dict[str, int] = {}
+    out = []
+    for page in pages:
+        out.append(seen.get(page.endpoint, 0))
+        seen[page.endpoint] = out[-1] + 1
+    return out
