@@ -14,9 +14,10 @@ from datetime import date
 import duckdb
 import pandas as pd
 
+from lms_pipeline import statements
 from lms_pipeline.providers.base import MissingSnapshotInput
 from lms_pipeline.schemas import check_stored, constraint_violation, validate
-from lms_pipeline.transforms import changes, statements
+from lms_pipeline.transforms import changes
 from lms_pipeline.transforms.changes import ChangeSummary
 from lms_pipeline.warehouse import Warehouse, replace_frames, table
 

@@ -23,7 +23,8 @@ import yaml
 from lms_pipeline.config import load_settings
 from lms_pipeline.definitions import ROSTER_JOB, build_defs
 from lms_pipeline.partitions import partition_key
-from lms_pipeline.simulator import SimulatorApp, World, WorldSpec, serve_in_thread
+from lms_pipeline.providers.unified.simulator import SimulatorApp
+from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)

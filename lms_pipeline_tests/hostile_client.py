@@ -23,8 +23,8 @@ from lms_pipeline.clients.classroom import ClassroomClient
 from lms_pipeline.clients.lti_ags import LtiAgsClient
 from lms_pipeline.clients.oneroster import OneRosterClient
 from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
-from lms_pipeline.clients.unified import UnifiedLmsClient
 from lms_pipeline.providers.http import LmsClientError, RetrySettings
+from lms_pipeline.providers.unified.client import UnifiedLmsClient
 
 CHILD_ADDRESS_SPACE = 3 << 30  # bytes; far above the 500 MB a bounded client may use, far below the machine's
 

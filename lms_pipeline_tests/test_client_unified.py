@@ -15,8 +15,8 @@ import httpx
 import pytest
 import tenacity
 
-from lms_pipeline.clients.unified import UnifiedLmsClient
 from lms_pipeline.providers.http import LmsAuthError, LmsClientError, LmsFetchError, LmsPayloadError, RetrySettings
+from lms_pipeline.providers.unified.client import UnifiedLmsClient
 
 TOKEN = "tok-very-secret-123"
 CONNECTION = "canvas-east"
@@ -323,7 +323,7 @@ def test_the_token_appears_in_no_error_repr_page_params_or_log_record(caplog: py
     texts = [repr(client), *(str(p.params) for p in pages)]
     texts += [t for e in errors for t in (str(e), repr(e), str(e.args), str(e.__cause__))]
     texts += [f"{r.getMessage()} {r.args}" for r in caplog.records]
-    loggers = {"httpx", "lms_pipeline.providers.transport.retry", "lms_pipeline.clients.unified"}
+    loggers = {"httpx", "lms_pipeline.providers.transport.retry", "lms_pipeline.providers.unified.client"}
     assert {r.name for r in caplog.records} >= loggers
     assert "[token]" in str(errors[0]) and "[token]" in str(errors[3])
     assert [t for t in texts if TOKEN in t] == []

@@ -21,10 +21,10 @@ import pytest
 
 from lms_pipeline.clients.classroom import ClassroomClient
 from lms_pipeline.providers.http import LmsAuthError, LmsClientError, LmsPayloadError, RetrySettings
+from lms_pipeline.providers.unified.rosters import MalformedPayloadError
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.classroom_app import ClassroomSimulatorApp, classroom_course_id, classroom_user_id
 from lms_pipeline.transforms.classroom import ClassroomFrames, normalize_classroom_pages
-from lms_pipeline.transforms.rosters import MalformedPayloadError
 
 CID = "gc-main"
 TOKEN = "gc-token-s3cret-0123456789"

@@ -21,6 +21,7 @@ import pytest
 
 from lms_pipeline.clients.classroom import ClassroomClient
 from lms_pipeline.providers.http import LmsAuthError, LmsPayloadError, RetrySettings
+from lms_pipeline.providers.unified.rosters import MalformedPayloadError
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.classroom_app import (
     ClassroomSimulatorApp,
@@ -33,7 +34,6 @@ from lms_pipeline.simulator.classroom_app import (
 )
 from lms_pipeline.transforms.classroom_grades import ClassroomGradeFrames, normalize_classroom_grades
 from lms_pipeline.transforms.grades import parse_grades
-from lms_pipeline.transforms.rosters import MalformedPayloadError
 
 CID = "gc-grades"
 TOKEN = "gc-grade-token-s3cret-9876543210"

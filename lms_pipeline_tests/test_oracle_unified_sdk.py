@@ -26,10 +26,11 @@ from unified_python_sdk import UnifiedTo
 from unified_python_sdk.models import errors, shared
 from unified_python_sdk.utils import BackoffStrategy, RetryConfig
 
-from lms_pipeline.clients.unified import UnifiedLmsClient
 from lms_pipeline.config import load_settings
 from lms_pipeline.providers.http import LmsFetchError, RetrySettings
-from lms_pipeline.simulator import SimulatorApp, World, serve_in_thread
+from lms_pipeline.providers.unified.client import UnifiedLmsClient
+from lms_pipeline.providers.unified.simulator import SimulatorApp
+from lms_pipeline.simulator import World, serve_in_thread
 from lms_pipeline.simulator.systems import world_spec
 
 SETTINGS = load_settings()  # data/connections.yaml: the demo's connections

@@ -158,7 +158,7 @@ def test_page_that_keeps_failing_fails_the_partition_and_keeps_stored_data(pipel
 def test_schema_violation_fails_materialization_naming_table_and_column(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lms_pipeline.transforms import rosters
+    from lms_pipeline.providers.unified import rosters
 
     # A normalizer bug that writes a NULL student (the SQL runs in the warehouse; the table refuses the row).
     edges_sql = rosters.SQL["write_course_edges"]

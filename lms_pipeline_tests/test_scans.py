@@ -12,7 +12,9 @@ from datetime import date
 
 import pytest
 
-from lms_pipeline.clients.scans import (
+from lms_pipeline.providers.http import RetrySettings
+from lms_pipeline.providers.unified.client import UnifiedLmsClient
+from lms_pipeline.providers.unified.scans import (
     KEYSET,
     STABLE,
     ScanError,
@@ -23,9 +25,8 @@ from lms_pipeline.clients.scans import (
     single_pass,
     stable_scan,
 )
-from lms_pipeline.clients.unified import UnifiedLmsClient
-from lms_pipeline.providers.http import RetrySettings
-from lms_pipeline.simulator import SimulatorApp, World, WorldSpec, serve_in_thread
+from lms_pipeline.providers.unified.simulator import SimulatorApp
+from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 
 DAY = date(2026, 9, 3)
 FIELDS = {"fields": ["id", "updated_at", "student_ids"]}

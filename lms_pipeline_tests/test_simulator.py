@@ -14,7 +14,8 @@ from datetime import date, timedelta
 import httpx
 import pytest
 
-from lms_pipeline.simulator import SimulatorApp, World, WorldSpec, serve_in_thread
+from lms_pipeline.providers.unified.simulator import SimulatorApp
+from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 
 D0 = date(2026, 9, 1)
 WEEK = [D0 + timedelta(days=i) for i in range(7)]

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from lms_pipeline.providers.base import ROSTER_TABLES, RosterFrames
-from lms_pipeline.transforms import rosters
-from lms_pipeline.transforms.rosters import MalformedPayloadError
+from lms_pipeline.providers.unified import rosters
+from lms_pipeline.providers.unified.rosters import MalformedPayloadError
 from lms_pipeline.transforms.snapshot import snapshot_metadata
 from lms_pipeline.warehouse import Warehouse, table
 

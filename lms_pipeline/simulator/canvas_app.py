@@ -80,6 +80,7 @@ from urllib.parse import parse_qsl, quote_plus, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from lms_pipeline.simulator.common import (
+    DATE_HEADER,
     FaultBook,
     RequestLog,
     logged_params,
@@ -98,7 +99,6 @@ from lms_pipeline.simulator.world import (
     student_name,
 )
 
-DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 10, 100  # Api::PER_PAGE and MAX_PER_PAGE in canvas-lms lib/api.rb
 COURSE_ENDPOINTS = ("enrollments", "sections", "assignments", "grading_standards", "submissions")  # /courses/:id/...
 ENDPOINTS = ("courses", "user_courses", "accounts", "account", *COURSE_ENDPOINTS)

@@ -71,8 +71,15 @@ from decimal import Decimal
 from urllib.parse import unquote
 from wsgiref.types import StartResponse, WSGIEnvironment
 
-from lms_pipeline.simulator.app import DATE_HEADER
-from lms_pipeline.simulator.common import FaultBook, RequestLog, logged_params, parse_as_of, query_params, respond
+from lms_pipeline.simulator.common import (
+    DATE_HEADER,
+    FaultBook,
+    RequestLog,
+    logged_params,
+    parse_as_of,
+    query_params,
+    respond,
+)
 from lms_pipeline.simulator.world import CourseView, DateOutOfRangeError, World
 
 MAX_PAGE_SIZE = 30  # larger pageSize values are truncated silently (code-dot-org#17113, Empirical-Core#2834)

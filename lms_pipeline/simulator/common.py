@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, quote
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 Params = dict[str, list[str]]
+DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it: the as-of day a client asks for
 
 
 @dataclass

@@ -59,6 +59,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from lms_pipeline.simulator.common import (
+    DATE_HEADER,
     FaultBook,
     RequestLog,
     logged_params,
@@ -70,7 +71,6 @@ from lms_pipeline.simulator.common import (
 )
 from lms_pipeline.simulator.world import CourseView, DateOutOfRangeError, World, instructor_name, student_name
 
-DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
 ZERO_EVERY = 40  # one numeric grade cell in ZERO_EVERY is scored 0 (planted: the world has no zeros)
 

@@ -33,10 +33,9 @@ from datetime import UTC, date, datetime
 from urllib.parse import parse_qs, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
-from lms_pipeline.simulator.common import RequestLog, origin, parse_as_of, query_params, respond
+from lms_pipeline.simulator.common import DATE_HEADER, RequestLog, origin, parse_as_of, query_params, respond
 from lms_pipeline.simulator.sis_world import SCORE_STATUSES, SisWorld
 
-DATE_HEADER = "HTTP_X_SIMULATED_DATE"
 SCOPE_ROOT = "https://purl.imsglobal.org/spec/or/v1p2/scope/"
 READ_SCOPES = {"users": "roster-core.readonly", "classes": "roster-core.readonly",
                "lineItems": "gradebook.readonly", "results": "gradebook.readonly"}  # fmt: skip

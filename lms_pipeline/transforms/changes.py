@@ -21,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 
-from lms_pipeline.transforms import statements
+from lms_pipeline import statements
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
 

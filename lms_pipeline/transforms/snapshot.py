@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from lms_pipeline import statements
 from lms_pipeline.providers.base import BaseSync
-from lms_pipeline.transforms import statements
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import duckdb
 import pandas as pd
 
-from lms_pipeline.clients.unified import UnifiedLmsClient
 from lms_pipeline.providers.base import GRADE_COLUMNS, GradeSides
+from lms_pipeline.providers.unified.client import UnifiedLmsClient
 
 if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig

@@ -7,13 +7,13 @@ from contextlib import contextmanager
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from lms_pipeline.clients.unified import UnifiedLmsClient
 from lms_pipeline.providers.base import SIMULATED_DATE_HEADER, BaseProvider, Capabilities, Endpoint, client_day
+from lms_pipeline.providers.unified.client import UnifiedLmsClient
 from lms_pipeline.providers.unified.grades import UnifiedGrades
 from lms_pipeline.providers.unified.options import UnifiedOptions
 from lms_pipeline.providers.unified.progress import UnifiedProgress
+from lms_pipeline.providers.unified.simulator import SimulatorApp
 from lms_pipeline.providers.unified.sync import UnifiedRosters
-from lms_pipeline.simulator.app import SimulatorApp
 
 if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig

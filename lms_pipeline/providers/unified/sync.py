@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import duckdb
 import pandas as pd
 
-from lms_pipeline.clients.scans import Scan, catch_up, consistent_scan, single_pass
-from lms_pipeline.clients.unified import Page, UnifiedLmsClient
 from lms_pipeline.providers.base import BaseSync, Capabilities, RosterFetch, RosterFrames, SyncPlan
 from lms_pipeline.providers.http import LmsFetchError
+from lms_pipeline.providers.unified import rosters
+from lms_pipeline.providers.unified.client import Page, UnifiedLmsClient
 from lms_pipeline.providers.unified.options import UnifiedOptions
 from lms_pipeline.providers.unified.plan import plan_sync
-from lms_pipeline.transforms import rosters
+from lms_pipeline.providers.unified.scans import Scan, catch_up, consistent_scan, single_pass
 
 if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig

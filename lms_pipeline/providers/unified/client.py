@@ -178,7 +178,7 @@ class UnifiedLmsClient:
 
     def get_page(self, endpoint: str, params: Mapping[str, object] | None, offset: int) -> Page:
         """One page of ``endpoint`` at ``offset`` (``limit`` is the client's page size); for callers that page
-        by other rules than plain offsets (``lms_pipeline.clients.scans``)."""
+        by other rules than plain offsets (``lms_pipeline.providers.unified.scans``)."""
         return self._get(endpoint, _query(params or {}), offset)
 
     def _target(self, endpoint: str, offset: int) -> RequestTarget:

@@ -25,10 +25,17 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from wsgiref.types import StartResponse, WSGIEnvironment
 
-from lms_pipeline.simulator.common import FaultBook, RequestLog, logged_params, parse_as_of, query_params, respond
+from lms_pipeline.simulator.common import (
+    DATE_HEADER,
+    FaultBook,
+    RequestLog,
+    logged_params,
+    parse_as_of,
+    query_params,
+    respond,
+)
 from lms_pipeline.simulator.world import DateOutOfRangeError, World
 
-DATE_HEADER = "HTTP_X_SIMULATED_DATE"  # X-Simulated-Date, as WSGI names it
 MAX_LIMIT = 100
 ENDPOINTS = ("course", "class", "student", "content", "activity")
 SORT_KEYS = ("name", "updated_at", "created_at")

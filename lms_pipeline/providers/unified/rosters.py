@@ -20,8 +20,8 @@ from pathlib import Path
 
 import duckdb
 
+from lms_pipeline import statements
 from lms_pipeline.providers.base import MissingSnapshotInput, PayloadError
-from lms_pipeline.transforms import statements
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
 

@@ -38,8 +38,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from lms_pipeline.clients.unified import Page, PageLimitError, RepeatedPageError, UnifiedLmsClient, versions
 from lms_pipeline.providers.http import LmsClientError
+from lms_pipeline.providers.unified.client import Page, PageLimitError, RepeatedPageError, UnifiedLmsClient, versions
 
 MAX_RUN_RESTARTS = 3  # re-reads of a one-second run whose order changed between requests, before giving up
 KEYSET = "keyset_updated_at"
