@@ -17,7 +17,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from lms_pipeline.clients.canvas import CanvasClient
+from lms_pipeline.providers.canvas.client import CanvasClient
+from lms_pipeline.providers.canvas.rosters import CanvasPayloadError, CanvasRosterFrames, normalize_canvas_pages
+from lms_pipeline.providers.canvas.simulator import CanvasSimulatorApp
 from lms_pipeline.providers.http import (
     FetchStats,
     LmsAuthError,
@@ -27,8 +29,6 @@ from lms_pipeline.providers.http import (
     RetrySettings,
 )
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.canvas_app import CanvasSimulatorApp
-from lms_pipeline.transforms.canvas import CanvasPayloadError, CanvasRosterFrames, normalize_canvas_pages
 
 D0 = date(2026, 9, 1)
 D1 = D0 + timedelta(days=1)  # the first day with drops: left students' enrollments exist from here on

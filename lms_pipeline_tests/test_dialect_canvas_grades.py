@@ -19,11 +19,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from lms_pipeline.clients.canvas import CanvasClient
+from lms_pipeline.providers.canvas.client import CanvasClient
+from lms_pipeline.providers.canvas.grades import CanvasGradeFrames, CanvasPayloadError, normalize_canvas_grades
+from lms_pipeline.providers.canvas.simulator import GUEST_USER_BASE, CanvasSimulatorApp
 from lms_pipeline.providers.http import LmsAuthError, LmsPayloadError, RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.canvas_app import GUEST_USER_BASE, CanvasSimulatorApp
-from lms_pipeline.transforms.canvas_grades import CanvasGradeFrames, CanvasPayloadError, normalize_canvas_grades
 from lms_pipeline.transforms.grades import parse_grades
 
 D0 = date(2026, 9, 1)

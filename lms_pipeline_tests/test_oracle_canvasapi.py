@@ -25,10 +25,10 @@ from canvasapi.canvas_object import CanvasObject
 from canvasapi.course import Course
 from canvasapi.exceptions import Unauthorized
 
-from lms_pipeline.clients.canvas import ENROLLMENT_STATES, CanvasClient
+from lms_pipeline.providers.canvas.client import ENROLLMENT_STATES, CanvasClient
+from lms_pipeline.providers.canvas.simulator import GUEST_USER_BASE, CanvasSimulatorApp
 from lms_pipeline.providers.http import RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.canvas_app import GUEST_USER_BASE, CanvasSimulatorApp
 
 D0 = date(2026, 9, 1)
 DAY = D0 + timedelta(days=6)  # students have left (deleted/inactive/completed enrollments) and grades exist

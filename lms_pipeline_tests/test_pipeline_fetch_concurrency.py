@@ -17,8 +17,8 @@ import yaml
 from lms_pipeline.config import load_settings
 from lms_pipeline.definitions import ROSTER_JOB, build_defs
 from lms_pipeline.partitions import partition_key
+from lms_pipeline.providers.canvas.simulator import CanvasSimulatorApp
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.canvas_app import CanvasSimulatorApp
 from lms_pipeline_tests.conftest import failure_message
 
 DAY1, DAY2 = date(2026, 9, 1), date(2026, 9, 2)

@@ -20,7 +20,7 @@ from lms_pipeline.config import ConnectionConfig
 from lms_pipeline.grade_inputs import GradeInputError, course_schemes, mapping_inputs
 from lms_pipeline.partitions import split_key
 from lms_pipeline.providers import registry
-from lms_pipeline.providers.base import GRADE_COLUMNS
+from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS
 from lms_pipeline.providers.http import LmsClientError
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
 from lms_pipeline.schemas import DISCREPANCY_STATUSES, SchemaViolation, validate
@@ -246,7 +246,8 @@ def _lms_side(conn: ConnectionConfig, store: Warehouse, day, grade_pages: pd.Dat
         columns={"collection": "endpoint", "status_code": "status", "request_params": "params"}
     )
     sides = registry.grade_source(conn).sides(conn, pages, lambda name: store.read_partition(name, conn.id, day))
-    grades = parse_grades(sides.grades[GRADE_COLUMNS].assign(snapshot_date=pd.Timestamp(day), connection_id=conn.id))
+    part = {"snapshot_date": pd.Timestamp(day), "connection_id": conn.id}
+    grades = parse_grades(sides.grades[SIDE_GRADE_COLUMNS].assign(**part))
     return grades, sides.students, sides.contents
 
 

@@ -134,7 +134,7 @@ class RosterFrames(NamedTuple):
 
 
 class GradeSides(NamedTuple):
-    """The LMS side of a grade reconciliation: grades (``GRADE_COLUMNS``, not parsed yet), the students' emails
+    """The LMS side of a grade reconciliation: grades (``SIDE_GRADE_COLUMNS``, not parsed yet), the students' emails
     (``student_id``, ``email``) and the contents (``course_id``, ``content_id``, ``name``) for title matching."""
 
     grades: pd.DataFrame
@@ -142,7 +142,7 @@ class GradeSides(NamedTuple):
     contents: pd.DataFrame
 
 
-GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
+SIDE_GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at"]
 
 
 class Endpoint(NamedTuple):
@@ -214,7 +214,6 @@ class SyncPlan:
         return day if self.mode == "full" else self.last_full_scan_date  # type: ignore[return-value]
 
 
-
 @dataclass
 class RosterFetch:
     """One day's roster read: the pages as received and how they were read (what the day's sync_log row says)."""
@@ -283,9 +282,7 @@ class GradeSource(Protocol):
     def fetch(self, client: Any) -> list[dict]:
         """The LMS side's pages of the day, as rows of ``raw_grade_pages`` (without the partition columns)."""
 
-    def sides(
-        self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]
-    ) -> GradeSides:
+    def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
         """The day's LMS grades, students and contents from its stored grade pages (``endpoint``, ``course_id``,
         ``page_index``, ``url``, ``params``, ``status``, ``payload``); ``stored(table)`` reads another of the day's
         tables (a Unified connection's grades are in its activity pages)."""

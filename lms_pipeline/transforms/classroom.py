@@ -24,8 +24,8 @@ from typing import Literal, NamedTuple
 import duckdb
 import pandas as pd
 
+from lms_pipeline.providers.pages import page_frame, raise_on_problems
 from lms_pipeline.providers.unified.rosters import MalformedPayloadError
-from lms_pipeline.transforms.pages import page_frame, raise_on_problems
 
 Identity = Literal["email", "provider"]
 

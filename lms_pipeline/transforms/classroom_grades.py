@@ -38,8 +38,8 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 
+from lms_pipeline.providers.pages import page_frame
 from lms_pipeline.transforms.classroom import PAGE_COLUMNS, Identity, email_directory, raise_on_classroom_problems
-from lms_pipeline.transforms.pages import page_frame
 
 GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "draft_grade", "state",
                  "graded_at", "classroom_user_id", "identity_matched"]  # fmt: skip

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import duckdb
 import pandas as pd
 
-from lms_pipeline.transforms.pages import page_frame, raise_on_problems
+from lms_pipeline.providers.pages import page_frame, raise_on_problems
 
 GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "score_given", "score_maximum", "percent",
                  "grade_status", "lti_user_id", "identity_matched", "comment"]  # fmt: skip

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from lms_pipeline.clients.canvas import CanvasClient
 from lms_pipeline.providers.base import (
-    GRADE_COLUMNS,
     BaseProvider,
     Capabilities,
     Endpoint,
     FullScanRosters,
-    GradeSides,
     RosterFrames,
     client_day,
-    grade_page_row,
 )
+from lms_pipeline.providers.canvas.client import CanvasClient
+from lms_pipeline.providers.canvas.grades import CanvasGrades
 from lms_pipeline.providers.canvas.options import CanvasOptions
-from lms_pipeline.simulator.canvas_app import CanvasSimulatorApp
-from lms_pipeline.transforms.canvas import normalize_canvas_pages
-from lms_pipeline.transforms.canvas_grades import normalize_canvas_grades
+from lms_pipeline.providers.canvas.rosters import normalize_canvas_pages
+from lms_pipeline.providers.canvas.simulator import CanvasSimulatorApp
 
 if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig
@@ -50,24 +47,6 @@ def _normalize(pages: pd.DataFrame, conn: ConnectionConfig, day: date) -> Roster
     frames = normalize_canvas_pages(pages.assign(course_id=pd.to_numeric(pages["course_id"]).astype("Int64")),
                                     conn.id)  # fmt: skip
     return RosterFrames(*frames)
-
-
-class CanvasGrades:
-    """Assignments and submissions: the score is compared, an excused submission stays excused."""
-
-    def fetch(self, client: CanvasClient) -> list[dict]:
-        return [grade_page_row(page) for page in client.grade_pages()]
-
-    def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
-        frames = normalize_canvas_grades(pages.assign(course_id=pd.to_numeric(pages["course_id"]).astype("Int64")),
-                                         conn.id)  # fmt: skip
-        grades = frames.grades
-        # A letter-graded assignment still has its score: compare the score (the SIS's scheme decides letters), so a
-        # letter the LMS rounded differently never hides a percent.
-        by_score = (grades["grading_type"] == "letter_grade") & grades["score"].notna() & (grades["raw_grade"] != "EX")
-        grades = grades.assign(raw_grade=grades["raw_grade"].where(~by_score, grades["score"].map("{:g}".format)))
-        return GradeSides(grades[GRADE_COLUMNS], frames.students[["student_id", "email"]],
-                          frames.contents[["course_id", "content_id", "name"]])  # fmt: skip
 
 
 class CanvasProvider(BaseProvider):

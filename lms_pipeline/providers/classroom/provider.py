@@ -11,7 +11,7 @@ import pandas as pd
 
 from lms_pipeline.clients.classroom import ClassroomClient
 from lms_pipeline.providers.base import (
-    GRADE_COLUMNS,
+    SIDE_GRADE_COLUMNS,
     BaseProvider,
     Capabilities,
     Endpoint,
@@ -64,7 +64,7 @@ class ClassroomGrades:
         frames = normalize_classroom_grades(pages, **identity)
         # Classroom has no SIS id: the directory that identified the students also gives their emails.
         students = identity.get("directory", pd.DataFrame(columns=["email", "student_id"]))
-        return GradeSides(frames.grades[GRADE_COLUMNS], students[["student_id", "email"]],
+        return GradeSides(frames.grades[SIDE_GRADE_COLUMNS], students[["student_id", "email"]],
                           frames.contents[["course_id", "content_id", "name"]])  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from lms_pipeline.clients.lti_ags import LtiAgsClient
 from lms_pipeline.providers.base import (
-    GRADE_COLUMNS,
+    SIDE_GRADE_COLUMNS,
     BaseProvider,
     Capabilities,
     Endpoint,
@@ -54,7 +54,7 @@ class LtiGrades:
         frame = frame.assign(raw_grade=frame["raw_grade"].where(frame["grade_status"] != "ungraded", ""),
                              points_possible=None, graded_at=pd.NaT)  # fmt: skip
         contents, students = lti_sides(pages)
-        return GradeSides(frame[GRADE_COLUMNS], students, contents)
+        return GradeSides(frame[SIDE_GRADE_COLUMNS], students, contents)
 
 
 class LtiAgsProvider(BaseProvider):

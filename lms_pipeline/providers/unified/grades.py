@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pandas as pd
 
-from lms_pipeline.providers.base import GRADE_COLUMNS, GradeSides
+from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides
 from lms_pipeline.providers.unified.client import UnifiedLmsClient
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ WHERE e.email IS NOT NULL ORDER BY 1, 2
 
 
 def activity_grades(pages: pd.DataFrame) -> pd.DataFrame:
-    """LMS grades (``GRADE_COLUMNS``, not parsed) from one day's stored activity pages (``raw_progress_pages``): one
-    row per (course, content, learner) whose activity carries an ``assigned_grade``. Unified.to contents carry no
+    """LMS grades (``SIDE_GRADE_COLUMNS``, not parsed) from one day's stored activity pages (``raw_progress_pages``):
+    one row per (course, content, learner) whose activity carries an ``assigned_grade``. Unified.to contents carry no
     points possible, so a bare number is read as a percent."""
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
@@ -77,4 +77,4 @@ class UnifiedGrades:
     def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
         grades = activity_grades(stored("raw_progress_pages"))
         contents = stored("course_contents")[["course_id", "content_id", "name"]]
-        return GradeSides(grades[GRADE_COLUMNS], student_emails(pages), contents)
+        return GradeSides(grades[SIDE_GRADE_COLUMNS], student_emails(pages), contents)

@@ -80,8 +80,10 @@ class UnifiedRosters:
             catch_up_rounds=rounds,
             catch_up_converged=converged,
             high_water=max(marks) if marks else None,
-            health={**({"keyset_fallback": "; ".join(fell_back)} if fell_back else {}),
-                    "classes_supported": classes_supported},  # fmt: skip
+            health={
+                **({"keyset_fallback": "; ".join(fell_back)} if fell_back else {}),
+                "classes_supported": classes_supported,
+            },  # fmt: skip
         )
 
     def pages_frame(self, fetch: RosterFetch, connection_id: str, day: date, run_id: str) -> pd.DataFrame:
@@ -99,8 +101,9 @@ class UnifiedRosters:
                 "attempts": [p.attempts for p in pages],
                 "item_count": [len(p.items) for p in pages],
                 # the body as received (pages built without one, e.g. by hand, store their items re-serialized)
-                "payload": [p.body if p.body is not None else json.dumps(p.items, separators=(",", ":"))
-                            for p in pages],  # fmt: skip
+                "payload": [
+                    p.body if p.body is not None else json.dumps(p.items, separators=(",", ":")) for p in pages
+                ],  # fmt: skip
                 "run_id": run_id,
             }
         )

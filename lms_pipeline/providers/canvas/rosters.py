@@ -24,7 +24,7 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 
-from lms_pipeline.transforms.pages import page_frame, raise_on_problems
+from lms_pipeline.providers.pages import page_frame, raise_on_problems
 
 ROSTER_COLUMNS = ["course_id", "course_name", "is_active", "roster_status", "student_count", "updated_at"]
 COURSE_EDGE_COLUMNS = ["course_id", "student_id"]

@@ -26,14 +26,19 @@ possible would be a guess).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import duckdb
 import pandas as pd
 
-from lms_pipeline.transforms.canvas import PAGE_COLUMNS, CanvasPayloadError, raise_on_canvas_problems
-from lms_pipeline.transforms.pages import page_frame
+from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, grade_page_row
+from lms_pipeline.providers.canvas.client import CanvasClient
+from lms_pipeline.providers.canvas.rosters import PAGE_COLUMNS, CanvasPayloadError, raise_on_canvas_problems
+from lms_pipeline.providers.pages import page_frame
+
+if TYPE_CHECKING:
+    from lms_pipeline.config import ConnectionConfig
 
 GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "graded_at", "updated_at",
                  "score", "grading_type"]  # fmt: skip
@@ -195,3 +200,21 @@ def normalize_canvas_grades(
         students = conn.execute(_STUDENTS_SQL).df()
     grades = grades.astype({"points_possible": "float64", "score": "float64"})
     return CanvasGradeFrames(grades[GRADE_COLUMNS], contents[CONTENT_COLUMNS], students[STUDENT_COLUMNS])
+
+
+class CanvasGrades:
+    """Assignments and submissions: the score is compared, an excused submission stays excused."""
+
+    def fetch(self, client: CanvasClient) -> list[dict]:
+        return [grade_page_row(page) for page in client.grade_pages()]
+
+    def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
+        frames = normalize_canvas_grades(pages.assign(course_id=pd.to_numeric(pages["course_id"]).astype("Int64")),
+                                         conn.id)  # fmt: skip
+        grades = frames.grades
+        # A letter-graded assignment still has its score: compare the score (the SIS's scheme decides letters), so a
+        # letter the LMS rounded differently never hides a percent.
+        by_score = (grades["grading_type"] == "letter_grade") & grades["score"].notna() & (grades["raw_grade"] != "EX")
+        grades = grades.assign(raw_grade=grades["raw_grade"].where(~by_score, grades["score"].map("{:g}".format)))
+        return GradeSides(grades[SIDE_GRADE_COLUMNS], frames.students[["student_id", "email"]],
+                          frames.contents[["course_id", "content_id", "name"]])  # fmt: skip
