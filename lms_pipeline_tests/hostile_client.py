@@ -18,11 +18,11 @@ import sys
 import time
 from typing import Any
 
-from lms_pipeline.clients.classroom import ClassroomClient
 from lms_pipeline.clients.lti_ags import LtiAgsClient
 from lms_pipeline.clients.oneroster import OneRosterClient
 from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.providers.canvas.client import CanvasClient
+from lms_pipeline.providers.classroom.client import ClassroomClient
 from lms_pipeline.providers.http import LmsClientError, RetrySettings
 from lms_pipeline.providers.unified.client import UnifiedLmsClient
 

@@ -19,12 +19,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from lms_pipeline.clients.classroom import ClassroomClient
+from lms_pipeline.providers.classroom.client import ClassroomClient
+from lms_pipeline.providers.classroom.rosters import ClassroomFrames, ClassroomPayloadError, normalize_classroom_pages
+from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp, classroom_course_id, classroom_user_id
 from lms_pipeline.providers.http import LmsAuthError, LmsClientError, LmsPayloadError, RetrySettings
-from lms_pipeline.providers.unified.rosters import MalformedPayloadError
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.classroom_app import ClassroomSimulatorApp, classroom_course_id, classroom_user_id
-from lms_pipeline.transforms.classroom import ClassroomFrames, normalize_classroom_pages
 
 CID = "gc-main"
 TOKEN = "gc-token-s3cret-0123456789"
@@ -289,7 +288,7 @@ def test_the_normalizer_refuses_a_malformed_stored_page(
     pages = [dict(p) for p in scanned.pages]
     target = next(p for p in pages if p["endpoint"] == "students" and p["status"] == 200 and '"userId"' in p["payload"])
     spoil(target)
-    with pytest.raises(MalformedPayloadError) as err:
+    with pytest.raises(ClassroomPayloadError) as err:
         normalized(pages, world)
     assert f"connection {CID!r}: page {target['page_index']} of GET {target['url']}: {problem}" in str(err.value)
 
@@ -297,7 +296,7 @@ def test_the_normalizer_refuses_a_malformed_stored_page(
 def test_the_normalizer_refuses_a_listing_not_read_to_its_end(world: World, scanned: Scan) -> None:
     cut = next(p for p in scanned.pages if p["endpoint"] == "students" and p["page_index"] == 1)
     pages = [p for p in scanned.pages if not (p["course_id"] == cut["course_id"] and p["page_index"] >= 1)]
-    with pytest.raises(MalformedPayloadError, match="the listing was not read to its end"):
+    with pytest.raises(ClassroomPayloadError, match="the listing was not read to its end"):
         normalized(pages, world)
 
 

@@ -19,11 +19,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from lms_pipeline.clients.classroom import ClassroomClient
-from lms_pipeline.providers.http import LmsAuthError, LmsPayloadError, RetrySettings
-from lms_pipeline.providers.unified.rosters import MalformedPayloadError
-from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.classroom_app import (
+from lms_pipeline.providers.classroom.client import ClassroomClient
+from lms_pipeline.providers.classroom.grades import ClassroomGradeFrames, normalize_classroom_grades
+from lms_pipeline.providers.classroom.rosters import ClassroomPayloadError
+from lms_pipeline.providers.classroom.simulator import (
     ClassroomSimulatorApp,
     classroom_course_id,
     classroom_coursework_id,
@@ -32,7 +31,8 @@ from lms_pipeline.simulator.classroom_app import (
     grade_percent,
     planted,
 )
-from lms_pipeline.transforms.classroom_grades import ClassroomGradeFrames, normalize_classroom_grades
+from lms_pipeline.providers.http import LmsAuthError, LmsPayloadError, RetrySettings
+from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.transforms.grades import parse_grades
 
 CID = "gc-grades"
@@ -388,7 +388,7 @@ def test_the_normalizer_refuses_a_malformed_stored_page(
     target = next(p for p in pages if p["endpoint"] == "studentSubmissions" and p["page_index"] == 1
                   and '"userId"' in p["payload"])  # fmt: skip
     target["payload"] = spoil(json.loads(target["payload"]))
-    with pytest.raises(MalformedPayloadError) as err:
+    with pytest.raises(ClassroomPayloadError) as err:
         normalized(pages, world)
     assert f"connection {CID!r}: page 1 of GET {target['url']}: {problem}" in str(err.value)
 
@@ -400,6 +400,6 @@ def test_the_normalizer_refuses_a_listing_not_read_to_its_end(world: World, scan
         for p in scanned.pages
         if not (p["endpoint"] == cut["endpoint"] and p["course_id"] == cut["course_id"] and p["page_index"] >= 1)
     ]
-    with pytest.raises(MalformedPayloadError, match="the listing was not read to its end") as err:
+    with pytest.raises(ClassroomPayloadError, match="the listing was not read to its end") as err:
         normalized(pages, world)
     assert f"connection {CID!r}: page 0 of GET " in str(err.value)

@@ -26,10 +26,10 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import Resource, build_from_document
 from googleapiclient.errors import HttpError
 
-from lms_pipeline.clients.classroom import COURSE_STATES, ClassroomClient
+from lms_pipeline.providers.classroom.client import COURSE_STATES, ClassroomClient
+from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp, classroom_course_id, classroom_user_id
 from lms_pipeline.providers.http import RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.classroom_app import ClassroomSimulatorApp, classroom_course_id, classroom_user_id
 
 DOCUMENT_PATH = Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "classroom.v1.json"
 DOCUMENT = json.loads(DOCUMENT_PATH.read_text())

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from lms_pipeline.clients.classroom import ClassroomClient
 from lms_pipeline.providers.base import (
-    SIDE_GRADE_COLUMNS,
     BaseProvider,
     Capabilities,
     Endpoint,
     FullScanRosters,
-    GradeSides,
     RosterFrames,
     client_day,
-    grade_page_row,
 )
+from lms_pipeline.providers.classroom.client import ClassroomClient
+from lms_pipeline.providers.classroom.grades import ClassroomGrades
 from lms_pipeline.providers.classroom.options import ClassroomOptions
-from lms_pipeline.simulator.classroom_app import ClassroomSimulatorApp
-from lms_pipeline.transforms.classroom import normalize_classroom_pages
-from lms_pipeline.transforms.classroom_grades import normalize_classroom_grades
+from lms_pipeline.providers.classroom.rosters import normalize_classroom_pages
+from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp
 
 if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig
@@ -50,22 +47,6 @@ def _normalize(pages: pd.DataFrame, conn: ConnectionConfig, day: date) -> Roster
     frames = normalize_classroom_pages(pages, **options.identity_args())
     no_sections = pd.DataFrame({"class_id": [], "course_id": [], "student_id": []}, dtype=str)  # Classroom has none
     return RosterFrames(frames.course_rosters, frames.course_student_edges[["course_id", "student_id"]], no_sections)
-
-
-class ClassroomGrades:
-    """``studentSubmissions.assignedGrade`` out of the courseWork's ``maxPoints``; a draft grade never counts."""
-
-    def fetch(self, client: ClassroomClient) -> list[dict]:
-        return [grade_page_row(page) for page in client.grade_pages()]
-
-    def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
-        options: ClassroomOptions = conn.options  # type: ignore[assignment]
-        identity = options.identity_args()
-        frames = normalize_classroom_grades(pages, **identity)
-        # Classroom has no SIS id: the directory that identified the students also gives their emails.
-        students = identity.get("directory", pd.DataFrame(columns=["email", "student_id"]))
-        return GradeSides(frames.grades[SIDE_GRADE_COLUMNS], students[["student_id", "email"]],
-                          frames.contents[["course_id", "content_id", "name"]])  # fmt: skip
 
 
 class ClassroomProvider(BaseProvider):

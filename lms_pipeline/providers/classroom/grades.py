@@ -26,20 +26,31 @@ show up ungraded. ``maxPoints`` zero or absent means an ungraded courseWork (Cla
 whose courseWork is not in the listing has no known scale: both get ``points_possible`` 0, so a grade on them is
 flagged ``unparseable`` by ``parse_grades`` rather than read as a percent. ``graded_at`` is ``updateTime`` when the
 submission is RETURNED with an ``assignedGrade``. A course whose courseWork or submissions answered 403 has no
-grades; a listing not read to its end, or a page or item breaking the contract, raises MalformedPayloadError naming
+grades; a listing not read to its end, or a page or item breaking the contract, raises ClassroomPayloadError naming
 the connection, URL and page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
 import duckdb
 import pandas as pd
 
+from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, grade_page_row
+from lms_pipeline.providers.classroom.client import ClassroomClient
+from lms_pipeline.providers.classroom.options import ClassroomOptions
 from lms_pipeline.providers.pages import page_frame
-from lms_pipeline.transforms.classroom import PAGE_COLUMNS, Identity, email_directory, raise_on_classroom_problems
+
+if TYPE_CHECKING:
+    from lms_pipeline.config import ConnectionConfig
+from lms_pipeline.providers.classroom.rosters import (
+    PAGE_COLUMNS,
+    Identity,
+    email_directory,
+    raise_on_classroom_problems,
+)
 
 GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "draft_grade", "state",
                  "graded_at", "classroom_user_id", "identity_matched"]  # fmt: skip
@@ -192,7 +203,7 @@ def normalize_classroom_grades(
     """Normalize one grade scan's raw pages; set-based, no Python loop touches a submission.
 
     ``directory`` (columns ``email, student_id``) is required with ``identity="email"`` and ignored otherwise.
-    Raises MalformedPayloadError naming connection, URL and page for any page or item that breaks the contract.
+    Raises ClassroomPayloadError naming connection, URL and page for any page or item that breaks the contract.
     """
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
@@ -207,3 +218,19 @@ def normalize_classroom_grades(
         grades = conn.execute(_GRADES_SQL).df()
         contents = conn.execute(f"SELECT {', '.join(CONTENT_COLUMNS)} FROM work ORDER BY ALL").df()
     return ClassroomGradeFrames(grades[GRADE_COLUMNS], contents)
+
+
+class ClassroomGrades:
+    """``studentSubmissions.assignedGrade`` out of the courseWork's ``maxPoints``; a draft grade never counts."""
+
+    def fetch(self, client: ClassroomClient) -> list[dict]:
+        return [grade_page_row(page) for page in client.grade_pages()]
+
+    def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
+        options: ClassroomOptions = conn.options  # type: ignore[assignment]
+        identity = options.identity_args()
+        frames = normalize_classroom_grades(pages, **identity)
+        # Classroom has no SIS id: the directory that identified the students also gives their emails.
+        students = identity.get("directory", pd.DataFrame(columns=["email", "student_id"]))
+        return GradeSides(frames.grades[SIDE_GRADE_COLUMNS], students[["student_id", "email"]],
+                          frames.contents[["course_id", "content_id", "name"]])  # fmt: skip

@@ -24,14 +24,18 @@ from typing import Literal, NamedTuple
 import duckdb
 import pandas as pd
 
+from lms_pipeline.providers.base import PayloadError
 from lms_pipeline.providers.pages import page_frame, raise_on_problems
-from lms_pipeline.providers.unified.rosters import MalformedPayloadError
 
 Identity = Literal["email", "provider"]
 
 PAGE_COLUMNS = ["connection_id", "endpoint", "course_id", "page_index", "url", "status", "payload"]
 ROSTER_COLUMNS = ["course_id", "course_name", "is_active", "roster_status", "student_count", "updated_at"]
 EDGE_COLUMNS = ["course_id", "student_id", "student_email", "identity_matched"]
+
+
+class ClassroomPayloadError(PayloadError):
+    """Raw pages break Classroom's contract; the message names the connection, each bad page's URL and index."""
 
 
 class ClassroomFrames(NamedTuple):
@@ -147,7 +151,7 @@ def normalize_classroom_pages(
     """Normalize one scan's raw pages; set-based, no Python loop touches a course or an edge.
 
     ``directory`` (columns ``email, student_id``) is required with ``identity="email"`` and ignored otherwise.
-    Raises MalformedPayloadError naming connection, URL and page for any page or item that breaks the contract.
+    Raises ClassroomPayloadError naming connection, URL and page for any page or item that breaks the contract.
     """
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
@@ -181,12 +185,12 @@ def email_directory(identity: Identity, directory: pd.DataFrame | None) -> pd.Da
 
 
 def raise_on_classroom_problems(conn: duckdb.DuckDBPyConnection, problems_sql: str, shown: int = 5) -> None:
-    """Raise MalformedPayloadError listing the first problems found by ``problems_sql`` (rows of connection, URL,
+    """Raise ClassroomPayloadError listing the first problems found by ``problems_sql`` (rows of connection, URL,
     page index and problem); the grade normalizer checks its pages with it too."""
     raise_on_problems(
         conn,
         f"SELECT * FROM ({problems_sql}) AS p(connection_id, url, page_index, problem)",
-        MalformedPayloadError,
+        ClassroomPayloadError,
         shown=shown,
         line=lambda c, url, page, problem: f"connection {c!r}: page {page} of GET {url}: {problem}",
         order_by="ALL",
