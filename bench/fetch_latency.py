@@ -32,11 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.providers.base import CommonOptions
 from lms_pipeline.providers.canvas.client import CanvasClient
 from lms_pipeline.providers.classroom.client import ClassroomClient
 from lms_pipeline.providers.http import FetchStats, RetrySettings
+from lms_pipeline.providers.oneroster.rostering import OneRosterRosterReader
 from lms_pipeline.providers.unified.client import UnifiedLmsClient
 from lms_pipeline.providers.unified.progress import PARAMS, scan_per_course
 
@@ -72,9 +72,9 @@ def serve(courses: int, latency_ms: float, ready: multiprocessing.Queue) -> None
     """The child process: every dialect's app behind one router, answering ``latency_ms`` late."""
     from lms_pipeline.providers.canvas.simulator import CanvasSimulatorApp
     from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp
+    from lms_pipeline.providers.oneroster.simulator import OneRosterRosteringApp
     from lms_pipeline.providers.unified.simulator import SimulatorApp
     from lms_pipeline.simulator import World, WorldSpec
-    from lms_pipeline.simulator.oneroster_app import OneRosterRosteringApp
     from lms_pipeline.simulator.server import Router, serve_in_thread
 
     worlds = {p: World(WorldSpec(**world_spec(f"bench-{p}", courses)))

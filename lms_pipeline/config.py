@@ -154,7 +154,7 @@ AnyConnection = Annotated[
 
 
 class SisSimulator(Strict):
-    """Parameters of the embedded SIS (``lms_pipeline.simulator.sis_world.SisSpec``)."""
+    """Parameters of the embedded SIS (``lms_pipeline.providers.oneroster.sis_world.SisSpec``)."""
 
     seed: int = 0
     token_ttl_seconds: float = Field(300.0, gt=0, le=86_400)

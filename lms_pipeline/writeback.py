@@ -34,8 +34,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pandas as pd
 
-from lms_pipeline.clients.oneroster import FilterValueError, OneRosterClient, result_pair
 from lms_pipeline.providers.http import LmsAuthError, LmsClientError
+from lms_pipeline.providers.oneroster.client import FilterValueError, OneRosterClient, result_pair
 
 WRITABLE = ("missing_in_sis", "score_mismatch")
 WRITE_SUCCESS = frozenset({201, 200, 204})  # 201 is the spec's (§9.1); 200 and 204 are vendor variants

@@ -19,11 +19,11 @@ import time
 from typing import Any
 
 from lms_pipeline.clients.lti_ags import LtiAgsClient
-from lms_pipeline.clients.oneroster import OneRosterClient
-from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.providers.canvas.client import CanvasClient
 from lms_pipeline.providers.classroom.client import ClassroomClient
 from lms_pipeline.providers.http import LmsClientError, RetrySettings
+from lms_pipeline.providers.oneroster.client import OneRosterClient
+from lms_pipeline.providers.oneroster.rostering import OneRosterRosterReader
 from lms_pipeline.providers.unified.client import UnifiedLmsClient
 
 CHILD_ADDRESS_SPACE = 3 << 30  # bytes; far above the 500 MB a bounded client may use, far below the machine's

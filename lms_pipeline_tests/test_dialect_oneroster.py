@@ -19,16 +19,16 @@ import httpx
 import pandas as pd
 import pytest
 
-from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.providers.http import LmsAuthError, LmsPayloadError, RetrySettings
-from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.oneroster_app import OneRosterRosteringApp
-from lms_pipeline.simulator.sis_app import SCOPE_ROOT
-from lms_pipeline.transforms.oneroster_rosters import (
+from lms_pipeline.providers.oneroster.rostering import OneRosterRosterReader
+from lms_pipeline.providers.oneroster.rosters import (
     OneRosterPayloadError,
     OneRosterRosterFrames,
     normalize_oneroster_pages,
 )
+from lms_pipeline.providers.oneroster.simulator import OneRosterRosteringApp
+from lms_pipeline.providers.oneroster.sis_simulator import SCOPE_ROOT
+from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 
 D0 = date(2026, 9, 1)
 D1, D2 = D0 + timedelta(days=1), D0 + timedelta(days=2)  # drops start on D1

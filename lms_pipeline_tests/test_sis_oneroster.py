@@ -15,18 +15,18 @@ import httpx
 import jsonschema
 import pytest
 
-from lms_pipeline.clients.oneroster import (
+from lms_pipeline.providers.http import LmsAuthError, LmsFetchError, LmsPayloadError, RetrySettings
+from lms_pipeline.providers.oneroster.client import (
     READ_SCOPES,
     WRITE_SCOPE,
     FilterValueError,
     OneRosterClient,
     filter_expression,
 )
-from lms_pipeline.providers.http import LmsAuthError, LmsFetchError, LmsPayloadError, RetrySettings
+from lms_pipeline.providers.oneroster.sis_simulator import RESULT_FIELDS, SisSimulatorApp
+from lms_pipeline.providers.oneroster.sis_world import SisSpec, SisWorld
 from lms_pipeline.simulator import World, WorldSpec
 from lms_pipeline.simulator.server import Router, serve_in_thread
-from lms_pipeline.simulator.sis_app import RESULT_FIELDS, SisSimulatorApp
-from lms_pipeline.simulator.sis_world import SisSpec, SisWorld
 from lms_pipeline.transforms.grades import GradingScheme
 
 DAY = date(2026, 9, 8)

@@ -20,10 +20,10 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 import httpx
 import pytest
 
-from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.providers.http import LmsAuthError, RetrySettings
+from lms_pipeline.providers.oneroster.rostering import OneRosterRosterReader
+from lms_pipeline.providers.oneroster.simulator import OneRosterRosteringApp
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.oneroster_app import OneRosterRosteringApp
 from lms_pipeline_tests.spec_wire import Exchange, Recorder, load_schema
 from lms_pipeline_tests.spec_wire import violations as spec_violations
 

@@ -22,9 +22,9 @@ import yaml
 from lms_pipeline.config import load_settings
 from lms_pipeline.definitions import ROSTER_JOB, build_defs
 from lms_pipeline.partitions import partition_key
+from lms_pipeline.providers.oneroster.sis_simulator import SisSimulatorApp
+from lms_pipeline.providers.oneroster.sis_world import SisWorld
 from lms_pipeline.simulator.server import Router, serve_in_thread
-from lms_pipeline.simulator.sis_app import SisSimulatorApp
-from lms_pipeline.simulator.sis_world import SisWorld
 from lms_pipeline.simulator.systems import embedded_worlds, sis_world
 from lms_pipeline_tests.conftest import failure_message
 from lms_pipeline_tests.dagster_processes import (

@@ -11,11 +11,11 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import pytest
 
-from lms_pipeline.clients.oneroster import READ_SCOPES, WRITE_SCOPE, OneRosterClient
+from lms_pipeline.providers.oneroster.client import READ_SCOPES, WRITE_SCOPE, OneRosterClient
+from lms_pipeline.providers.oneroster.sis_simulator import SisSimulatorApp
+from lms_pipeline.providers.oneroster.sis_world import SisSpec, SisWorld
 from lms_pipeline.simulator import World, WorldSpec
 from lms_pipeline.simulator.server import Router, serve_in_thread
-from lms_pipeline.simulator.sis_app import SisSimulatorApp
-from lms_pipeline.simulator.sis_world import SisSpec, SisWorld
 from lms_pipeline.writeback import MAX_CONNECTION_FAILURES, Candidate, Journal, WriteBack, minted_result_id, past_writes
 from lms_pipeline_tests.test_sis_oneroster import FAST, SCHEME, SECRET
 

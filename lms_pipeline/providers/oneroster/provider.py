@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from lms_pipeline.clients.oneroster import READ_SCOPES, WRITE_SCOPE, OneRosterClient
-from lms_pipeline.clients.oneroster_rostering import OneRosterRosterReader
 from lms_pipeline.providers.base import (
     SIMULATED_DATE_HEADER,
     BaseProvider,
@@ -22,11 +20,13 @@ from lms_pipeline.providers.base import (
     RosterFrames,
     client_day,
 )
+from lms_pipeline.providers.oneroster.client import READ_SCOPES, WRITE_SCOPE, OneRosterClient
 from lms_pipeline.providers.oneroster.options import OneRosterOptions
-from lms_pipeline.simulator.oneroster_app import OneRosterRosteringApp
-from lms_pipeline.simulator.sis_app import SisSimulatorApp
-from lms_pipeline.simulator.sis_world import SisSpec, SisWorld
-from lms_pipeline.transforms.oneroster_rosters import normalize_oneroster_pages
+from lms_pipeline.providers.oneroster.rostering import OneRosterRosterReader
+from lms_pipeline.providers.oneroster.rosters import normalize_oneroster_pages
+from lms_pipeline.providers.oneroster.simulator import OneRosterRosteringApp
+from lms_pipeline.providers.oneroster.sis_simulator import SisSimulatorApp
+from lms_pipeline.providers.oneroster.sis_world import SisSpec, SisWorld
 
 if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig, SisConfig

@@ -33,8 +33,8 @@ from datetime import UTC, date, datetime
 from urllib.parse import parse_qs, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+from lms_pipeline.providers.oneroster.sis_world import SCORE_STATUSES, SisWorld
 from lms_pipeline.simulator.common import DATE_HEADER, RequestLog, origin, parse_as_of, query_params, respond
-from lms_pipeline.simulator.sis_world import SCORE_STATUSES, SisWorld
 
 SCOPE_ROOT = "https://purl.imsglobal.org/spec/or/v1p2/scope/"
 READ_SCOPES = {"users": "roster-core.readonly", "classes": "roster-core.readonly",

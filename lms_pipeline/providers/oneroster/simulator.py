@@ -72,8 +72,8 @@ from typing import Literal
 from urllib.parse import parse_qs, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+from lms_pipeline.providers.oneroster.sis_simulator import SCOPE_ROOT, _as_of, _base_url, _ImsxError, _int, _read
 from lms_pipeline.simulator.common import DATE_HEADER, FaultBook, RequestLog, origin, query_params, respond
-from lms_pipeline.simulator.sis_app import SCOPE_ROOT, _as_of, _base_url, _ImsxError, _int, _read
 from lms_pipeline.simulator.world import DAY_SECONDS, CourseView, DateOutOfRangeError, World, student_name
 
 SERVICE_PATH = ("ims", "oneroster", "rostering", "v1p2")

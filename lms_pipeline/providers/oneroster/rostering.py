@@ -35,7 +35,6 @@ from typing import Any
 
 import httpx
 
-from lms_pipeline.clients.oneroster import OneRosterClient, SisPage
 from lms_pipeline.providers.http import (
     BudgetTransport,
     FetchStats,
@@ -47,6 +46,7 @@ from lms_pipeline.providers.http import (
     guarded_transport,
     run_bounded,
 )
+from lms_pipeline.providers.oneroster.client import OneRosterClient, SisPage
 
 logger = logging.getLogger(__name__)
 
