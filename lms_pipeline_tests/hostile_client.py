@@ -18,10 +18,10 @@ import sys
 import time
 from typing import Any
 
-from lms_pipeline.clients.lti_ags import LtiAgsClient
 from lms_pipeline.providers.canvas.client import CanvasClient
 from lms_pipeline.providers.classroom.client import ClassroomClient
 from lms_pipeline.providers.http import LmsClientError, RetrySettings
+from lms_pipeline.providers.lti_ags.client import LtiAgsClient
 from lms_pipeline.providers.oneroster.client import OneRosterClient
 from lms_pipeline.providers.oneroster.rostering import OneRosterRosterReader
 from lms_pipeline.providers.unified.client import UnifiedLmsClient

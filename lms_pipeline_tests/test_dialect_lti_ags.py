@@ -18,7 +18,6 @@ import httpx
 import pandas as pd
 import pytest
 
-from lms_pipeline.clients.lti_ags import MEDIA_TYPES, LtiAgsClient, contexts_of, lineitem_ids, results_url
 from lms_pipeline.providers.http import (
     FetchStats,
     LmsAuthError,
@@ -28,8 +27,9 @@ from lms_pipeline.providers.http import (
     LmsRefusedRequestError,
     RetrySettings,
 )
-from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.lti_app import (
+from lms_pipeline.providers.lti_ags.client import MEDIA_TYPES, LtiAgsClient, contexts_of, lineitem_ids, results_url
+from lms_pipeline.providers.lti_ags.grades import GRADE_COLUMNS, LtiPayloadError, normalize_lti_grades
+from lms_pipeline.providers.lti_ags.simulator import (
     LINEITEM_READ_SCOPE,
     MEMBERSHIP_SCOPE,
     RESULT_SCOPE,
@@ -37,8 +37,8 @@ from lms_pipeline.simulator.lti_app import (
     lti_user_id,
     platform_grade,
 )
+from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.transforms.grades import parse_grades
-from lms_pipeline.transforms.lti_grades import GRADE_COLUMNS, LtiPayloadError, normalize_lti_grades
 
 CID = "lti-main"
 WORLD = World(WorldSpec(CID, n_courses=15, n_students=300, progress=True))

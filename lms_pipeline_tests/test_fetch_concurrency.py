@@ -21,13 +21,14 @@ from wsgiref.types import WSGIApplication
 import httpx
 import pytest
 
-from lms_pipeline.clients.lti_ags import LtiAgsClient
 from lms_pipeline.config import PROVIDERS, ConfigError, load_settings
 from lms_pipeline.providers.canvas.client import CanvasClient, rate_limit_headroom
 from lms_pipeline.providers.canvas.simulator import CanvasSimulatorApp
 from lms_pipeline.providers.classroom.client import ClassroomClient
 from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp
 from lms_pipeline.providers.http import FetchStats, LmsFetchError, RequestBudget, RetrySettings, run_bounded
+from lms_pipeline.providers.lti_ags.client import LtiAgsClient
+from lms_pipeline.providers.lti_ags.simulator import LtiPlatformApp
 from lms_pipeline.providers.oneroster.rostering import OneRosterRosterReader
 from lms_pipeline.providers.oneroster.simulator import OneRosterRosteringApp
 from lms_pipeline.providers.unified.client import UnifiedLmsClient
@@ -35,7 +36,6 @@ from lms_pipeline.providers.unified.progress import PARAMS, scan_per_course
 from lms_pipeline.providers.unified.simulator import SimulatorApp
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.simulator.common import Latency
-from lms_pipeline.simulator.lti_app import LtiPlatformApp
 
 DAY = date(2026, 9, 1)
 RETRY = RetrySettings(max_attempts=6, base_delay=0.01, max_delay=2.0, max_total_wait=20.0, timeout=10.0)

@@ -18,10 +18,10 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from lms_pipeline.clients.lti_ags import LtiAgsClient
 from lms_pipeline.providers.http import RetrySettings
+from lms_pipeline.providers.lti_ags.client import LtiAgsClient
+from lms_pipeline.providers.lti_ags.simulator import LtiPlatformApp
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
-from lms_pipeline.simulator.lti_app import LtiPlatformApp
 from lms_pipeline_tests.spec_wire import Exchange, Recorder, load_schema
 from lms_pipeline_tests.spec_wire import violations as spec_violations
 

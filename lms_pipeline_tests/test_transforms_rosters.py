@@ -12,7 +12,7 @@ import pytest
 
 from lms_pipeline.providers.base import ROSTER_TABLES, RosterFrames
 from lms_pipeline.providers.unified import rosters
-from lms_pipeline.providers.unified.rosters import MalformedPayloadError
+from lms_pipeline.providers.unified.rosters import UnifiedPayloadError
 from lms_pipeline.transforms.snapshot import snapshot_metadata
 from lms_pipeline.warehouse import Warehouse, table
 
@@ -119,25 +119,25 @@ def test_class_rosters_become_class_edges_with_their_course(store: Warehouse) ->
 def test_malformed_items_raise_naming_connection_endpoint_and_offset(
     store: Warehouse, item: dict, problem: str
 ) -> None:
-    with pytest.raises(MalformedPayloadError) as err:
+    with pytest.raises(UnifiedPayloadError) as err:
         normalize(store, page_rows([{"id": "ok", "student_ids": []}], [item]))
     assert "connection 'c1': GET /lms/c1/course page at offset 100" in str(err.value)
     assert problem in str(err.value)
 
 
 def test_the_same_id_twice_on_one_page_is_an_error_not_a_silent_dedupe(store: Warehouse) -> None:
-    with pytest.raises(MalformedPayloadError, match="item 'a': the same id appears 2 times on one page"):
+    with pytest.raises(UnifiedPayloadError, match="item 'a': the same id appears 2 times on one page"):
         normalize(store, page_rows([{"id": "a", "student_ids": ["s1"]}, {"id": "a", "student_ids": []}]))
 
 
 def test_a_page_that_is_not_an_array_is_named_not_skipped(store: Warehouse) -> None:
-    with pytest.raises(MalformedPayloadError, match="page at offset 100, item '\\?': the page is OBJECT, not a JSON"):
+    with pytest.raises(UnifiedPayloadError, match="page at offset 100, item '\\?': the page is OBJECT, not a JSON"):
         normalize(store, page_rows([{"id": "ok", "student_ids": []}], '{"data": []}'))
 
 
 def test_a_refused_day_keeps_the_previous_snapshot_of_that_day_whole(store: Warehouse) -> None:
     before = normalize(store, page_rows([{"id": "a", "student_ids": ["s1", "s2"]}]))
-    with pytest.raises(MalformedPayloadError):
+    with pytest.raises(UnifiedPayloadError):
         normalize(store, page_rows([{"id": "a", "student_ids": "s1"}]))
     after = snapshot(store, D1)
     for old, new in zip(before, after, strict=True):

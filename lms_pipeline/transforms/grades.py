@@ -146,34 +146,3 @@ def to_letters(scored: pd.DataFrame, schemes: dict[str, GradingScheme]) -> pd.Da
         out = conn.execute(f"SELECT * EXCLUDE (_row) FROM ({_LETTER_SQL}) ORDER BY _row").df()
     out["rounded_percent"] = out["rounded_percent"].astype("float64")
     return out
-
-
-_LMS_GRADES_SQL = """
-WITH items AS (
-    SELECT connection_id, CAST(snapshot_date AS DATE) AS snapshot_date, course_id AS filter_course, page_index,
-           unnest(from_json(payload, '[{"course_id": "VARCHAR", "student_id": "VARCHAR", "content_id": "VARCHAR",
-                                        "assigned_grade": "VARCHAR", "updated_at": "VARCHAR"}]')) AS o
-    FROM pages WHERE endpoint = 'activity'
-)
-SELECT connection_id, snapshot_date, coalesce(o.course_id, filter_course) AS course_id, o.content_id AS content_id,
-       o.student_id AS student_id, o.assigned_grade AS raw_grade, CAST(NULL AS DOUBLE) AS points_possible,
-       TRY_CAST(o.updated_at AS TIMESTAMPTZ) AS graded_at
-FROM items
--- the newest version of each activity first; one without the grade field carries no grade (yet)
-QUALIFY row_number() OVER (PARTITION BY connection_id, snapshot_date, course_id, o.content_id, o.student_id
-                           ORDER BY TRY_CAST(o.updated_at AS TIMESTAMPTZ) DESC NULLS LAST, page_index DESC) = 1
-    AND o.assigned_grade IS NOT NULL
-ORDER BY 3, 4, 5
-"""
-
-
-def extract_lms_grades(pages: pd.DataFrame) -> pd.DataFrame:
-    """LMS grades from stored activity pages (``raw_progress_pages``): one row per (course, content, learner) whose
-    activity carries an ``assigned_grade``, parsed by ``parse_grades``. Unified.to contents carry no points
-    possible, so a bare number is read as a percent."""
-    with duckdb.connect() as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        conn.register("pages", pages[["connection_id", "snapshot_date", "endpoint", "course_id", "page_index",
-                                      "payload"]])  # fmt: skip
-        grades = conn.execute(_LMS_GRADES_SQL).df()
-    return parse_grades(grades)

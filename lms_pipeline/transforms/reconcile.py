@@ -60,18 +60,6 @@ def sis_frames(pages: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def lms_student_emails(pages: pd.DataFrame) -> pd.DataFrame:
-    """LMS student pages (Unified ``student`` objects) -> (student_id, email), every email of each student."""
-    with duckdb.connect() as conn:
-        conn.register("pages", pages[["system", "collection", "payload"]])
-        return conn.execute("""
-            SELECT DISTINCT s.id AS student_id, e.email AS email FROM (
-                SELECT unnest(from_json(payload, '[{"id": "VARCHAR", "emails": [{"email": "VARCHAR"}]}]')) AS s
-                FROM pages WHERE system = 'lms' AND collection = 'student')
-            CROSS JOIN unnest(coalesce(s.emails, [])) AS u(e)
-            WHERE e.email IS NOT NULL ORDER BY 1, 2""").df()  # fmt: skip
-
-
 _RECONCILE_SQL = """
 WITH
 lms_courses AS (SELECT course_id FROM contents UNION SELECT course_id FROM lms_grades),

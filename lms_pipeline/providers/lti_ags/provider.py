@@ -3,25 +3,20 @@ the platform's line items and results, students tied through NRPS memberships.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from lms_pipeline.clients.lti_ags import LtiAgsClient
 from lms_pipeline.providers.base import (
-    SIDE_GRADE_COLUMNS,
     BaseProvider,
     Capabilities,
     Endpoint,
-    GradeSides,
     client_day,
-    grade_page_row,
 )
-from lms_pipeline.simulator.lti_app import LtiPlatformApp
-from lms_pipeline.transforms.lti_grades import lti_sides, normalize_lti_grades
+from lms_pipeline.providers.lti_ags.client import LtiAgsClient
+from lms_pipeline.providers.lti_ags.grades import LtiGrades
+from lms_pipeline.providers.lti_ags.simulator import LtiPlatformApp
 
 if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig
@@ -41,20 +36,6 @@ CAPABILITIES = Capabilities(
     incremental_sync=False,
     rosters_visible=False,
 )
-
-
-class LtiGrades:
-    """AGS results as ``<score>/<maximum>``; a learner listed without a score is ungraded (""), never 0."""
-
-    def fetch(self, client: LtiAgsClient) -> list[dict]:
-        return [grade_page_row(page) for page in client.grade_pages()]
-
-    def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
-        frame = normalize_lti_grades(pages, conn.id)
-        frame = frame.assign(raw_grade=frame["raw_grade"].where(frame["grade_status"] != "ungraded", ""),
-                             points_possible=None, graded_at=pd.NaT)  # fmt: skip
-        contents, students = lti_sides(pages)
-        return GradeSides(frame[SIDE_GRADE_COLUMNS], students, contents)
 
 
 class LtiAgsProvider(BaseProvider):

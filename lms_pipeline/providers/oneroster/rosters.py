@@ -35,6 +35,7 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 
+from lms_pipeline.providers.base import PayloadError
 from lms_pipeline.providers.pages import page_frame, raise_on_problems
 
 ROSTER_COLUMNS = ["course_id", "course_name", "is_active", "roster_status", "student_count", "updated_at"]
@@ -43,7 +44,7 @@ CLASS_EDGE_COLUMNS = ["class_id", "course_id", "student_id"]
 PAGE_COLUMNS = ["endpoint", "course_id", "page_index", "url", "params", "status", "payload"]
 
 
-class OneRosterPayloadError(ValueError):
+class OneRosterPayloadError(PayloadError):
     """Raw pages break OneRoster's contract; the message names the connection, each bad page's URL and index."""
 
 

@@ -31,7 +31,7 @@ BATCH_BYTES = 64 * 1024 * 1024
 _RELATION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
-class MalformedPayloadError(PayloadError):
+class UnifiedPayloadError(PayloadError):
     """Stored pages hold items that break the API's contract; the message names connection, endpoint, offset."""
 
 
@@ -48,7 +48,7 @@ def build_snapshot(
 
     ``pages`` names the table (``lms.raw_course_pages``, or its staged copy) holding the partition's rows with the
     columns of ``raw_course_pages``. ``base_date``: an incremental day's base snapshot, whose courses and classes the
-    poll did not return are carried forward. Raises ``MalformedPayloadError`` naming the first bad items.
+    poll did not return are carried forward. Raises ``UnifiedPayloadError`` naming the first bad items.
     """
     if not _RELATION.match(pages):
         raise ValueError(f"not a table name: {pages!r}")
@@ -114,4 +114,4 @@ def _raise_on_problems(conn: duckdb.DuckDBPyConnection, params: dict, shown: int
         for c, endpoint, offset, item, problem in problems
     ]
     more = f"\n  ... and {total - shown} more" if total > shown else ""
-    raise MalformedPayloadError(f"{total} malformed item(s) in stored pages:\n  " + "\n  ".join(lines) + more)
+    raise UnifiedPayloadError(f"{total} malformed item(s) in stored pages:\n  " + "\n  ".join(lines) + more)

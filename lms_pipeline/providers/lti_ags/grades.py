@@ -23,12 +23,18 @@ with two different ones, keeps ``lti-user:<userId>`` with ``identity_matched`` f
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
 
+from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, PayloadError, grade_page_row
+from lms_pipeline.providers.lti_ags.client import LtiAgsClient
 from lms_pipeline.providers.pages import page_frame, raise_on_problems
+
+if TYPE_CHECKING:
+    from lms_pipeline.config import ConnectionConfig
 
 GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "score_given", "score_maximum", "percent",
                  "grade_status", "lti_user_id", "identity_matched", "comment"]  # fmt: skip
@@ -36,7 +42,7 @@ PAGE_COLUMNS = ["endpoint", "course_id", "page_index", "url", "status", "payload
 _NUMBER_OR_NULL = "('UBIGINT', 'BIGINT', 'DOUBLE', 'NULL')"  # json_type of a JSON number, or of null
 
 
-class LtiPayloadError(ValueError):
+class LtiPayloadError(PayloadError):
     """Raw pages break the AGS/NRPS contract; the message names the connection, each bad page's URL and index."""
 
 
@@ -214,3 +220,17 @@ def lti_sides(pages: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     with duckdb.connect() as conn:
         conn.register("pages", frame)
         return conn.execute(_SIDES_SQL["contents"]).df(), conn.execute(_SIDES_SQL["students"]).df()
+
+
+class LtiGrades:
+    """AGS results as ``<score>/<maximum>``; a learner listed without a score is ungraded (""), never 0."""
+
+    def fetch(self, client: LtiAgsClient) -> list[dict]:
+        return [grade_page_row(page) for page in client.grade_pages()]
+
+    def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
+        frame = normalize_lti_grades(pages, conn.id)
+        frame = frame.assign(raw_grade=frame["raw_grade"].where(frame["grade_status"] != "ungraded", ""),
+                             points_possible=None, graded_at=pd.NaT)  # fmt: skip
+        contents, students = lti_sides(pages)
+        return GradeSides(frame[SIDE_GRADE_COLUMNS], students, contents)

@@ -1,1 +1,0 @@
-"""HTTP clients for LMS APIs. Plain httpx: nothing here knows about Dagster."""
