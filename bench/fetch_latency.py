@@ -32,11 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-from lms_pipeline.providers.base import CommonOptions
 from lms_pipeline.providers.canvas.client import CanvasClient
 from lms_pipeline.providers.classroom.client import ClassroomClient
 from lms_pipeline.providers.http import FetchStats, RetrySettings
 from lms_pipeline.providers.oneroster.rostering import OneRosterRosterReader
+from lms_pipeline.providers.options import CommonOptions
 from lms_pipeline.providers.unified.client import UnifiedLmsClient
 from lms_pipeline.providers.unified.progress import PARAMS, scan_per_course
 

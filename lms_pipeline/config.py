@@ -15,7 +15,8 @@ import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from lms_pipeline.providers import registry
-from lms_pipeline.providers.base import REPO_ROOT, CommonOptions, Provider, RetryOptions, Strict, http_url
+from lms_pipeline.providers.base import Provider
+from lms_pipeline.providers.options import REPO_ROOT, CommonOptions, RetryOptions, Strict, http_url
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "data" / "connections.yaml"
 CONFIG_ENV = "LMS_PIPELINE_CONFIG"

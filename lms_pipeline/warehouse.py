@@ -30,260 +30,16 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from lms_pipeline import published
+from lms_pipeline.schemas import MODELS, ddl
 
 SCHEMA = "lms"
 STAGING_SCHEMA = "lms_staging"
 # What a fetch writes: staged, then promoted with the snapshot built from it (see the module docstring).
-STAGED_TABLES = ("raw_course_pages", "raw_dialect_pages", "sync_log")
+STAGED_TABLES = ("raw_course_pages", "sync_log")
 
-# Columns of every stored page (raw_course_pages, raw_progress_pages).
-PAGE_COLUMNS = """
-        page_index INTEGER NOT NULL,
-        page_offset INTEGER NOT NULL,
-        request_params JSON NOT NULL,
-        fetched_at TIMESTAMPTZ NOT NULL,
-        status_code INTEGER NOT NULL,
-        attempts INTEGER NOT NULL,
-        item_count INTEGER NOT NULL,
-        payload JSON NOT NULL,
-        run_id VARCHAR
-    """
-
-# Course pages keep their bodies uncompressed. DuckDB compresses long strings with ZSTD a vector (2,048 rows) at a
-# time, so reading one page of a big day decompresses ~400 MB, and the normalizer reads a day in batches of pages
-# (transforms/rosters.py, BATCH_BYTES) to bound its memory; uncompressed, a batch reads only its own pages. The cost
-# is disk: the bodies as received, about 7x their ZSTD size (README, Performance).
-COURSE_PAGE_COLUMNS = PAGE_COLUMNS.replace("payload JSON", "payload JSON USING COMPRESSION uncompressed")
-
-# The analysts' contract: table -> DDL. Partitioned tables all carry (connection_id, snapshot_date DATE).
-TABLES: dict[str, str] = {
-    "raw_course_pages": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        endpoint VARCHAR NOT NULL,"""
-    + COURSE_PAGE_COLUMNS,
-    "sync_log": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        mode VARCHAR NOT NULL,
-        mode_reason VARCHAR NOT NULL,
-        technique VARCHAR NOT NULL,
-        passes INTEGER NOT NULL,
-        catch_up_rounds INTEGER NOT NULL,
-        catch_up_converged BOOLEAN NOT NULL,
-        updated_gte TIMESTAMPTZ,
-        high_water TIMESTAMPTZ,
-        base_snapshot_date DATE,
-        last_full_scan_date DATE NOT NULL,
-        courses_listed INTEGER NOT NULL,
-        classes_listed INTEGER NOT NULL,
-        requests INTEGER NOT NULL,
-        pages INTEGER NOT NULL,
-        retries INTEGER NOT NULL,
-        throttled INTEGER NOT NULL,
-        server_errors INTEGER NOT NULL,
-        duration_seconds DOUBLE NOT NULL,
-        run_id VARCHAR
-    """,
-    "raw_progress_pages": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        endpoint VARCHAR NOT NULL,
-        course_id VARCHAR NOT NULL,"""
-    + PAGE_COLUMNS,
-    "course_contents": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        course_id VARCHAR NOT NULL,
-        content_id VARCHAR NOT NULL,
-        name VARCHAR,
-        is_active BOOLEAN,
-        duration_minutes INTEGER,
-        updated_at TIMESTAMPTZ
-    """,
-    "student_progress": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        course_id VARCHAR NOT NULL,
-        student_id VARCHAR NOT NULL,
-        content_id VARCHAR NOT NULL,
-        is_completed BOOLEAN,
-        progress_percentage DOUBLE,
-        started_at TIMESTAMPTZ,
-        completed_at TIMESTAMPTZ,
-        updated_at TIMESTAMPTZ,
-        enrollment_state VARCHAR NOT NULL
-    """,
-    "course_progress_summary": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        course_id VARCHAR NOT NULL,
-        roster_status VARCHAR NOT NULL,
-        enrolled_students INTEGER,
-        learners_with_activity INTEGER NOT NULL,
-        enrolled_with_activity INTEGER,
-        active_contents INTEGER NOT NULL,
-        completed_share DOUBLE,
-        average_progress DOUBLE,
-        activities_not_on_roster INTEGER NOT NULL
-    """,
-    "course_rosters": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        course_id VARCHAR NOT NULL,
-        course_name VARCHAR,
-        is_active BOOLEAN,
-        roster_status VARCHAR NOT NULL,
-        roster_source VARCHAR,
-        student_count INTEGER,
-        created_at TIMESTAMPTZ,
-        updated_at TIMESTAMPTZ,
-        fetched_on DATE
-    """,
-    "course_student_edges": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        course_id VARCHAR NOT NULL,
-        student_id VARCHAR NOT NULL
-    """,
-    "class_student_edges": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        class_id VARCHAR NOT NULL,
-        course_id VARCHAR,
-        student_id VARCHAR NOT NULL
-    """,
-    "enrollment_changes": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        previous_snapshot_date DATE NOT NULL,
-        course_id VARCHAR NOT NULL,
-        student_id VARCHAR NOT NULL,
-        change_type VARCHAR NOT NULL,
-        reason VARCHAR NOT NULL
-    """,
-    "raw_dialect_pages": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        provider VARCHAR NOT NULL,
-        endpoint VARCHAR NOT NULL,
-        course_id VARCHAR,
-        page_index INTEGER NOT NULL,
-        url VARCHAR NOT NULL,
-        request_params JSON NOT NULL,
-        status_code INTEGER NOT NULL,
-        fetched_at TIMESTAMPTZ NOT NULL,
-        payload VARCHAR NOT NULL,
-        run_id VARCHAR
-    """,
-    "raw_grade_pages": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        system VARCHAR NOT NULL,
-        collection VARCHAR NOT NULL,
-        course_id VARCHAR,
-        url VARCHAR,
-        total_count BIGINT,"""
-    + PAGE_COLUMNS,
-    "lms_grades": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        course_id VARCHAR NOT NULL,
-        content_id VARCHAR NOT NULL,
-        student_id VARCHAR NOT NULL,
-        raw_grade VARCHAR,
-        grade_status VARCHAR NOT NULL,
-        percent DOUBLE,
-        letter_given VARCHAR,
-        points_possible DOUBLE,
-        graded_at TIMESTAMPTZ,
-        scheme VARCHAR,
-        rounded_percent DOUBLE,
-        letter VARCHAR
-    """,
-    "grade_discrepancies": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        row_key VARCHAR NOT NULL,
-        status VARCHAR NOT NULL,
-        detail VARCHAR,
-        sis_id VARCHAR NOT NULL,
-        course_id VARCHAR,
-        content_id VARCHAR,
-        lms_student_id VARCHAR,
-        sis_student_id VARCHAR,
-        sis_line_item_id VARCHAR,
-        sis_result_id VARCHAR,
-        student_match VARCHAR,
-        item_match VARCHAR,
-        lms_raw_grade VARCHAR,
-        lms_grade_status VARCHAR,
-        lms_percent DOUBLE,
-        lms_letter VARCHAR,
-        lms_graded_at TIMESTAMPTZ,
-        scheme VARCHAR,
-        sis_score_status VARCHAR,
-        sis_score DOUBLE,
-        sis_result_max DOUBLE,
-        sis_text_score VARCHAR,
-        sis_percent DOUBLE,
-        sis_modified_at TIMESTAMPTZ,
-        sis_late BOOLEAN,
-        letter_scale BOOLEAN
-    """,
-    "grade_sync_log": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        run_id VARCHAR NOT NULL,
-        operation_id VARCHAR NOT NULL,
-        phase VARCHAR NOT NULL,
-        attempted_at TIMESTAMPTZ NOT NULL,
-        sis_id VARCHAR NOT NULL,
-        row_key VARCHAR NOT NULL,
-        lms_student_id VARCHAR NOT NULL,
-        sis_student_id VARCHAR NOT NULL,
-        sis_line_item_id VARCHAR NOT NULL,
-        sis_result_id VARCHAR,
-        method VARCHAR,
-        http_status INTEGER,
-        score_status_written VARCHAR,
-        score_written DOUBLE,
-        text_score_written VARCHAR,
-        previous_score DOUBLE,
-        previous_text_score VARCHAR,
-        previous_modified_at TIMESTAMPTZ,
-        outcome VARCHAR NOT NULL,
-        detail VARCHAR,
-        dry_run BOOLEAN NOT NULL
-    """,
-    "enrollment_change_sets": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        previous_snapshot_date DATE,
-        is_baseline BOOLEAN NOT NULL,
-        courses_compared INTEGER NOT NULL,
-        courses_not_exposed INTEGER NOT NULL,
-        previous_edges INTEGER NOT NULL,
-        current_edges INTEGER NOT NULL,
-        added INTEGER NOT NULL,
-        dropped INTEGER NOT NULL,
-        drop_share DOUBLE NOT NULL,
-        max_drop_share DOUBLE NOT NULL,
-        guard VARCHAR NOT NULL
-    """,
-    "change_set_holds": """
-        connection_id VARCHAR NOT NULL,
-        snapshot_date DATE NOT NULL,
-        held_at TIMESTAMPTZ NOT NULL,
-        run_id VARCHAR NOT NULL,
-        reason VARCHAR NOT NULL,
-        previous_snapshot_date DATE,
-        previous_edges INTEGER NOT NULL,
-        dropped INTEGER NOT NULL,
-        drop_share DOUBLE NOT NULL,
-        max_drop_share DOUBLE NOT NULL
-    """,
-}
+# The analysts' contract: table -> its columns' DDL, generated from the pandera models (``schemas.ddl``). Partitioned
+# tables all carry (connection_id, snapshot_date DATE).
+TABLES: dict[str, str] = {name: ", ".join(column.sql() for column in ddl.columns(name)) for name in MODELS}
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 # DuckDB's memory for a ``rewrite`` (a day's normalize or diff); beyond it, it spills to disk. 1 GB keeps a 10M-edge
@@ -530,25 +286,25 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create missing tables (and the staging copies of the staged ones); add columns a newer version defines to
     tables an older one created.
 
-    Added columns are nullable whatever the DDL says: rows written before they existed have no value.
+    Added columns are nullable whatever the model says: rows written before they existed have no value.
     """
-    layouts = {SCHEMA: TABLES, STAGING_SCHEMA: {name: TABLES[name] for name in STAGED_TABLES}}
+    layouts = {SCHEMA: list(TABLES), STAGING_SCHEMA: list(STAGED_TABLES)}
     existing: dict[tuple[str, str], set[str]] = {}
     for schema, name, column in conn.execute(
         "SELECT table_schema, table_name, column_name FROM information_schema.columns WHERE table_schema IN (?, ?)",
         [SCHEMA, STAGING_SCHEMA],
     ).fetchall():
         existing.setdefault((schema, name), set()).add(column)
-    for schema, tables in layouts.items():
+    for schema, names in layouts.items():
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        for name, columns in tables.items():
+        for name in names:
             if (schema, name) not in existing:
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{name} ({columns})")
+                conn.execute(ddl.create_table(f"{schema}.{name}", name))
                 continue
-            for line in columns.split(","):
-                column, kind = line.split()[:2]
-                if column not in existing[(schema, name)]:
-                    conn.execute(f"ALTER TABLE {schema}.{name} ADD COLUMN IF NOT EXISTS {column} {kind}")
+            for column in ddl.columns(name):
+                if column.name not in existing[(schema, name)]:
+                    kind = column.type.split(" USING ")[0]  # a compression setting is for new tables
+                    conn.execute(f"ALTER TABLE {schema}.{name} ADD COLUMN IF NOT EXISTS {column.name} {kind}")
 
 
 def _check_partition(frame: pd.DataFrame, name: str, connection_id: str, snapshot_date: date) -> None:

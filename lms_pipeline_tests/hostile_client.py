@@ -54,7 +54,7 @@ def _read(spec: dict[str, Any]) -> list[str]:
             pages = client.course_pages()
     else:
         raise ValueError(f"unknown dialect {dialect!r}")
-    return [f"{p['url']} {p['payload']}" for p in pages]
+    return [f"{p.url} {p.payload}" for p in pages]
 
 
 def outcome(spec: dict[str, Any]) -> dict[str, Any]:

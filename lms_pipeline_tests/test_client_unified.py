@@ -71,7 +71,7 @@ def test_paging_stops_after_a_short_page() -> None:
     pages = list(client.iter_pages("course"))
     assert [(p.offset, len(p.items)) for p in pages] == [(0, 10), (10, 10), (20, 5)]
     assert ids(pages) == [f"c{i}" for i in range(25)] and len(api.requests) == 3
-    assert all(p.fetched_at.tzinfo is UTC and p.status_code == 200 and p.attempts == 1 for p in pages)
+    assert all(p.fetched_at.tzinfo is UTC and p.status == 200 and p.attempts == 1 for p in pages)
     assert client.stats.pages == 3 and client.stats.items == 25
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 import httpx
@@ -119,8 +119,8 @@ def statuses(frames: CanvasRosterFrames) -> dict[str, str]:
 
 def items(pages: list[dict], endpoint: str = "enrollments") -> list[dict]:
     """Every item on the 200 pages of ``endpoint``, with the Canvas course id of the listing it came from."""
-    return [{**item, "_course": p["course_id"]} for p in pages if p["endpoint"] == endpoint and p["status"] == 200
-            for item in json.loads(p["payload"])]  # fmt: skip
+    return [{**item, "_course": p.course_id} for p in pages if p.endpoint == endpoint and p.status == 200
+            for item in json.loads(p.payload)]  # fmt: skip
 
 
 def pairs(pages: list[dict], states: set[str]) -> set[tuple[str, str]]:
@@ -131,8 +131,8 @@ def pairs(pages: list[dict], states: set[str]) -> set[tuple[str, str]]:
 def listings(pages: list[dict], endpoint: str) -> dict[int | None, list[dict]]:
     out: dict[int | None, list[dict]] = {}
     for page in pages:
-        if page["endpoint"] == endpoint:
-            out.setdefault(page["course_id"], []).append(page)
+        if page.endpoint == endpoint:
+            out.setdefault(page.course_id, []).append(page)
     return out
 
 
@@ -159,10 +159,10 @@ def test_every_listing_is_read_to_its_end_and_edges_equal_the_world(canvas: Canv
     assert statuses(scan.frames) == world.roster_status(D1)
     assert set(world.roster_status(D1).values()) == {"exposed", "empty", "not_exposed"}
     for pages in [*listings(scan.pages, "enrollments").values(), *listings(scan.pages, "courses").values()]:
-        sizes = [len(json.loads(p["payload"])) for p in pages if p["status"] == 200]
+        sizes = [len(json.loads(p.payload)) for p in pages if p.status == 200]
         assert all(size == per_page for size in sizes[:-1]) and all(size <= per_page for size in sizes[-1:])
         assert len(sizes) <= 1 or sizes[-1] > 0  # a next link is offered only when more items follow
-        assert [p["page_index"] for p in pages] == list(range(len(pages)))
+        assert [p.page_index for p in pages] == list(range(len(pages)))
     longest = max(len(pages) for pages in listings(scan.pages, "enrollments").values())
     assert longest >= (12 if per_page == 10 else 2)  # rosters over 100 students really took several pages
     assert max(len(c.enrolled) for c in world.roster_view(D1)) > 100
@@ -236,8 +236,8 @@ def test_only_active_student_enrollments_become_edges(canvas: Canvas) -> None:
     active, others = pairs(scan.pages, {"active"}), pairs(scan.pages, set(states) - {"active"})
     assert others and not others & rows(scan.frames.course_student_edges)
     assert active == rows(scan.frames.course_student_edges)
-    enrollment_pages = [p for p in scan.pages if p["endpoint"] == "enrollments"]
-    filters = {(tuple(p["params"]["type[]"]), tuple(p["params"]["state[]"])) for p in enrollment_pages}
+    enrollment_pages = [p for p in scan.pages if p.endpoint == "enrollments"]
+    filters = {(tuple(p.params["type[]"]), tuple(p.params["state[]"])) for p in enrollment_pages}
     assert filters == {(("StudentEnrollment",), ("active", "invited", "inactive", "completed", "deleted"))}
 
 
@@ -348,10 +348,10 @@ def test_a_bad_token_answers_401_and_raises_auth_error_without_leaking_any_token
 
 def test_a_course_the_token_may_not_read_is_not_exposed_never_empty(canvas: Canvas) -> None:
     scan = canvas.scan(MAIN, D1)
-    refused = [p for p in scan.pages if p["status"] == 401]  # canvas-lms: render_unauthorized_action -> 401
+    refused = [p for p in scan.pages if p.status == 401]  # canvas-lms: render_unauthorized_action -> 401
     dark = {v.id for v in WORLDS[MAIN].roster_view(D1) if not v.exposed}
-    assert refused and {p["endpoint"] for p in refused} == {"enrollments"}
-    assert all(json.loads(p["payload"])["status"] == "unauthorized" for p in refused)
+    assert refused and {p.endpoint for p in refused} == {"enrollments"}
+    assert all(json.loads(p.payload)["status"] == "unauthorized" for p in refused)
     rosters = scan.frames.course_rosters.set_index("course_id")
     assert set(rosters.index[rosters["roster_status"] == "not_exposed"]) == dark
     assert {c for c, _ in rows(scan.frames.course_student_edges)}.isdisjoint(dark)
@@ -366,7 +366,7 @@ def test_a_roster_refused_with_403_reads_the_same_as_canvas_401() -> None:
     for status in (401, 403):
         app = CanvasSimulatorApp([world], TOKENS, clock=lambda: D0, bucket_capacity=None, roster_denial_status=status)
         pages, _ = scan_app(app)
-        assert {p["status"] for p in pages} == {200, status}
+        assert {p.status for p in pages} == {200, status}
         scans[status] = normalize_canvas_pages(pages, SMALL)
     assert statuses(scans[403]) == statuses(scans[401]) == world.roster_status(D0)
     assert rows(scans[403].course_student_edges) == rows(scans[401].course_student_edges)
@@ -375,8 +375,8 @@ def test_a_roster_refused_with_403_reads_the_same_as_canvas_401() -> None:
 @pytest.mark.parametrize("body", ['{"errors": [{"message": "Invalid access token."}]}', "<html>denied</html>", "[]"])
 def test_a_stored_refusal_without_canvas_permission_body_is_a_clear_error(canvas: Canvas, body: str) -> None:
     pages = canvas.scan(MAIN, D1).pages
-    at = next(i for i, p in enumerate(pages) if p["status"] == 401)
-    damaged = [*pages[:at], {**pages[at], "payload": body}, *pages[at + 1 :]]
+    at = next(i for i, p in enumerate(pages) if p.status == 401)
+    damaged = [*pages[:at], replace(pages[at], payload=body), *pages[at + 1 :]]
     with pytest.raises(CanvasPayloadError, match=r"enrollments page 0 of course \d+ \(GET .*\): status 401 without "
                        "Canvas's permission body"):  # fmt: skip
         normalize_canvas_pages(damaged, MAIN)
@@ -386,7 +386,7 @@ def test_without_sis_permission_ids_fall_back_to_canvas_ids() -> None:
     world = WORLDS[SMALL]
     app = CanvasSimulatorApp([world], TOKENS, clock=lambda: D0, bucket_capacity=None, sis_permission=False)
     pages, _ = scan_app(app)
-    records = [item for p in pages if p["status"] == 200 for item in json.loads(p["payload"])]
+    records = [item for p in pages if p.status == 200 for item in json.loads(p.payload)]
     assert records and not [k for r in records for k in [*r, *r.get("user", {})] if k.startswith("sis_")]
     frames = normalize_canvas_pages(pages, SMALL)
     assert rows(frames.course_student_edges) == {
@@ -435,10 +435,10 @@ def test_an_enrollment_without_user_id_raises_a_clear_normalizer_error(canvas: C
         f"connection '{SMALL}': 1 malformed Canvas page(s) or item(s):\n  enrollments page 0 of course "
         f"{course.number} (GET {pages_url(pages, course.number)}): item 0 is an enrollment without user_id"
     )
-    pages[0] = {**pages[0], "payload": '{"errors": []}'}  # a stored page damaged later is caught the same way
+    pages[0] = replace(pages[0], payload='{"errors": []}')  # a stored page damaged later is caught the same way
     with pytest.raises(CanvasPayloadError, match=r"courses page 0 \(GET .*\): the body is a JSON object, not a list"):
         normalize_canvas_pages(pages, SMALL)
 
 
 def pages_url(pages: list[dict], course: int) -> str:
-    return next(p["url"] for p in pages if p["endpoint"] == "enrollments" and p["course_id"] == course)
+    return next(p.url for p in pages if p.endpoint == "enrollments" and p.course_id == course)

@@ -171,7 +171,7 @@ def test_the_client_lists_the_accounts_courses_and_canvas_reads_its_requests_as_
     with admin.client(per_page=10) as client:
         exposed = next(v.number for v in WORLD.roster_view(D0) if v.exposed)
         pages = client.roster_pages() + client.grade_pages(course_ids=[exposed])
-    listed = sorted({item["id"] for p in pages if p["endpoint"] == "courses" for item in json.loads(p["payload"])})
+    listed = sorted({item["id"] for p in pages if p.endpoint == "courses" for item in json.loads(p.payload)})
     assert listed == every_course_number(D0)
     intended = {
         "courses": {"state": ["available", "completed"], "per_page": "10"},

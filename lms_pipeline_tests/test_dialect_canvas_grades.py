@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -110,8 +110,8 @@ def world_grades() -> pd.DataFrame:
 
 def items(pages: list[dict], endpoint: str) -> list[dict]:
     """Every item on the 200 pages of ``endpoint``, with the Canvas course id of its listing; decimals exact."""
-    return [{**item, "_course": p["course_id"]} for p in pages if p["endpoint"] == endpoint and p["status"] == 200
-            for item in json.loads(p["payload"], parse_float=Decimal)]  # fmt: skip
+    return [{**item, "_course": p.course_id} for p in pages if p.endpoint == endpoint and p.status == 200
+            for item in json.loads(p.payload, parse_float=Decimal)]  # fmt: skip
 
 
 def letter(percent: Decimal, scheme: list[dict], exact: bool = True) -> str:
@@ -137,20 +137,20 @@ def test_every_grade_listing_is_read_to_its_end(canvas: Canvas) -> None:
     small, big = canvas.scan(per_page=5), canvas.scan(per_page=100)
     listings: dict[tuple, list[dict]] = {}
     for page in small.pages:
-        listings.setdefault((page["endpoint"], page["course_id"]), []).append(page)
+        listings.setdefault((page.endpoint, page.course_id), []).append(page)
     courses = [v.number for v in WORLD.roster_view(DAY)]
     assert set(listings) == {("courses", None)} | {
         (e, c) for c in courses for e in ("assignments", "grading_standards", "submissions")
     }
     for pages in listings.values():
-        assert [p["page_index"] for p in pages] == list(range(len(pages)))
-        sizes = [len(json.loads(p["payload"])) for p in pages if p["status"] == 200]
+        assert [p.page_index for p in pages] == list(range(len(pages)))
+        sizes = [len(json.loads(p.payload)) for p in pages if p.status == 200]
         assert all(size == 5 for size in sizes[:-1]) and all(size <= 5 for size in sizes[-1:])
     longest = max(len(pages) for (endpoint, _), pages in listings.items() if endpoint == "submissions")
     assert longest >= 5  # submissions really took several bookmark pages
     assert len(items(small.pages, "submissions")) == len(items(big.pages, "submissions")) > 200
     pd.testing.assert_frame_equal(small.frames.grades, big.frames.grades)
-    asked = [p["params"] for p in big.pages if p["endpoint"] == "submissions"]
+    asked = [p.params for p in big.pages if p.endpoint == "submissions"]
     assert all(q["student_ids[]"] == ["all"] and q["include[]"] == ["user"] for q in asked)
 
 
@@ -311,9 +311,9 @@ def test_a_course_whose_roster_is_refused_gives_a_refused_page_and_no_grades(can
     scan = canvas.scan()
     dark = {v.number: v.id for v in WORLD.roster_view(DAY) if not v.exposed}
     assert dark, "the fixture world should hide some rosters"
-    refused = [p for p in scan.pages if p["status"] == 401]  # canvas-lms refuses with 401 (render_json_unauthorized)
-    assert {(p["endpoint"], p["course_id"]) for p in refused} == {("submissions", c) for c in dark}
-    assert all(json.loads(p["payload"])["status"] == "unauthorized" for p in refused)
+    refused = [p for p in scan.pages if p.status == 401]  # canvas-lms refuses with 401 (render_json_unauthorized)
+    assert {(p.endpoint, p.course_id) for p in refused} == {("submissions", c) for c in dark}
+    assert all(json.loads(p.payload)["status"] == "unauthorized" for p in refused)
     graded_in_dark = [a for a in WORLD.activities(DAY) if "assigned_grade" in a and a["course_id"] in dark.values()]
     assert graded_in_dark, "the hidden courses should have grades the token may not read"
     assert not set(scan.frames.grades["course_id"]) & set(dark.values())
@@ -325,7 +325,7 @@ def test_a_roster_refused_with_403_gives_the_same_grades_as_canvas_401(canvas: C
     with serve_in_thread(app) as base_url, CanvasClient(CID, f"{base_url}/canvas/{CID}", TOKENS[CID],
                                                        retry=RETRY) as client:  # fmt: skip
         pages = client.grade_pages()
-    assert {p["status"] for p in pages} == {200, 403}
+    assert {p.status for p in pages} == {200, 403}
     frames = normalize_canvas_grades(pages, CID)
     assert frames.grades.equals(canvas.scan().frames.grades)
 
@@ -335,7 +335,7 @@ def test_without_sis_permission_ids_fall_back_to_canvas_ids() -> None:
     with serve_in_thread(app) as base_url, CanvasClient(CID, f"{base_url}/canvas/{CID}", TOKENS[CID],
                                                        retry=RETRY) as client:  # fmt: skip
         pages = client.grade_pages()
-    records = [item for p in pages if p["status"] == 200 for item in json.loads(p["payload"])]
+    records = [item for p in pages if p.status == 200 for item in json.loads(p.payload)]
     assert records and not [k for r in records for k in [*r, *(r.get("user") or {})] if k.startswith("sis_")]
     grades = normalize_canvas_grades(pages, CID).grades
     truth = {(f"canvas-course:{number(a['course_id'])}", a["content_id"], f"canvas-user:{user_id(a['student_id'])}")
@@ -376,7 +376,7 @@ def test_a_malformed_submission_raises_a_clear_normalizer_error(canvas: Canvas) 
     canvas.app.inject_fault(CID, status=200, body=json.dumps(stray), endpoint="submissions", course_id=course.number)
     with canvas.client() as client:
         pages = client.grade_pages([course.number])
-    url = next(p["url"] for p in pages if p["endpoint"] == "submissions")
+    url = next(p.url for p in pages if p.endpoint == "submissions")
     with pytest.raises(CanvasPayloadError) as err:
         normalize_canvas_grades(pages, CID)
     assert str(err.value) == (
@@ -384,10 +384,10 @@ def test_a_malformed_submission_raises_a_clear_normalizer_error(canvas: Canvas) 
         f"{course.number} (GET {url}): item 0 is a submission without user_id"
     )
     unlisted = [{**stray[0], "user_id": 7, "assignment_id": 424242}]
-    damaged = [{**p, "payload": json.dumps(unlisted)} if p["endpoint"] == "submissions" else p for p in pages]
+    damaged = [replace(p, payload=json.dumps(unlisted)) if p.endpoint == "submissions" else p for p in pages]
     with pytest.raises(CanvasPayloadError, match="item 0 is a submission for assignment 424242, which the course's"):
         normalize_canvas_grades(damaged, CID)
-    damaged = [{**p, "payload": '{"errors": []}'} if p["endpoint"] == "assignments" else p for p in pages]
+    damaged = [replace(p, payload='{"errors": []}') if p.endpoint == "assignments" else p for p in pages]
     with pytest.raises(CanvasPayloadError, match=r"assignments page 0 of course \d+ \(GET .*\): the body is a JSON "
                                                  r"object, not a list"):  # fmt: skip
         normalize_canvas_grades(damaged, CID)
@@ -397,6 +397,6 @@ def test_grade_pages_for_chosen_courses_reads_only_those(canvas: Canvas) -> None
     chosen = [v.number for v in WORLD.roster_view(DAY)][:2]
     with canvas.client() as client:
         pages = client.grade_pages(chosen)
-    assert {p["course_id"] for p in pages if p["endpoint"] != "courses"} == set(chosen)
-    assert any(p["endpoint"] == "courses" for p in pages)  # the listing still gives the courses' SIS ids
-    assert isinstance(pages[0]["fetched_at"], datetime)
+    assert {p.course_id for p in pages if p.endpoint != "courses"} == set(chosen)
+    assert any(p.endpoint == "courses" for p in pages)  # the listing still gives the courses' SIS ids
+    assert isinstance(pages[0].fetched_at, datetime)

@@ -12,7 +12,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 
 import httpx
@@ -104,7 +104,7 @@ def directory(world: World, day: date = DAY) -> pd.DataFrame:
 
 
 def normalized(pages: list[dict], world: World, day: date = DAY) -> ClassroomFrames:
-    return normalize_classroom_pages(pages, identity="email", directory=directory(world, day))
+    return normalize_classroom_pages(pages, CID, identity="email", directory=directory(world, day))
 
 
 def edge_set(frames: ClassroomFrames) -> set[tuple[str, str]]:
@@ -226,7 +226,7 @@ def test_a_transient_server_error_is_retried(api: Served) -> None:
     api.app.inject_fault(CID, status=503, endpoint="courses", page=0, times=2)
     with api.client() as client:
         pages = list(client.iter_pages("courses"))
-    assert pages[0]["status"] == 200 and client.stats.server_errors == 2 and client.stats.retries == 2
+    assert pages[0].status == 200 and client.stats.server_errors == 2 and client.stats.retries == 2
 
 
 def test_a_hidden_roster_is_not_exposed_and_never_retried(world: World, scanned: Scan) -> None:
@@ -245,7 +245,7 @@ def test_a_bad_token_raises_the_auth_error_and_the_token_never_leaks(api: Served
     with api.client(token="wrong-" + TOKEN) as client, pytest.raises(LmsAuthError) as err:
         client.scan_rosters()
     assert err.value.status == 401 and TOKEN not in str(err.value) and "(page 0)" in str(err.value)
-    assert TOKEN not in json.dumps(scanned.pages)
+    assert TOKEN not in json.dumps([asdict(p) for p in scanned.pages], default=str)
 
 
 def test_a_malformed_page_raises_naming_connection_url_and_page_without_the_token(world: World, api: Served) -> None:
@@ -285,7 +285,7 @@ def _student_without_user_id(page: dict) -> None:
 def test_the_normalizer_refuses_a_malformed_stored_page(
     world: World, scanned: Scan, spoil: Callable[[dict], None], problem: str
 ) -> None:
-    pages = [dict(p) for p in scanned.pages]
+    pages = [asdict(p) for p in scanned.pages]
     target = next(p for p in pages if p["endpoint"] == "students" and p["status"] == 200 and '"userId"' in p["payload"])
     spoil(target)
     with pytest.raises(ClassroomPayloadError) as err:
@@ -294,8 +294,8 @@ def test_the_normalizer_refuses_a_malformed_stored_page(
 
 
 def test_the_normalizer_refuses_a_listing_not_read_to_its_end(world: World, scanned: Scan) -> None:
-    cut = next(p for p in scanned.pages if p["endpoint"] == "students" and p["page_index"] == 1)
-    pages = [p for p in scanned.pages if not (p["course_id"] == cut["course_id"] and p["page_index"] >= 1)]
+    cut = next(p for p in scanned.pages if p.endpoint == "students" and p.page_index == 1)
+    pages = [p for p in scanned.pages if not (p.course_id == cut.course_id and p.page_index >= 1)]
     with pytest.raises(ClassroomPayloadError, match="the listing was not read to its end"):
         normalized(pages, world)
 
@@ -323,7 +323,7 @@ def test_without_the_email_scope_users_stay_unmatched_but_every_edge_is_kept(wor
     by_email = normalized(pages, world).course_student_edges
     assert len(by_email) == len(truth) and not by_email["identity_matched"].any()
     assert by_email["student_email"].isna().all() and by_email["student_id"].str.startswith("classroom-user:").all()
-    by_provider = normalize_classroom_pages(pages, identity="provider")
+    by_provider = normalize_classroom_pages(pages, CID, identity="provider")
     assert edge_set(by_provider) == {(c, f"classroom-user:{classroom_user_id(s)}") for c, s in truth}
 
 
@@ -331,7 +331,7 @@ def test_email_identity_flags_users_missing_from_the_directory(world: World, sca
     truth = world.true_course_edges(DAY)
     missing = min(s for _, s in truth)
     partial = directory(world).query("student_id != @missing")
-    edges = normalize_classroom_pages(scanned.pages, identity="email", directory=partial).course_student_edges
+    edges = normalize_classroom_pages(scanned.pages, CID, identity="email", directory=partial).course_student_edges
     unmatched = edges.loc[~edges["identity_matched"]]
     assert set(unmatched["student_id"]) == {f"classroom-user:{classroom_user_id(missing)}"}
     assert len(edges) == len(truth) and edges["identity_matched"].sum() == len(truth) - len(unmatched)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 
 import httpx
@@ -116,7 +116,7 @@ def directory(world: World) -> pd.DataFrame:
 
 
 def normalized(pages: list[dict], world: World) -> ClassroomGradeFrames:
-    return normalize_classroom_grades(pages, identity="email", directory=directory(world))
+    return normalize_classroom_grades(pages, CID, identity="email", directory=directory(world))
 
 
 def truth(world: World, day: date = DAY) -> pd.DataFrame:
@@ -246,7 +246,7 @@ def test_draft_grades_never_count(world: World, scanned: Scan, compared: pd.Data
     assert (regrades["draft_grade"] != regrades["raw_grade"]).all()
     assert regrades["percent"].tolist() == regrades["percent_world"].tolist()
     # A stored page whose graded submissions lose assignedGrade but keep draftGrade: all of them become ungraded.
-    pages = [dict(p) for p in scanned.pages]
+    pages = [asdict(p) for p in scanned.pages]
     page = next(p for p in pages if p["endpoint"] == "studentSubmissions" and '"assignedGrade"' in p["payload"])
     body = json.loads(page["payload"])
     stripped = {(s["userId"], content_id_of(s["courseWorkId"])) for s in body["studentSubmissions"]
@@ -275,7 +275,7 @@ def test_contents_are_the_worlds_with_a_fallback_id_without_the_tag(world: World
     assert set(contents.itertuples(index=False, name=None)) == expected
     before = normalized(scanned.pages, world)
     graded = set(before.grades["content_id"])
-    pages = [dict(p) for p in scanned.pages]
+    pages = [asdict(p) for p in scanned.pages]
     page, body, work = next(
         (p, body, w)
         for p in pages
@@ -299,9 +299,9 @@ def test_a_hidden_course_answers_403_and_gives_a_403_page_and_no_grades(world: W
     hidden = {classroom_course_id(c.number): c.id for c in world.roster_view(DAY) if not c.exposed}
     assert hidden
     for endpoint in ("courseWork", "studentSubmissions"):
-        denied = [p for p in scanned.pages if p["endpoint"] == endpoint and p["status"] == 403]
-        assert sorted(p["course_id"] for p in denied) == sorted(hidden)
-        assert all(json.loads(p["payload"])["error"]["status"] == "PERMISSION_DENIED" for p in denied)
+        denied = [p for p in scanned.pages if p.endpoint == endpoint and p.status == 403]
+        assert sorted(p.course_id for p in denied) == sorted(hidden)
+        assert all(json.loads(p.payload)["error"]["status"] == "PERMISSION_DENIED" for p in denied)
     assert scanned.stats["retries"] == 0  # one request each: a 403 is an answer, not retried
     frames = normalized(scanned.pages, world)
     assert not frames.grades["course_id"].isin(hidden.values()).any()
@@ -311,7 +311,7 @@ def test_a_hidden_course_answers_403_and_gives_a_403_page_and_no_grades(world: W
 def test_grade_pages_for_given_course_ids_reads_only_those(world: World, api: Served, compared: pd.DataFrame) -> None:
     shown, hidden = (next(c for c in world.roster_view(DAY) if c.exposed is e) for e in (True, False))
     pages = api.scan([classroom_course_id(shown.number), f"d:{hidden.id}"])
-    assert {p["endpoint"] for p in pages} == {"aliases", "students", "courseWork", "studentSubmissions"}
+    assert {p.endpoint for p in pages} == {"aliases", "students", "courseWork", "studentSubmissions"}
     grades = parse_grades(normalized(pages, world).grades)
     expected = compared[compared["course_id"] == shown.id]
     assert len(grades) == len(expected) > 0 and set(grades["course_id"]) == {shown.id}
@@ -319,7 +319,7 @@ def test_grade_pages_for_given_course_ids_reads_only_those(world: World, api: Se
 
 
 def test_identity_email_vs_provider(world: World, scanned: Scan, compared: pd.DataFrame) -> None:
-    by_provider = normalize_classroom_grades(scanned.pages, identity="provider").grades
+    by_provider = normalize_classroom_grades(scanned.pages, CID, identity="provider").grades
     expected = {(c, k, f"classroom-user:{classroom_user_id(s)}") for c, k, s in compared[KEY].itertuples(index=False)}
     assert set(by_provider[KEY].itertuples(index=False, name=None)) == expected
     assert not by_provider["identity_matched"].any()
@@ -328,14 +328,14 @@ def test_identity_email_vs_provider(world: World, scanned: Scan, compared: pd.Da
     assert len(unscoped) == len(compared) and not unscoped["identity_matched"].any()
     assert unscoped["student_id"].str.startswith("classroom-user:").all()
     with pytest.raises(ValueError, match="directory"):
-        normalize_classroom_grades(scanned.pages, identity="email")
+        normalize_classroom_grades(scanned.pages, CID, identity="email")
 
 
 # ---- tokens and malformed pages ---------------------------------------------------------------------------------
 
 
 def test_the_token_never_leaks_into_pages_or_errors(api: Served, scanned: Scan) -> None:
-    assert TOKEN not in json.dumps(scanned.pages)
+    assert TOKEN not in json.dumps([asdict(p) for p in scanned.pages], default=str)
     with api.client(token="wrong-" + TOKEN) as client, pytest.raises(LmsAuthError) as err:
         client.grade_pages()
     assert err.value.status == 401 and TOKEN not in str(err.value)
@@ -384,7 +384,7 @@ def _submission_without_user(body: dict) -> str:
 def test_the_normalizer_refuses_a_malformed_stored_page(
     world: World, scanned: Scan, spoil: Callable[[dict], str], problem: str
 ) -> None:
-    pages = [dict(p) for p in scanned.pages]
+    pages = [asdict(p) for p in scanned.pages]
     target = next(p for p in pages if p["endpoint"] == "studentSubmissions" and p["page_index"] == 1
                   and '"userId"' in p["payload"])  # fmt: skip
     target["payload"] = spoil(json.loads(target["payload"]))
@@ -394,11 +394,11 @@ def test_the_normalizer_refuses_a_malformed_stored_page(
 
 
 def test_the_normalizer_refuses_a_listing_not_read_to_its_end(world: World, scanned: Scan) -> None:
-    cut = next(p for p in scanned.pages if p["endpoint"] == "studentSubmissions" and p["page_index"] == 1)
+    cut = next(p for p in scanned.pages if p.endpoint == "studentSubmissions" and p.page_index == 1)
     pages = [
         p
         for p in scanned.pages
-        if not (p["endpoint"] == cut["endpoint"] and p["course_id"] == cut["course_id"] and p["page_index"] >= 1)
+        if not (p.endpoint == cut.endpoint and p.course_id == cut.course_id and p.page_index >= 1)
     ]
     with pytest.raises(ClassroomPayloadError, match="the listing was not read to its end") as err:
         normalized(pages, world)

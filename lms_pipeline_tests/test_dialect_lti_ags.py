@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
@@ -109,16 +109,16 @@ def scan_app(app: LtiPlatformApp, **client_options: object) -> tuple[list[dict],
 
 
 def items(page: dict) -> list[dict]:
-    body = json.loads(page["payload"])
-    return body["members"] if page["endpoint"] == "memberships" else body
+    body = json.loads(page.payload)
+    return body["members"] if page.endpoint == "memberships" else body
 
 
 def listings(pages: list[dict], endpoint: str) -> list[list[dict]]:
     """The pages of each listing of ``endpoint``, in the order read (a listing starts at page 0)."""
     out: list[list[dict]] = []
     for page in pages:
-        if page["endpoint"] == endpoint:
-            if page["page_index"] == 0:
+        if page.endpoint == endpoint:
+            if page.page_index == 0:
                 out.append([])
             out[-1].append(page)
     return out
@@ -230,23 +230,23 @@ def test_every_listing_is_read_to_its_end_by_next_links_alone(platform: Platform
         found = listings(scan.pages, endpoint)
         assert sum(len(pages) >= 2 for pages in found) >= (1 if endpoint == "contexts" else 3), endpoint
         for pages in found:
-            assert [p["page_index"] for p in pages] == list(range(len(pages)))
-            assert all(len(items(p)) <= LIMIT and p["params"]["limit"] == str(LIMIT) for p in pages)
+            assert [p.page_index for p in pages] == list(range(len(pages)))
+            assert all(len(items(p)) <= LIMIT and p.params["limit"] == str(LIMIT) for p in pages)
     assert {c.course_id for c in contexts_of(scan.pages, CID)} == set(views)
     for course, view in views.items():
-        members = [m for p in scan.pages if p["endpoint"] == "memberships" and p["course_id"] == course
+        members = [m for p in scan.pages if p.endpoint == "memberships" and p.course_id == course
                    for m in items(p)]  # fmt: skip
         ids = {m.get("lis_person_sourcedid") for m in members}
         assert ids - {None} == {*view.enrolled, *view.dropped, f"tch-{view.number:05d}"}, course
         assert len(members) == len({m["user_id"] for m in members})  # each member once
     graded_contents = {(c, k) for (c, _, k), g in WORLD.true_grades(DAY).items() if g is not None}
-    listed = {(p["course_id"], item["resourceId"]) for p in scan.pages if p["endpoint"] == "lineitems"
+    listed = {(p.course_id, item["resourceId"]) for p in scan.pages if p.endpoint == "lineitems"
               for item in items(p)}  # fmt: skip
     assert listed == graded_contents
-    short = {p["url"] for p in scan.pages if p["endpoint"] == "results" and len(items(p)) < LIMIT}
+    short = {p.url for p in scan.pages if p.endpoint == "results" and len(items(p)) < LIMIT}
     continued = [e for e in scan.log if e["url"] in short and e["next"]]
     assert continued, "no short results page with a next link: the omitted ungraded learners should make some"
-    assert all(any(p["url"] == e["next"] for p in scan.pages) for e in continued)  # and the client went on
+    assert all(any(p.url == e["next"] for p in scan.pages) for e in continued)  # and the client went on
 
 
 def test_the_client_requests_only_urls_it_was_given(platform: Platform) -> None:
@@ -310,9 +310,9 @@ def test_lineitem_ids_with_a_query_string_have_their_results_read(platform: Plat
         asked = [e for e in scan.log if e["endpoint"] == "results" and same_url(e["url"], with_results(lineitem),
                                                                                limit=str(LIMIT))]  # fmt: skip
         assert [e["status"] for e in asked] == [200], lineitem
-    read = {item["scoreOf"] for p in scan.pages if p["endpoint"] == "results" for item in items(p)}
+    read = {item["scoreOf"] for p in scan.pages if p.endpoint == "results" for item in items(p)}
     assert len(read & set(queried)) >= 5
-    contents = {item["resourceId"] for p in scan.pages if p["endpoint"] == "lineitems" for item in items(p)
+    contents = {item["resourceId"] for p in scan.pages if p.endpoint == "lineitems" for item in items(p)
                 if "?" in item["id"]}  # fmt: skip
     assert len(contents & set(scan.grades["content_id"])) >= 5  # their grades made it through
     lineitem = queried[0]
@@ -363,7 +363,7 @@ def test_guests_stay_unmatched_lti_users_and_everyone_else_is_matched_through_nr
     assert grades.loc[~is_guest, "identity_matched"].all()
     assert grades.loc[~is_guest, "student_id"].str.fullmatch(r"stu-\d{5}").all()
     assert not set(grades["lti_user_id"]) & set(grades["student_id"])  # the LTI userId is never the SIS id
-    listed = {m["user_id"]: m for p in scan.pages if p["endpoint"] == "memberships" for m in items(p)}
+    listed = {m["user_id"]: m for p in scan.pages if p.endpoint == "memberships" for m in items(p)}
     graded_guests = set(grades.loc[is_guest, "lti_user_id"])
     without_id = {g for g in graded_guests if g in listed and "lis_person_sourcedid" not in listed[g]}
     assert without_id and graded_guests - set(listed), "guests both listed without a SIS id and absent from NRPS"
@@ -459,7 +459,7 @@ def test_a_page_that_is_not_json_raises_a_clear_error_naming_connection_url_and_
 
 
 def test_the_normalizer_refuses_damaged_pages_and_results_of_unlisted_line_items(platform: Platform) -> None:
-    pages = [dict(p) for p in platform.scan().pages]
+    pages = [asdict(p) for p in platform.scan().pages]
     damaged = next(i for i, p in enumerate(pages) if p["endpoint"] == "results" and p["page_index"] == 1)
     pages[damaged]["payload"] = '{"errors": []}'
     with pytest.raises(LtiPayloadError) as err:
@@ -470,6 +470,6 @@ def test_the_normalizer_refuses_damaged_pages_and_results_of_unlisted_line_items
         f"(GET {page['url']}): the body is a JSON object, not a list"
     )
     course = page["course_id"]
-    orphaned = [p for p in platform.scan().pages if not (p["endpoint"] == "lineitems" and p["course_id"] == course)]
+    orphaned = [p for p in platform.scan().pages if not (p.endpoint == "lineitems" and p.course_id == course)]
     with pytest.raises(LtiPayloadError, match=f"results page 0 of course {course} .*a line item its context did not"):
         normalize_lti_grades(orphaned, CID)

@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_start
 
@@ -114,7 +114,7 @@ def statuses(frames: OneRosterRosterFrames) -> dict[str, str]:
 def items(pages: list[dict], endpoint: str = "enrollments") -> list[dict]:
     """Every item on the 200 pages of ``endpoint``."""
     return [
-        item for p in pages if p["endpoint"] == endpoint and p["status"] == 200 for item in json.loads(p["payload"])
+        item for p in pages if p.endpoint == endpoint and p.status == 200 for item in json.loads(p.payload)
     ]
 
 
@@ -122,8 +122,8 @@ def listings(pages: list[dict]) -> dict[tuple[str, str | None], list[dict]]:
     """The 200 pages of each listing: (endpoint, filter) -> pages in reading order."""
     out: dict[tuple[str, str | None], list[dict]] = {}
     for page in pages:
-        if page["status"] == 200:
-            out.setdefault((page["endpoint"], page["params"].get("filter")), []).append(page)
+        if page.status == 200:
+            out.setdefault((page.endpoint, page.params.get("filter")), []).append(page)
     return out
 
 
@@ -180,13 +180,13 @@ def test_every_listing_is_read_to_its_end_in_every_paging_mode(mode: str, page_s
     cap = min(page_size, options.get("limit_cap") or page_size)  # type: ignore[operator]
     sizes = []
     for group in listings([*pages, *everything]).values():
-        counts = [len(json.loads(p["payload"])) for p in group]
+        counts = [len(json.loads(p.payload)) for p in group]
         sizes += counts
-        assert [p["page_index"] for p in group] == list(range(len(group)))
+        assert [p.page_index for p in group] == list(range(len(group)))
         if options.get("paging") == "none":  # no totals anywhere: read on until an empty page
-            assert {p["total"] for p in group} == {None} and counts[-1] == 0
+            assert {p.total for p in group} == {None} and counts[-1] == 0
         else:  # the header's or the body's total, and exactly that many rows read
-            assert {p["total"] for p in group} == {sum(counts)}
+            assert {p.total for p in group} == {sum(counts)}
     if options.get("ignore_limit"):
         assert len(everything) == 1 and max(sizes) > page_size
     else:
@@ -345,10 +345,10 @@ def test_a_refused_class_makes_its_course_not_exposed_and_is_not_retried(onerost
     scan = oneroster.scan(D1)
     dark = [v for v in WORLD.roster_view(D1) if not v.exposed]
     dark_classes = sorted(k for v in dark for k, _ in v.sections)
-    refused = [p for p in scan.pages if p["status"] == 403]
-    assert sorted(p["params"]["filter"] for p in refused) == [f"class.sourcedId='{k}'" for k in dark_classes]
-    assert {p["course_id"] for p in refused} == {v.id for v in dark}
-    assert {json.loads(p["payload"])["imsx_CodeMinor"]["imsx_codeMinorField"][0]["imsx_codeMinorFieldValue"]
+    refused = [p for p in scan.pages if p.status == 403]
+    assert sorted(p.params["filter"] for p in refused) == [f"class.sourcedId='{k}'" for k in dark_classes]
+    assert {p.course_id for p in refused} == {v.id for v in dark}
+    assert {json.loads(p.payload)["imsx_CodeMinor"]["imsx_codeMinorField"][0]["imsx_codeMinorFieldValue"]
             for p in refused} == {"forbidden"}  # fmt: skip
     asked = [e for e in scan.log if e["endpoint"] == "enrollments" and e["class_id"] in dark_classes]
     assert sorted(e["class_id"] for e in asked) == dark_classes and {e["status"] for e in asked} == {403}
@@ -455,12 +455,12 @@ def test_an_enrollment_without_a_user_raises_a_clear_normalizer_error() -> None:
         app.app.inject_fault(MAIN, status=200, body=json.dumps(listing), endpoint="enrollments", class_id=class_id)
         with app.reader(D1) as reader:
             pages = reader.roster_pages()
-    page = next(p for p in pages if p["params"].get("filter") == f"class.sourcedId='{class_id}'")
+    page = next(p for p in pages if p.params.get("filter") == f"class.sourcedId='{class_id}'")
     with pytest.raises(OneRosterPayloadError) as err:
         normalize_oneroster_pages(pages, MAIN, D1)
     assert str(err.value) == (
         f"connection '{MAIN}': 1 malformed OneRoster page(s) or item(s):\n  enrollments page 0 of course {view.id} "
-        f"(GET {page['url']}): item 1 is an enrollment without user.sourcedId"
+        f"(GET {page.url}): item 1 is an enrollment without user.sourcedId"
     )
 
 
@@ -563,20 +563,20 @@ def test_is_active_is_judged_on_the_partition_day() -> None:
 
 def test_a_class_naming_an_unlisted_term_raises_a_clear_normalizer_error(oneroster: Served) -> None:
     scan = oneroster.scan(D1)
-    pages = [p for p in scan.pages if p["endpoint"] != "academicSessions"]
+    pages = [p for p in scan.pages if p.endpoint != "academicSessions"]
     with pytest.raises(OneRosterPayloadError) as err:
         normalize_oneroster_pages(pages, MAIN, D1)
-    first = next(p for p in pages if p["endpoint"] == "classes")
-    term = json.loads(first["payload"])[0]["terms"][0]["sourcedId"]
-    assert f"classes page 0 (GET {first['url']}): item 0 names academicSession {term}, which the academicSessions " \
+    first = next(p for p in pages if p.endpoint == "classes")
+    term = json.loads(first.payload)[0]["terms"][0]["sourcedId"]
+    assert f"classes page 0 (GET {first.url}): item 0 names academicSession {term}, which the academicSessions " \
            "listing does not hold" in str(err.value)  # fmt: skip
 
 
 def edited(pages: list[dict], endpoint: str, edit: object) -> list[dict]:
     """The pages with ``edit(items) -> items`` applied to every 200 page of ``endpoint`` (served data, changed in
     one respect a test needs)."""
-    return [{**p, "payload": json.dumps(edit(json.loads(p["payload"])))}  # type: ignore[operator]
-            if p["endpoint"] == endpoint and p["status"] == 200 else p for p in pages]  # fmt: skip
+    return [replace(p, payload=json.dumps(edit(json.loads(p.payload))))  # type: ignore[operator]
+            if p.endpoint == endpoint and p.status == 200 else p for p in pages]  # fmt: skip
 
 
 def test_a_course_outside_its_school_year_is_inactive_whatever_its_terms_say(oneroster: Served) -> None:
@@ -596,7 +596,7 @@ def test_a_course_without_classes_runs_nothing(oneroster: Served) -> None:
     scan = oneroster.scan(D1)
     course = next(v for v in WORLD.roster_view(D1) if v.is_active and v.exposed)
     pages = edited(scan.pages, "classes", lambda ks: [k for k in ks if k["course"]["sourcedId"] != course.id])
-    pages = [p for p in pages if p["course_id"] != course.id]  # its classes' enrollment listings go with them
+    pages = [p for p in pages if p.course_id != course.id]  # its classes' enrollment listings go with them
     rosters = normalize_oneroster_pages(pages, MAIN, D1).course_rosters.set_index("course_id")
     assert not rosters.loc[course.id, "is_active"] and rosters.loc[course.id, "roster_status"] == "empty"
     assert rosters.drop(index=course.id)["is_active"].to_dict() == {

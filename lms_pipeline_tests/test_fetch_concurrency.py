@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from wsgiref.types import WSGIApplication
 
@@ -136,7 +136,7 @@ def _progress(base_url: str, budget: int, transport: httpx.BaseTransport | None)
                                 max_concurrent_requests=budget)  # fmt: skip
 
     scan = scan_per_course(open_client, sorted(c["id"] for c in WORLD.courses(DAY)), PARAMS)
-    return [(course, p.endpoint, p.offset, p.params, p.status_code, p.items) for course, p in scan.pages], scan.stats
+    return scan.pages, scan.stats
 
 
 DIALECTS = {
@@ -182,16 +182,16 @@ def scan(
     )
     courses: dict[str, set] = {}
     for page in pages:
-        endpoint, course = (page["endpoint"], page["course_id"]) if isinstance(page, dict) else (page[1], page[0])
-        if course is not None:
-            courses.setdefault(endpoint, set()).add(course)
+        if page.course_id is not None:
+            courses.setdefault(page.endpoint, set()).add(page.course_id)
     return Scan(comparable(pages, base_url), stats, requests, slow.peak_in_flight, courses)
 
 
 def comparable(pages: list, base_url: str) -> list[str]:
-    """Pages as JSON without their fetch times, the server's origin read as ``<server>``."""
+    """Pages as JSON without their fetch times and attempts (a throttled page's retries depend on what else was in
+    flight), the server's origin read as ``<server>``."""
     return [
-        json.dumps({k: v for k, v in p.items() if k != "fetched_at"} if isinstance(p, dict) else p, sort_keys=True,
+        json.dumps({k: v for k, v in asdict(p).items() if k not in ("fetched_at", "attempts")}, sort_keys=True,
                    default=str).replace(base_url, "<server>")
         for p in pages
     ]  # fmt: skip

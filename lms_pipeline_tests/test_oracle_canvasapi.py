@@ -79,16 +79,16 @@ def oracle() -> Iterator[Oracle]:
         base_url = f"{server}/canvas/{CID}"
         with CanvasClient(CID, base_url, TOKEN, retry=RETRY, per_page=PER_PAGE, simulated_date=DAY) as client:
             roster = client.roster_pages()
-            grades = [p for p in client.grade_pages() if p["endpoint"] != "courses"]  # the listing read twice
+            grades = [p for p in client.grade_pages() if p.endpoint != "courses"]  # the listing read twice
         ours: dict[str, dict[int | None, list[dict]]] = {}
         refused: dict[str, set[int]] = {}
         for page in roster + grades:
-            listing = ours.setdefault(page["endpoint"], {}).setdefault(page["course_id"], [])
-            if page["status"] == 200:
-                listing += json.loads(page["payload"])
+            listing = ours.setdefault(page.endpoint, {}).setdefault(page.course_id, [])
+            if page.status == 200:
+                listing += json.loads(page.payload)
             else:
-                assert page["status"] == 401 and json.loads(page["payload"])["status"] == "unauthorized"
-                refused.setdefault(page["endpoint"], set()).add(page["course_id"])
+                assert page.status == 401 and json.loads(page.payload)["status"] == "unauthorized"
+                refused.setdefault(page.endpoint, set()).add(page.course_id)
         app.reset_log()  # from here on the log holds canvasapi's requests only
         canvas = canvas_api(base_url)
         courses = {c.id: c for c in root_account(canvas).get_courses(state=COURSE_STATES, per_page=PER_PAGE)}
@@ -228,7 +228,7 @@ def test_canvasapi_follows_our_link_headers_to_the_end_and_nothing_else() -> Non
     with serve_in_thread(app) as server:
         with CanvasClient("canvas-deep", f"{server}/canvas/canvas-deep", TOKEN, retry=RETRY, per_page=PER_PAGE,
                           simulated_date=D0) as client:  # fmt: skip
-            ours = [e["id"] for p in client.enrollment_pages(big.number) for e in json.loads(p["payload"])
+            ours = [e["id"] for p in client.enrollment_pages(big.number) for e in json.loads(p.payload)
                     if e["enrollment_state"] == "active"]  # fmt: skip
         app.reset_log()  # canvasapi's requests only from here
         courses = list(root_account(canvas_api(f"{server}/canvas/canvas-wide")).get_courses(

@@ -152,11 +152,11 @@ def google() -> Iterator[Google]:
         ours: dict[str, dict[str | None, list[dict]]] = {}
         refused: dict[str, set[str]] = {}
         for page in pages:
-            if page["status"] == 403:
-                refused.setdefault(page["endpoint"], set()).add(page["course_id"])
+            if page.status == 403:
+                refused.setdefault(page.endpoint, set()).add(page.course_id)
                 continue
-            items = json.loads(page["payload"]).get(page["endpoint"], [])
-            ours.setdefault(page["endpoint"], {}).setdefault(page["course_id"], []).extend(items)
+            items = json.loads(page.payload).get(page.endpoint, [])
+            ours.setdefault(page.endpoint, {}).setdefault(page.course_id, []).extend(items)
         http = google_auth_httplib2.AuthorizedHttp(Credentials(TOKEN), http=httplib2.Http(timeout=10))
         service = build_from_document(
             DOCUMENT, http=http, client_options={"api_endpoint": f"{server}/classroom/{CID}/"}

@@ -101,7 +101,7 @@ def test_drops_are_drops_in_every_dialect_and_deleted_states_never_count(school:
     assert len({frozenset(v) for v in changes.values()}) == 1, "every dialect publishes the same change set"
     dropped = {(c, s) for c, s, kind, _ in changes["school-canvas"] if kind == "dropped"}
     assert dropped
-    pages = rows(school, "SELECT provider, payload FROM lms.raw_dialect_pages WHERE snapshot_date = ? AND "
+    pages = rows(school, "SELECT provider, payload FROM lms.raw_course_pages WHERE snapshot_date = ? AND "
                  "status_code = 200 AND endpoint = 'enrollments'", DAYS[-1])  # fmt: skip
     gone = set()
     for _, payload in pages.itertuples(index=False):
@@ -136,7 +136,7 @@ def test_course_deactivated_fires_in_every_dialect_as_the_truth_says(school: dic
     changes = by_connection(school, "enrollment_changes", "course_id, student_id, reason", DAYS[-1])
     for cid in DIALECTS:
         assert {(c, s) for c, s, reason in changes[cid] if reason == "course_deactivated"} == truth, cid
-    served = rows(school, "SELECT endpoint, payload FROM lms.raw_dialect_pages WHERE provider = 'oneroster' AND "
+    served = rows(school, "SELECT endpoint, payload FROM lms.raw_course_pages WHERE provider = 'oneroster' AND "
                   "status_code = 200 AND endpoint IN ('courses', 'classes')")  # fmt: skip
     for endpoint, payload in served.itertuples(index=False):
         for item in json.loads(payload):

@@ -77,7 +77,7 @@ def test_a_connection_read_four_requests_at_a_time_stores_what_one_read_one_at_a
         "course_rosters": "course_id, roster_status, student_count",
         "course_student_edges": "course_id, student_id",
         "class_student_edges": "class_id, course_id, student_id",
-        "raw_dialect_pages": "endpoint, course_id, page_index, status_code, payload",
+        "raw_course_pages": "endpoint, course_id, page_index, status_code, payload",
     }
     for table, columns in tables.items():
         stored = {cid: served.frame(f"SELECT {columns} FROM lms.{table} WHERE connection_id = ? AND snapshot_date = ? "
@@ -93,15 +93,15 @@ def test_a_course_listing_failing_mid_scan_fails_the_run_and_stores_nothing_for_
     cid = "canvas-wide"
     if not served.frame("SELECT 1 FROM lms.sync_log WHERE connection_id = ? AND snapshot_date = ?", cid, DAY1).size:
         assert served.run(cid, DAY1).success
-    before = served.frame("SELECT count(*) AS n FROM lms.raw_dialect_pages WHERE connection_id = ?", cid)["n"][0]
+    before = served.frame("SELECT count(*) AS n FROM lms.raw_course_pages WHERE connection_id = ?", cid)["n"][0]
     served.app.inject_fault(cid, status=404, endpoint="sections", course_id=5)
     result = served.run(cid, DAY2)
     assert not result.success
     message = failure_message(result)
     assert "nothing was stored" in message and f"connection {cid!r}" in message and "/courses/5/sections" in message
-    for table in ("raw_dialect_pages", "course_rosters", "course_student_edges", "sync_log"):
+    for table in ("raw_course_pages", "course_rosters", "course_student_edges", "sync_log"):
         day2 = served.frame(f"SELECT count(*) AS n FROM lms.{table} WHERE connection_id = ? AND snapshot_date = ?",
                             cid, DAY2)["n"][0]  # fmt: skip
         assert day2 == 0, f"{table} holds rows of the failed day"
-    after = served.frame("SELECT count(*) AS n FROM lms.raw_dialect_pages WHERE connection_id = ?", cid)["n"][0]
+    after = served.frame("SELECT count(*) AS n FROM lms.raw_course_pages WHERE connection_id = ?", cid)["n"][0]
     assert after == before, "the earlier day is untouched"

@@ -128,9 +128,9 @@ def test_no_secret_is_stored_logged_or_shown_by_any_dialect(
     db = tmp_path / "w.duckdb"
     with duckdb.connect(str(db), read_only=True) as conn:
         written = conn.execute("SELECT count(*) FROM lms.grade_sync_log WHERE http_status < 300").fetchone()
-        providers = {p for (p,) in conn.execute("SELECT DISTINCT provider FROM lms.raw_dialect_pages").fetchall()}
+        providers = {p for (p,) in conn.execute("SELECT DISTINCT provider FROM lms.raw_course_pages").fetchall()}
     assert written[0] > 0, "the write-back wrote grades to the SIS with its access token"
-    assert providers == {"canvas", "google_classroom", "oneroster"}
+    assert providers == {"unified", "canvas", "google_classroom", "oneroster"}, "every provider's pages were swept"
     assert len(issued) >= 2, "the SIS and the OneRoster rostering server issued access tokens"
 
     every = {**ENV, **{f"issued access token {i}": token for i, token in enumerate(issued)}}

@@ -68,8 +68,8 @@ def exercise(base_url: str) -> list[dict]:
     conformantly: one line item, and one user's result."""
     with LtiAgsClient(CID, f"{base_url}/lti/{CID}", TOKEN, simulated_date=DAY, retry=RETRY, limit=3) as client:
         pages = client.grade_pages()
-    lineitem = next(i for p in pages if p["endpoint"] == "lineitems" for i in json.loads(p["payload"]))
-    result = next(i for p in pages if p["endpoint"] == "results" for i in json.loads(p["payload"]))
+    lineitem = next(i for p in pages if p.endpoint == "lineitems" for i in json.loads(p.payload))
+    result = next(i for p in pages if p.endpoint == "results" for i in json.loads(p.payload))
     headers = {"Authorization": f"Bearer {TOKEN}", "X-Simulated-Date": DAY.isoformat()}
     with httpx.Client(timeout=10, headers=headers) as http:
         http.get(lineitem["id"], headers={"Accept": MEDIA["LineItem"]})
@@ -147,7 +147,7 @@ def test_every_ags_answer_and_request_follows_the_spec(options: dict) -> None:
     with served(**options) as (recorder, base_url):
         pages = exercise(base_url)
     exchanges = recorder.exchanges
-    lineitem_ids = {i["id"] for p in pages if p["endpoint"] == "lineitems" for i in json.loads(p["payload"])}
+    lineitem_ids = {i["id"] for p in pages if p.endpoint == "lineitems" for i in json.loads(p.payload)}
     kinds = {(kind(e), e.status) for e in exchanges}
     assert {("LineItemContainer", 200), ("LineItem", 200), ("ResultContainer", 200)} <= kinds
     paged = [e for e in exchanges if kind(e) and 'rel="next"' in e.response_headers.get("link", "")]

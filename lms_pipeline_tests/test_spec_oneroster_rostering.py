@@ -184,7 +184,7 @@ def test_served_academic_sessions_say_when_each_class_runs() -> None:
     day = DAYS[-1]
     with served() as (recorder, base_url), reader(base_url, day) as client:
         pages = client.roster_pages()
-    listed = {e: [i for p in pages if p["endpoint"] == e and p["status"] == 200 for i in json.loads(p["payload"])]
+    listed = {e: [i for p in pages if p.endpoint == e and p.status == 200 for i in json.loads(p.payload)]
               for e in ("classes", "academicSessions")}  # fmt: skip
     sessions = {s["sourcedId"]: s for s in listed["academicSessions"]}
     running: dict[str, bool] = {}

@@ -44,8 +44,8 @@ def diff_snapshots(
     for when, r, e in [(previous, prev_r, prev_e), (day, cur_r, cur_e)]:
         if when is not None:
             part = {"connection_id": "c1", "snapshot_date": pd.Timestamp(when)}
-            store.replace_partition({"course_rosters": r.assign(**part), "course_student_edges": e.assign(**part)},
-                                    "c1", when)  # fmt: skip
+            store.replace_partition({"course_rosters": r.assign(**part, fetched_on=pd.Timestamp(when)),
+                                     "course_student_edges": e.assign(**part)}, "c1", when)  # fmt: skip
     with store.rewrite("c1", day) as conn:
         summary = diff.diff_partition(conn, "c1", day, previous)
         diff.write_changes(conn, "c1", day, previous)

@@ -26,6 +26,7 @@ def page_rows(*payloads: list[dict] | str, endpoint: str = "course", day: date =
         {
             "connection_id": "c1",
             "snapshot_date": pd.Timestamp(day),
+            "provider": "unified",
             "endpoint": endpoint,
             "page_index": list(range(len(texts))),
             "page_offset": [i * 100 for i in range(len(texts))],

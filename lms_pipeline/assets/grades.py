@@ -7,7 +7,6 @@ the progress assets already stored: one fetch serves both) or its LTI platform's
 connection's submissions. Each source's own normalizer turns them into the same parsed grades.
 """
 
-import json
 import time
 from datetime import UTC, datetime
 
@@ -22,6 +21,7 @@ from lms_pipeline.partitions import split_key
 from lms_pipeline.providers import registry
 from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS
 from lms_pipeline.providers.http import LmsClientError
+from lms_pipeline.providers.pages import page_rows
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
 from lms_pipeline.schemas import DISCREPANCY_STATUSES, SchemaViolation, validate
 from lms_pipeline.transforms.grades import parse_grades, to_letters
@@ -55,23 +55,20 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
         if sis is None:
             return _skipped(connection_id)
         started = time.monotonic()
-        rows = []
         try:
             conn = lms.settings().connection(connection_id)
             with lms.grade_client(connection_id, day) as client:
-                rows, lms_stats = registry.grade_source(conn).fetch(client), client.stats.as_dict()
+                lms_pages, lms_stats = registry.grade_source(conn).fetch(client), client.stats.as_dict()
             with lms.sis_client(connection_id, day) as sis_client:
-                for service, collection in SIS_COLLECTIONS:
-                    for index, page in enumerate(sis_client.iter_pages(service, collection)):
-                        rows.append(_page_row("sis", collection, index, page.offset, {"url": page.url},
-                                              page.fetched_at, page.status_code, page.attempts, page.items,
-                                              page.total))  # fmt: skip
+                sis_pages = [page for service, collection in SIS_COLLECTIONS
+                             for page in sis_client.iter_pages(service, collection)]  # fmt: skip
                 sis_stats = sis_client.stats.as_dict()
         except LmsClientError as exc:
             raise dg.Failure(description=f"grade source fetch failed; nothing was stored: {exc}") from None
-        frame = pd.DataFrame(rows).assign(connection_id=connection_id, snapshot_date=pd.Timestamp(day),
-                                          run_id=context.run_id)  # fmt: skip
-        frame = validate("raw_grade_pages", frame)
+        part = {"connection_id": connection_id, "snapshot_date": pd.Timestamp(day), "run_id": context.run_id}
+        frame = pd.concat([page_rows(pages).assign(system=system) for system, pages in (("lms", lms_pages),
+                                                                                          ("sis", sis_pages))])
+        frame = validate("raw_grade_pages", frame.rename(columns={"endpoint": "collection"}).assign(**part))
         warehouse.warehouse().replace_partition({"raw_grade_pages": frame}, connection_id, day)
         items = frame.groupby("collection")["item_count"].sum()
         return dg.MaterializeResult(
@@ -228,14 +225,6 @@ def _skipped(connection_id: str) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={"skipped": f"connection {connection_id!r} has no grades.sis in the connections file"}
     )
-
-
-def _page_row(system, collection, index, offset, params, fetched_at, status, attempts, items, total) -> dict:  # noqa: ANN001
-    return {"system": system, "collection": collection, "page_index": index, "page_offset": offset,
-            "request_params": json.dumps(params, sort_keys=True, default=str), "fetched_at": fetched_at,
-            "status_code": status, "attempts": attempts, "item_count": len(items),
-            "payload": json.dumps(items, separators=(",", ":")), "total_count": total, "course_id": None,
-            "url": None}  # fmt: skip
 
 
 def _lms_side(conn: ConnectionConfig, store: Warehouse, day, grade_pages: pd.DataFrame) -> tuple:  # noqa: ANN001

@@ -6,7 +6,6 @@ grade reconciliation reads activities from it too).
 """
 
 import functools
-import json
 import time
 
 import dagster as dg
@@ -17,6 +16,7 @@ from lms_pipeline.partitions import split_key
 from lms_pipeline.providers import registry
 from lms_pipeline.providers.base import PayloadError
 from lms_pipeline.providers.http import LmsClientError
+from lms_pipeline.providers.pages import page_rows
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
 from lms_pipeline.schemas import SchemaViolation, validate
 from lms_pipeline.transforms.progress import normalize_progress
@@ -60,8 +60,8 @@ def build_progress_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
             except LmsClientError as exc:
                 raise dg.Failure(description=f"progress fetch failed; nothing was stored: {exc}") from None
             skipped = ", ".join(f"{e}: not supported by the integration (HTTP 501)" for e in scan.unsupported)
-        frame = validate("raw_progress_pages", _pages_frame(scan.pages if scan else [], connection_id, day,
-                                                           context.run_id))  # fmt: skip
+        part = {"connection_id": connection_id, "snapshot_date": pd.Timestamp(day), "run_id": context.run_id}
+        frame = validate("raw_progress_pages", page_rows(scan.pages if scan else []).assign(**part))
         store.replace_partition({"raw_progress_pages": frame}, connection_id, day)
         rows = frame.groupby("endpoint")["item_count"].sum()
         return dg.MaterializeResult(
@@ -149,29 +149,3 @@ def build_progress_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         )
 
     return [raw_progress_pages, progress_snapshot]
-
-
-def _pages_frame(pages: list, connection_id: str, day, run_id: str) -> pd.DataFrame:
-    index: dict[tuple[str, str], int] = {}
-    page_index = []
-    for course, page in pages:
-        key = (page.endpoint, course)
-        page_index.append(index.get(key, 0))
-        index[key] = page_index[-1] + 1
-    return pd.DataFrame(
-        {
-            "connection_id": connection_id,
-            "snapshot_date": pd.Timestamp(day),
-            "endpoint": pd.Series([p.endpoint for _, p in pages], dtype=str),
-            "course_id": pd.Series([c for c, _ in pages], dtype=str),
-            "page_index": pd.Series(page_index, dtype="int64"),
-            "page_offset": pd.Series([p.offset for _, p in pages], dtype="int64"),
-            "request_params": pd.Series([json.dumps(p.params, sort_keys=True) for _, p in pages], dtype=str),
-            "fetched_at": pd.to_datetime([p.fetched_at for _, p in pages], utc=True),
-            "status_code": pd.Series([p.status_code for _, p in pages], dtype="int64"),
-            "attempts": pd.Series([p.attempts for _, p in pages], dtype="int64"),
-            "item_count": pd.Series([len(p.items) for _, p in pages], dtype="int64"),
-            "payload": pd.Series([json.dumps(p.items, separators=(",", ":")) for _, p in pages], dtype=str),
-            "run_id": run_id,
-        }
-    )

@@ -24,7 +24,6 @@ from lms_pipeline.schemas import SchemaViolation, validate
 from lms_pipeline.transforms.changes import ChangeSummary
 
 GROUP = "roster"
-PAGE_TABLES = ("raw_course_pages", "raw_dialect_pages")
 
 # Day D's change set compares with day D-1's, so a backfill must build them in date order per connection:
 # a self-dependency on the previous day makes Dagster sequence them (the first day has no upstream).
@@ -84,22 +83,16 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 "raw_course_pages",
                 kinds={"duckdb", "python"},
                 metadata=table_metadata("raw_course_pages"),
-                description="Every course and class page of one connection's sync, exactly as fetched (request "
-                "parameters without secrets, fetch time, attempts). A full scan lists everything; an incremental "
-                "poll lists what was updated since the last high-water mark; either is read so that records changing "
-                "while paged are neither skipped nor stale. A sync that fails on any page stores nothing, so a "
-                "partial listing can never turn into false drops. The pages are held (lms_staging) until the "
-                "snapshot built from them is written, in the same transaction: a fetch whose normalization fails "
-                "changes nothing stored. The replayable source of every roster table.",
-            ),
-            dg.AssetSpec(
-                "raw_dialect_pages",
-                kinds={"duckdb", "python"},
-                metadata=table_metadata("raw_dialect_pages"),
-                description="The pages of a connection that speaks another dialect than the Unified API (Canvas "
-                "REST, Google Classroom, OneRoster 1.2), exactly as fetched: courses, each course's enrollments or "
-                "students, sections or classes, following each API's own paging to its end. A 403 refusing a roster "
-                "is kept: it is why that roster is not_exposed. Empty for Unified connections.",
+                description="Every roster page of one connection's sync, whatever its provider, exactly as fetched "
+                "(request parameters without secrets, fetch time, attempts): Unified courses and classes, read so "
+                "that records changing while paged are neither skipped nor stale (a full scan lists everything, an "
+                "incremental poll what was updated since the last high-water mark); Canvas, Classroom or OneRoster "
+                "courses and each course's enrollments, students, sections or classes, each API's own paging read "
+                "to its end. A refusal of a roster (a 403, Canvas's 401) is kept: it is why that roster is "
+                "not_exposed. A sync that fails on any page stores nothing, so a partial listing can never turn into "
+                "false drops. The pages are held (lms_staging) until the snapshot built from them is written, in "
+                "the same transaction: a fetch whose normalization fails changes nothing stored. The replayable "
+                "source of every roster table.",
             ),
             dg.AssetSpec(
                 "sync_log",
@@ -136,8 +129,7 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         frame = validate(source.pages_table, source.pages_frame(fetch, connection_id, day, context.run_id))
         sync = validate("sync_log", roster_days.sync_row(connection_id, day, plan, fetch, stats, duration,
                                                          context.run_id))  # fmt: skip
-        pages = {name: frame if name == source.pages_table else pd.DataFrame() for name in PAGE_TABLES}
-        store.stage({**pages, "sync_log": sync}, connection_id, day)
+        store.stage({source.pages_table: frame, "sync_log": sync}, connection_id, day)
         row = sync.iloc[0]
         health = {
             "mode": plan.mode,
@@ -156,9 +148,7 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             **{f"http_{k}": v for k, v in stats.items()},
             "duration_seconds": duration,
         }
-        for name in PAGE_TABLES:
-            rows = len(pages[name])
-            yield dg.MaterializeResult(asset_key=name, metadata={"dagster/row_count": rows, **(health if rows else {})})
+        yield dg.MaterializeResult(asset_key="raw_course_pages", metadata={"dagster/row_count": len(frame), **health})
         yield dg.MaterializeResult(asset_key="sync_log", metadata={"dagster/row_count": 1, **health})
 
     @dg.multi_asset(
@@ -167,7 +157,7 @@ def build_roster_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         specs=[
             table_spec(
                 "course_rosters",
-                ["raw_course_pages", "raw_dialect_pages", "sync_log", PREVIOUS_DAY_ROSTERS],
+                ["raw_course_pages", "sync_log", PREVIOUS_DAY_ROSTERS],
                 "One row per course per day: roster_status exposed / empty / not_exposed (the provider "
                 "gave no roster: unknown, never empty), is_active, student_count, updated_at, and fetched_on: the "
                 "day of the scan that last read the course (earlier when an incremental poll carried it forward).",

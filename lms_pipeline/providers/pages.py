@@ -1,25 +1,60 @@
-"""What the dialect normalizers share about raw pages: the page frame they register, and the error that lists the
-first problems a contract query finds (each dialect keeps its own error class and wording)."""
+"""Raw pages as rows: the one function every raw-page table is written with (``page_rows``), the frame a normalizer
+registers (``page_frame``), and the error that lists the first problems a contract query finds (each dialect keeps
+its own error class and wording)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import fields
 
 import duckdb
 import pandas as pd
+
+from lms_pipeline.providers.base import RawPage
 
 SHOWN_PROBLEMS = 5
 PROBLEM_ORDER = "endpoint, course_id, page_index, position"
 
 
+def page_rows(pages: Sequence[RawPage]) -> pd.DataFrame:
+    """The columns every raw-page table stores of its pages (the partition, run and purpose columns are the
+    caller's): what was asked, what came back, when, and in how many attempts."""
+    return pd.DataFrame(
+        {
+            "endpoint": pd.Series([p.endpoint for p in pages], dtype=str),
+            "course_id": pd.Series([None if p.course_id is None else str(p.course_id) for p in pages], dtype=object),
+            "page_index": pd.Series([p.page_index for p in pages], dtype="int64"),
+            "page_offset": pd.Series([p.offset for p in pages], dtype="int64"),
+            "url": pd.Series([p.url for p in pages], dtype=object),
+            "request_params": pd.Series(
+                [json.dumps(dict(p.params), sort_keys=True, default=str) for p in pages], dtype=str
+            ),  # fmt: skip
+            "fetched_at": pd.to_datetime([p.fetched_at for p in pages], utc=True),
+            "status_code": pd.Series([p.status for p in pages], dtype="int64"),
+            "attempts": pd.Series([p.attempts for p in pages], dtype="int64"),
+            "item_count": pd.Series([len(p.items) for p in pages], dtype="int64"),
+            "payload": pd.Series([p.payload for p in pages], dtype=str),
+            "total_count": pd.Series([p.total for p in pages], dtype="Int64"),
+        }
+    )
+
+
 def page_frame(
-    pages: pd.DataFrame | Iterable[Mapping], columns: list[str], dtypes: Mapping[str, str] | None = None
+    pages: pd.DataFrame | Iterable[RawPage | Mapping], columns: list[str], dtypes: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """Raw pages (dicts as a client returns them, or a frame with their columns) as a frame of ``columns``, cast to
-    ``dtypes`` so DuckDB sees the same types whether or not a page left a column empty."""
-    frame = pages if isinstance(pages, pd.DataFrame) else pd.DataFrame(list(pages), columns=columns)
-    frame = frame[columns]
+    """Raw pages (as a client returns them, dicts with their fields, or a stored frame with their columns) as a frame
+    of ``columns``, cast to ``dtypes`` so DuckDB sees the same types whether or not a page left a column empty."""
+    if not isinstance(pages, pd.DataFrame):
+        pages = pd.DataFrame([_fields(p) for p in pages], columns=columns)
+    frame = pages[columns]
     return frame.astype(dict(dtypes)) if dtypes else frame
+
+
+def _fields(page: RawPage | Mapping) -> Mapping:
+    if not isinstance(page, RawPage):
+        return page
+    return {f.name: getattr(page, f.name) for f in fields(page) if f.name != "items"} | {"params": dict(page.params)}
 
 
 def page_problem(endpoint: str, course: object, index: object, url: object, position: object, problem: str) -> str:

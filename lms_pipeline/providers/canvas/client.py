@@ -49,6 +49,7 @@ from urllib.parse import quote
 
 import httpx
 
+from lms_pipeline.providers.base import RawPage, sent_params
 from lms_pipeline.providers.http import (
     BudgetTransport,
     FetchStats,
@@ -80,7 +81,6 @@ THROTTLE_MARK = b"Rate Limit Exceeded"  # Canvas's legacy throttle body: "403 Fo
 # What a request in flight holds in Canvas's bucket until it ends: request_throttle.rb's default up_front_cost.
 UP_FRONT_COST = 50.0
 
-RawPage = dict[str, object]
 
 
 class _CanvasTransport(httpx.BaseTransport):
@@ -264,7 +264,7 @@ class CanvasClient:
                 return pages
             if next_url in seen:
                 raise self._payload_error(endpoint, url, index, f"links rel=next back to {next_url}, read before")
-            if (earlier := repeated.repeats(page["payload"], index)) is not None:
+            if (earlier := repeated.repeats(page.payload, index)) is not None:
                 raise self._payload_error(endpoint, url, index, f"repeats page {earlier} with a next link: the "
                                           "server ignores the cursor, so paging would never end")  # fmt: skip
             url = next_url
@@ -288,7 +288,7 @@ class CanvasClient:
             if course_id is None or err.status not in (401, 403):
                 raise
             logger.info("%s: not readable with this token (HTTP %s unauthorized)", target.describe(), err.status)
-            return self._raw(endpoint, course_id, index, denied), None
+            return self._raw(endpoint, course_id, index, denied, [], 1), None
         except LmsFetchError as err:
             if endpoint == "courses" and err.status == 404:
                 raise self._account_error(LmsFetchError, url, index, None) from None
@@ -296,7 +296,8 @@ class CanvasClient:
         items = self._items(endpoint, response, index)
         self.stats.add(pages=1, items=len(items))
         logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
-        return self._raw(endpoint, course_id, index, response), self._next_url(endpoint, response, index)
+        page = self._raw(endpoint, course_id, index, response, items, attempts)
+        return page, self._next_url(endpoint, response, index)
 
     def _items(self, endpoint: str, response: httpx.Response, index: int) -> list[dict]:
         """The page's items, refusing anything but a JSON array of objects."""
@@ -319,20 +320,12 @@ class CanvasClient:
         link = response.links.get("next")
         return None if link is None else str(response.request.url.join(link["url"]))
 
-    def _raw(self, endpoint: str, course_id: int | None, index: int, response: httpx.Response) -> RawPage:
+    def _raw(self, endpoint: str, course_id: int | None, index: int, response: httpx.Response, items: list[dict],
+             attempts: int) -> RawPage:  # fmt: skip
         """A page as fetched: what was asked (URL and the parameters in it), what came back, and when."""
-        params: dict[str, str | list[str]] = {}
-        for name, value in response.request.url.params.multi_items():
-            if name.endswith("[]") or name in params:
-                previous = params.get(name, [])
-                params[name] = [*(previous if isinstance(previous, list) else [previous]), value]
-            else:
-                params[name] = value
-        return {
-            "endpoint": endpoint, "course_id": course_id, "page_index": index, "url": str(response.request.url),
-            "params": params, "status": response.status_code, "payload": response.text,
-            "fetched_at": datetime.now(UTC),
-        }  # fmt: skip
+        params = sent_params(response.request.url, always_list=lambda name: name.endswith("[]"))
+        return RawPage(endpoint, params, response.status_code, response.text, items, datetime.now(UTC),
+                       page_index=index, attempts=attempts, course_id=course_id, url=str(response.request.url))
 
     def _account_error(
         self, cls: type[LmsFetchError], url: str, index: int, denied: httpx.Response | None
@@ -362,13 +355,13 @@ def listed_course_ids(pages: Sequence[RawPage], connection_id: str) -> list[int]
     the listing shifts while it is paged)."""
     ids: dict[int, None] = {}
     for page in pages:
-        if page["endpoint"] != "courses":
+        if page.endpoint != "courses":
             continue
-        for position, item in enumerate(json.loads(str(page["payload"]))):
+        for position, item in enumerate(page.items):
             course_id = item.get("id")
             if not isinstance(course_id, int) or isinstance(course_id, bool):
                 raise LmsPayloadError(
-                    f"connection {connection_id!r}: GET {page['url']} (courses page {page['page_index']}) item "
+                    f"connection {connection_id!r}: GET {page.url} (courses page {page.page_index}) item "
                     f"{position} has no integer id: {course_id!r}", connection_id=connection_id, endpoint="courses",
                 )  # fmt: skip
             ids[course_id] = None

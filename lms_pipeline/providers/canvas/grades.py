@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import duckdb
 import pandas as pd
 
-from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, grade_page_row
+from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, RawPage
 from lms_pipeline.providers.canvas.client import CanvasClient
 from lms_pipeline.providers.canvas.rosters import PAGE_COLUMNS, CanvasPayloadError, raise_on_canvas_problems
 from lms_pipeline.providers.pages import page_frame
@@ -205,8 +205,8 @@ def normalize_canvas_grades(
 class CanvasGrades:
     """Assignments and submissions: the score is compared, an excused submission stays excused."""
 
-    def fetch(self, client: CanvasClient) -> list[dict]:
-        return [grade_page_row(page) for page in client.grade_pages()]
+    def fetch(self, client: CanvasClient) -> list[RawPage]:
+        return client.grade_pages()
 
     def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
         frames = normalize_canvas_grades(pages.assign(course_id=pd.to_numeric(pages["course_id"]).astype("Int64")),

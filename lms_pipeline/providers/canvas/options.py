@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from lms_pipeline.providers.base import CommonOptions
+from lms_pipeline.providers.options import CommonOptions
 
 
 class CanvasOptions(CommonOptions):

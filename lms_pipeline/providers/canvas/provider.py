@@ -13,7 +13,6 @@ from lms_pipeline.providers.base import (
     BaseProvider,
     Capabilities,
     Endpoint,
-    FullScanRosters,
     RosterFrames,
     client_day,
 )
@@ -22,6 +21,7 @@ from lms_pipeline.providers.canvas.grades import CanvasGrades
 from lms_pipeline.providers.canvas.options import CanvasOptions
 from lms_pipeline.providers.canvas.rosters import normalize_canvas_pages
 from lms_pipeline.providers.canvas.simulator import CanvasSimulatorApp
+from lms_pipeline.providers.full_scan import FullScanRosters
 
 if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig

@@ -22,11 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import quote
 
 import httpx
 
+from lms_pipeline.providers.base import RawPage
 from lms_pipeline.providers.http import (
     BudgetTransport,
     FetchStats,
@@ -46,7 +47,6 @@ from lms_pipeline.providers.http import (
 logger = logging.getLogger(__name__)
 
 Endpoint = Literal["courses", "aliases", "students", "courseWork", "studentSubmissions"]
-RawPage = dict[str, Any]
 
 # A course's listings a grade scan reads, in order: the alias names the course in the SIS, students.list gives the
 # profile emails the email identity needs (a submission names its user by id only), then the grades.
@@ -187,19 +187,13 @@ class ClassroomClient:
             response, attempts = denied, 1
         body = self._body(response, target, index) if response.status_code == 200 else {}
         items = body.get(target.endpoint, [])
-        self.stats.add(pages=1, items=len(items) if isinstance(items, list) else 0)
+        items = items if isinstance(items, list) else []  # the normalizer says what is wrong with a page
+        self.stats.add(pages=1, items=len(items))
         logger.debug("%s page %d: HTTP %d in %d attempt(s)", target.describe(), index, response.status_code, attempts)
-        page = {
-            "connection_id": self.connection_id,
-            "endpoint": target.endpoint,
-            "course_id": course_id,
-            "page_index": index,
-            "url": str(response.url),
-            "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
-            "status": response.status_code,
-            "payload": self._scrub(response.text),
-            "fetched_at": datetime.now(UTC).isoformat(),
-        }
+        sent = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+        page = RawPage(target.endpoint, sent, response.status_code, self._scrub(response.text), items,
+                       datetime.now(UTC), page_index=index, attempts=attempts, course_id=course_id,
+                       url=str(response.url))  # fmt: skip
         return page, body
 
     def _not_exposed(self, err: LmsClientError, target: RequestTarget) -> httpx.Response | None:
@@ -231,7 +225,7 @@ class ClassroomClient:
         if not isinstance(courses, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), str)
                                                     for c in courses):  # fmt: skip
             target = RequestTarget(self.connection_id, "courses", "/v1/courses")
-            raise self._payload_error(target, page["page_index"], "courses that are not a list of objects with ids")
+            raise self._payload_error(target, page.page_index, "courses that are not a list of objects with ids")
         return [c["id"] for c in courses]
 
     def _payload_error(self, target: RequestTarget, index: int, detail: str) -> LmsClientError:

@@ -38,19 +38,19 @@ from typing import TYPE_CHECKING, NamedTuple
 import duckdb
 import pandas as pd
 
-from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, grade_page_row
+from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, RawPage
 from lms_pipeline.providers.classroom.client import ClassroomClient
 from lms_pipeline.providers.classroom.options import ClassroomOptions
-from lms_pipeline.providers.pages import page_frame
-
-if TYPE_CHECKING:
-    from lms_pipeline.config import ConnectionConfig
 from lms_pipeline.providers.classroom.rosters import (
     PAGE_COLUMNS,
     Identity,
     email_directory,
     raise_on_classroom_problems,
 )
+from lms_pipeline.providers.pages import page_frame
+
+if TYPE_CHECKING:
+    from lms_pipeline.config import ConnectionConfig
 
 GRADE_COLUMNS = ["course_id", "content_id", "student_id", "raw_grade", "points_possible", "draft_grade", "state",
                  "graded_at", "classroom_user_id", "identity_matched"]  # fmt: skip
@@ -195,7 +195,8 @@ ORDER BY 1, 2, 3
 
 
 def normalize_classroom_grades(
-    pages: pd.DataFrame | Iterable[Mapping],
+    pages: pd.DataFrame | Iterable[RawPage | Mapping],
+    connection_id: str,
     *,
     identity: Identity,
     directory: pd.DataFrame | None = None,
@@ -207,7 +208,7 @@ def normalize_classroom_grades(
     """
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
-        conn.register("pages", page_frame(pages, PAGE_COLUMNS))
+        conn.register("pages", page_frame(pages, PAGE_COLUMNS).assign(connection_id=connection_id))
         conn.register("directory", email_directory(identity, directory))
         raise_on_classroom_problems(conn, _PAGE_PROBLEMS_SQL)
         raise_on_classroom_problems(conn, _LISTING_PROBLEMS_SQL)
@@ -223,13 +224,13 @@ def normalize_classroom_grades(
 class ClassroomGrades:
     """``studentSubmissions.assignedGrade`` out of the courseWork's ``maxPoints``; a draft grade never counts."""
 
-    def fetch(self, client: ClassroomClient) -> list[dict]:
-        return [grade_page_row(page) for page in client.grade_pages()]
+    def fetch(self, client: ClassroomClient) -> list[RawPage]:
+        return client.grade_pages()
 
     def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
         options: ClassroomOptions = conn.options  # type: ignore[assignment]
         identity = options.identity_args()
-        frames = normalize_classroom_grades(pages, **identity)
+        frames = normalize_classroom_grades(pages, conn.id, **identity)
         # Classroom has no SIS id: the directory that identified the students also gives their emails.
         students = identity.get("directory", pd.DataFrame(columns=["email", "student_id"]))
         return GradeSides(frames.grades[SIDE_GRADE_COLUMNS], students[["student_id", "email"]],

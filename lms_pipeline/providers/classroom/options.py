@@ -8,7 +8,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import Field, model_validator
 
-from lms_pipeline.providers.base import REPO_ROOT, CommonOptions
+from lms_pipeline.providers.options import REPO_ROOT, CommonOptions
 
 
 class ClassroomOptions(CommonOptions):

@@ -13,7 +13,6 @@ from lms_pipeline.providers.base import (
     BaseProvider,
     Capabilities,
     Endpoint,
-    FullScanRosters,
     RosterFrames,
     client_day,
 )
@@ -22,6 +21,7 @@ from lms_pipeline.providers.classroom.grades import ClassroomGrades
 from lms_pipeline.providers.classroom.options import ClassroomOptions
 from lms_pipeline.providers.classroom.rosters import normalize_classroom_pages
 from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp
+from lms_pipeline.providers.full_scan import FullScanRosters
 
 if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig
@@ -44,7 +44,7 @@ CAPABILITIES = Capabilities(
 
 def _normalize(pages: pd.DataFrame, conn: ConnectionConfig, day: date) -> RosterFrames:
     options: ClassroomOptions = conn.options  # type: ignore[assignment]
-    frames = normalize_classroom_pages(pages, **options.identity_args())
+    frames = normalize_classroom_pages(pages, conn.id, **options.identity_args())
     no_sections = pd.DataFrame({"class_id": [], "course_id": [], "student_id": []}, dtype=str)  # Classroom has none
     return RosterFrames(frames.course_rosters, frames.course_student_edges[["course_id", "student_id"]], no_sections)
 

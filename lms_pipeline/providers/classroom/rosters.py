@@ -24,12 +24,12 @@ from typing import Literal, NamedTuple
 import duckdb
 import pandas as pd
 
-from lms_pipeline.providers.base import PayloadError
+from lms_pipeline.providers.base import PayloadError, RawPage
 from lms_pipeline.providers.pages import page_frame, raise_on_problems
 
 Identity = Literal["email", "provider"]
 
-PAGE_COLUMNS = ["connection_id", "endpoint", "course_id", "page_index", "url", "status", "payload"]
+PAGE_COLUMNS = ["endpoint", "course_id", "page_index", "url", "status", "payload"]
 ROSTER_COLUMNS = ["course_id", "course_name", "is_active", "roster_status", "student_count", "updated_at"]
 EDGE_COLUMNS = ["course_id", "student_id", "student_email", "identity_matched"]
 
@@ -143,7 +143,8 @@ ORDER BY r.course_id, student_id
 
 
 def normalize_classroom_pages(
-    pages: pd.DataFrame | Iterable[Mapping],
+    pages: pd.DataFrame | Iterable[RawPage | Mapping],
+    connection_id: str,
     *,
     identity: Identity,
     directory: pd.DataFrame | None = None,
@@ -155,7 +156,7 @@ def normalize_classroom_pages(
     """
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
-        conn.register("pages", page_frame(pages, PAGE_COLUMNS))
+        conn.register("pages", page_frame(pages, PAGE_COLUMNS).assign(connection_id=connection_id))
         conn.register("directory", email_directory(identity, directory))
         raise_on_classroom_problems(conn, _PAGE_PROBLEMS_SQL)
         raise_on_classroom_problems(conn, _LISTING_PROBLEMS_SQL)

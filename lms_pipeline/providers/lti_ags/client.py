@@ -22,15 +22,15 @@ What this client is built around:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import httpx
 
+from lms_pipeline.providers.base import RawPage, sent_params
 from lms_pipeline.providers.http import (
     BudgetTransport,
     FetchStats,
@@ -50,7 +50,6 @@ from lms_pipeline.providers.http import (
 logger = logging.getLogger(__name__)
 
 Endpoint = Literal["contexts", "lineitems", "results", "memberships"]
-RawPage = dict[str, Any]
 
 MEDIA_TYPES: dict[Endpoint, str] = {
     "contexts": "application/json",
@@ -189,7 +188,7 @@ class LtiAgsClient:
                 return pages
             if next_url in seen:
                 raise self._payload_error(endpoint, course_id, index, url, f"links rel=next back to {next_url}")
-            if (earlier := repeated.repeats(page["payload"], index)) is not None:
+            if (earlier := repeated.repeats(page.payload, index)) is not None:
                 raise self._payload_error(endpoint, course_id, index, url, f"repeats page {earlier} with a next "
                                           "link: the server ignores the cursor, so paging would never end")  # fmt: skip
             url = next_url
@@ -208,19 +207,22 @@ class LtiAgsClient:
                 raise
             raise LmsAuthError(f"{err}; reading {endpoint} needs the scope {SCOPES[endpoint]}",
                                connection_id=self.connection_id, endpoint=endpoint, status=403) from None  # fmt: skip
-        count = self._count(endpoint, course_id, index, response)
-        self.stats.add(pages=1, items=count)
-        logger.debug("%s: %d items in %d attempt(s)", target.describe(), count, attempts)
+        items = self._items(endpoint, course_id, index, response)
+        self.stats.add(pages=1, items=len(items))
+        logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
         link = response.links.get("next")
         next_url = None
         if link is not None:
             joined = response.request.url.join(link["url"])
             next_url = str(joined)
-        return self._raw(endpoint, course_id, index, response), next_url
+        page = RawPage(endpoint, sent_params(response.request.url), response.status_code, response.text, items,
+                       datetime.now(UTC), page_index=index, attempts=attempts, course_id=course_id,
+                       url=str(response.request.url))  # fmt: skip
+        return page, next_url
 
-    def _count(self, endpoint: Endpoint, course_id: str | None, index: int, response: httpx.Response) -> int:
-        """How many items the page holds, refusing a body that is not the endpoint's container: a JSON array of
-        objects, or for memberships an object whose ``members`` is one; line items and contexts need their ids."""
+    def _items(self, endpoint: Endpoint, course_id: str | None, index: int, response: httpx.Response) -> list[dict]:
+        """The page's items, refusing a body that is not the endpoint's container: a JSON array of objects, or for
+        memberships an object whose ``members`` is one; line items and contexts need their ids."""
         url = str(response.request.url)
 
         def refuse(detail: str) -> LmsPayloadError:
@@ -242,20 +244,7 @@ class LtiAgsClient:
                 raise refuse(f"item {position} is a line item without a string id")
             if endpoint == "contexts" and _claims(item) is None:
                 raise refuse(f"item {position} is a context without an id, lineitems and context_memberships_url")
-        return len(items)
-
-    def _raw(self, endpoint: Endpoint, course_id: str | None, index: int, response: httpx.Response) -> RawPage:
-        """A page as fetched: what was asked (URL and the parameters in it), what came back, and when."""
-        params: dict[str, str | list[str]] = {}
-        for name, value in response.request.url.params.multi_items():
-            previous = params.get(name)
-            params[name] = value if previous is None else [*(previous if isinstance(previous, list) else [previous]),
-                                                           value]  # fmt: skip
-        return {
-            "endpoint": endpoint, "course_id": course_id, "page_index": index, "url": str(response.request.url),
-            "params": params, "status": response.status_code, "payload": response.text,
-            "fetched_at": datetime.now(UTC),
-        }  # fmt: skip
+        return items
 
     def _payload_error(
         self, endpoint: Endpoint, course_id: str | None, index: int | None, url: str, detail: str
@@ -281,11 +270,11 @@ def contexts_of(pages: Sequence[RawPage], connection_id: str) -> list[LtiContext
     """The contexts on the contexts pages, in listing order, each once (the client checked every item)."""
     found: dict[str, LtiContext] = {}
     for page in pages:
-        if page["endpoint"] == "contexts":
-            for item in json.loads(page["payload"]):
+        if page.endpoint == "contexts":
+            for item in page.items:
                 context = _claims(item)
                 if context is None:
-                    detail = f"GET {page['url']} holds a context without its service URLs"
+                    detail = f"GET {page.url} holds a context without its service URLs"
                     raise LmsPayloadError(f"connection {connection_id!r}: {detail}", connection_id=connection_id,
                                           endpoint="contexts")  # fmt: skip
                 found.setdefault(context.course_id, context)
@@ -294,5 +283,5 @@ def contexts_of(pages: Sequence[RawPage], connection_id: str) -> list[LtiContext
 
 def lineitem_ids(pages: Sequence[RawPage]) -> list[str]:
     """The distinct line item ids on the line items pages, in listing order."""
-    ids = {item["id"]: None for p in pages if p["endpoint"] == "lineitems" for item in json.loads(p["payload"])}
+    ids = {item["id"]: None for p in pages if p.endpoint == "lineitems" for item in p.items}
     return list(ids)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pandas as pd
 
-from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, PayloadError, grade_page_row
+from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, PayloadError, RawPage
 from lms_pipeline.providers.lti_ags.client import LtiAgsClient
 from lms_pipeline.providers.pages import page_frame, raise_on_problems
 
@@ -225,8 +225,8 @@ def lti_sides(pages: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 class LtiGrades:
     """AGS results as ``<score>/<maximum>``; a learner listed without a score is ungraded (""), never 0."""
 
-    def fetch(self, client: LtiAgsClient) -> list[dict]:
-        return [grade_page_row(page) for page in client.grade_pages()]
+    def fetch(self, client: LtiAgsClient) -> list[RawPage]:
+        return client.grade_pages()
 
     def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
         frame = normalize_lti_grades(pages, conn.id)

@@ -14,6 +14,7 @@ The client secret and tokens travel only in headers; nothing logged, raised or r
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -26,6 +27,7 @@ from urllib.parse import quote
 import httpx
 import tenacity
 
+from lms_pipeline.providers.base import RawPage
 from lms_pipeline.providers.http import (
     FetchStats,
     LmsAuthError,
@@ -57,22 +59,6 @@ REFS = {
 
 class FilterValueError(ValueError):
     """A value the OneRoster filter grammar cannot carry: it has no escape for a quote inside a quoted value."""
-
-
-@dataclass(frozen=True)
-class SisPage:
-    """One list response as fetched; ``total`` is the server's X-Total-Count (None when not sent)."""
-
-    collection: str
-    offset: int
-    url: str
-    params: dict[str, str]
-    fetched_at: datetime
-    status_code: int
-    items: list[dict]
-    attempts: int
-    total: int | None
-    next_url: str | None  # Link rel="next", as given
 
 
 @dataclass(frozen=True)
@@ -197,14 +183,14 @@ class OneRosterClient:
         return call()
 
     # ---- reads -----------------------------------------------------------------------------------------------
-    def iter_pages(self, service: str, collection: str, params: Mapping[str, str] | None = None) -> Iterator[SisPage]:
+    def iter_pages(self, service: str, collection: str, params: Mapping[str, str] | None = None) -> Iterator[RawPage]:
         """Every page of a collection, following ``Link rel="next"`` to the end; the items read must add up to
         the first page's X-Total-Count, or the listing is incomplete and this raises."""
         url = f"{SERVICES[service]}/{collection}"
         sent: dict[str, str] = {"limit": str(self.page_size), "offset": "0", **(params or {})}
         read, total, seen = 0, None, set()
-        for _ in range(self.max_pages):
-            page = self._get_page(collection, url, sent, read)
+        for index in range(self.max_pages):
+            page = self._get_page(collection, url, sent, read, index)
             total = page.total if total is None else total
             read += len(page.items)
             ids = {item.get("sourcedId") for item in page.items}
@@ -230,7 +216,7 @@ class OneRosterClient:
         raise LmsFetchError(f"SIS {self.sis_id!r}: GET {SERVICES[service]}/{collection}: more than {self.max_pages} "
                             "pages (max_pages)", connection_id=self.sis_id, endpoint=collection)  # fmt: skip
 
-    def _get_page(self, collection: str, url: str, params: dict[str, str], offset: int) -> SisPage:
+    def _get_page(self, collection: str, url: str, params: dict[str, str], offset: int, index: int) -> RawPage:
         target = RequestTarget(self.sis_id, collection, url, offset)
 
         def call() -> tuple[httpx.Response, int]:
@@ -245,9 +231,12 @@ class OneRosterClient:
                                status=response.status_code)  # fmt: skip
         total = response.headers.get("X-Total-Count")
         self.stats.add(pages=1, items=len(items))
-        return SisPage(collection, offset, str(response.request.url), dict(params), datetime.now(UTC),
-                       response.status_code, items, attempts, int(total) if total and total.isdigit() else None,
-                       response.links.get("next", {}).get("url"))  # fmt: skip
+        # The page keeps its records, not OneRoster's envelope ({"users": [...]}): every reader of the stored page
+        # (the roster normalizer, the reconciliation) reads an array.
+        return RawPage(collection, dict(response.request.url.params), response.status_code, json.dumps(items), items,
+                       datetime.now(UTC), page_index=index, offset=offset, attempts=attempts,
+                       url=str(response.request.url), total=int(total) if total and total.isdigit() else None,
+                       next_url=response.links.get("next", {}).get("url"))  # fmt: skip
 
     def _check_origin(self, collection: str, next_url: str | None) -> None:
         """Refuse a next-page link to another origin: the bearer token would go with the request."""

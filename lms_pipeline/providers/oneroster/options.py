@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from lms_pipeline.providers.base import CommonOptions, http_url
+from lms_pipeline.providers.options import CommonOptions, http_url
 
 
 class OneRosterOptions(CommonOptions):

@@ -16,10 +16,10 @@ from lms_pipeline.providers.base import (
     BaseProvider,
     Capabilities,
     Endpoint,
-    FullScanRosters,
     RosterFrames,
     client_day,
 )
+from lms_pipeline.providers.full_scan import FullScanRosters
 from lms_pipeline.providers.oneroster.client import READ_SCOPES, WRITE_SCOPE, OneRosterClient
 from lms_pipeline.providers.oneroster.options import OneRosterOptions
 from lms_pipeline.providers.oneroster.rostering import OneRosterRosterReader

@@ -25,16 +25,16 @@ client secret and tokens travel in headers only and are scrubbed from any payloa
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
-from typing import Any
 
 import httpx
 
+from lms_pipeline.providers.base import RawPage
 from lms_pipeline.providers.http import (
     BudgetTransport,
     FetchStats,
@@ -46,14 +46,13 @@ from lms_pipeline.providers.http import (
     guarded_transport,
     run_bounded,
 )
-from lms_pipeline.providers.oneroster.client import OneRosterClient, SisPage
+from lms_pipeline.providers.oneroster.client import OneRosterClient
 
 logger = logging.getLogger(__name__)
 
 ROSTER_SCOPES = ("roster-core.readonly",)
 DATE_HEADER = "X-Simulated-Date"
 
-RawPage = dict[str, Any]
 
 
 class _Recorder(httpx.BaseTransport):
@@ -186,7 +185,7 @@ class OneRosterRosterReader:
         read = 0
         while len(pages) < self.max_pages:
             asked = params if not pages else {**params, "offset": str(read)}
-            last: SisPage | None = None
+            last: RawPage | None = None
             body_total: int | None = None
             try:
                 for page in self.client.iter_pages("rostering", endpoint, asked):
@@ -199,7 +198,7 @@ class OneRosterRosterReader:
                 if refused is None:
                     raise
                 logger.info("connection %r: GET %s refused (HTTP 403): roster not exposed", self.connection_id,
-                            refused["url"])  # fmt: skip
+                            refused.url)  # fmt: skip
                 return [*pages, refused]
             except LmsPayloadError as err:
                 raise self._at_page(err, endpoint, course_id, len(pages)) from err
@@ -215,7 +214,7 @@ class OneRosterRosterReader:
         detail = f"not sent: {self.max_pages} pages read (max_pages) and the listing had not ended"
         raise self._error(LmsClientError, endpoint, course_id, len(pages), detail)
 
-    def _check_next(self, page: SisPage, endpoint: str, course_id: str | None, index: int) -> None:
+    def _check_next(self, page: RawPage, endpoint: str, course_id: str | None, index: int) -> None:
         """Refuse a ``Link rel="next"`` that leaves the configured origin: the client sends the bearer token with
         every request, so following it would hand the token to another host."""
         if page.next_url is None:
@@ -226,7 +225,7 @@ class OneRosterRosterReader:
             detail = f"links rel=next to another origin ({where}); not followed"
             raise self._error(LmsPayloadError, endpoint, course_id, index, self._scrub(detail))
 
-    def _body_total(self, page: SisPage) -> int | None:
+    def _body_total(self, page: RawPage) -> int | None:
         """``totalCount`` from the page's body, where vendors that send no headers put it."""
         response = self._recorder.last
         if response is None or str(response.request.url) != page.url:
@@ -235,13 +234,11 @@ class OneRosterRosterReader:
         total = body.get("totalCount") if isinstance(body, dict) else None
         return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
 
-    def _raw(self, endpoint: str, course_id: str | None, index: int, page: SisPage, body_total: int | None) -> RawPage:
-        return {
-            "endpoint": endpoint, "course_id": course_id, "page_index": index, "url": page.url,
-            "params": dict(httpx.URL(page.url).params), "status": page.status_code,
-            "payload": self._scrub(json.dumps(page.items)),
-            "total": page.total if page.total is not None else body_total, "fetched_at": page.fetched_at,
-        }  # fmt: skip
+    def _raw(self, endpoint: str, course_id: str | None, index: int, page: RawPage, body_total: int | None) -> RawPage:
+        """The client's page, numbered in this listing, with its course, its body total and every token scrubbed."""
+        total = page.total if page.total is not None else body_total
+        return replace(page, endpoint=endpoint, course_id=course_id, page_index=index, total=total,
+                       payload=self._scrub(page.payload))  # fmt: skip
 
     def _refused(self, endpoint: str, course_id: str | None, index: int) -> RawPage | None:
         """The 403 answer ``get_with_retries`` just refused, as a raw page (None if the last answer is another)."""
@@ -249,11 +246,8 @@ class OneRosterRosterReader:
         if response is None or response.status_code != 403:
             return None
         url = str(response.request.url)
-        return {
-            "endpoint": endpoint, "course_id": course_id, "page_index": index, "url": url,
-            "params": dict(httpx.URL(url).params), "status": 403, "payload": self._scrub(response.text),
-            "total": None, "fetched_at": datetime.now(UTC),
-        }  # fmt: skip
+        return RawPage(endpoint, dict(httpx.URL(url).params), 403, self._scrub(response.text), [], datetime.now(UTC),
+                       page_index=index, course_id=course_id, url=url)  # fmt: skip
 
     def _at_page(self, err: LmsPayloadError, endpoint: str, course_id: str | None, index: int) -> LmsPayloadError:
         """The client's error, with the listing, page and full URL it happened on."""
@@ -283,14 +277,14 @@ def listed_classes(pages: Sequence[RawPage], connection_id: str) -> list[tuple[s
     """(class sourcedId, course sourcedId) of the classes on the class pages, in listing order, each once."""
     found: dict[str, str] = {}
     for page in pages:
-        if page["endpoint"] != "classes":
+        if page.endpoint != "classes":
             continue
-        for position, item in enumerate(json.loads(page["payload"])):
+        for position, item in enumerate(page.items):
             class_id, course = item.get("sourcedId"), item.get("course")
             course_id = course.get("sourcedId") if isinstance(course, dict) else None
             if not isinstance(class_id, str) or not class_id or not isinstance(course_id, str) or not course_id:
                 raise LmsPayloadError(
-                    f"connection {connection_id!r}: GET {page['url']} (classes page {page['page_index']}) item "
+                    f"connection {connection_id!r}: GET {page.url} (classes page {page.page_index}) item "
                     f"{position} has no sourcedId or course.sourcedId", connection_id=connection_id,
                     endpoint="classes",
                 )  # fmt: skip

@@ -18,12 +18,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
 
+from lms_pipeline.providers.base import RawPage
 from lms_pipeline.providers.http import (
     BudgetTransport,
     FetchStats,
@@ -50,20 +50,6 @@ class RepeatedPageError(LmsClientError):
 
 class PageLimitError(LmsClientError):
     """``max_pages`` full pages were read and the listing still had data."""
-
-
-@dataclass(frozen=True)
-class Page:
-    """One list response as fetched: enough to replay it and to prove the listing was read to its end."""
-
-    endpoint: str  # "course", "class", "student", ...
-    offset: int
-    params: dict[str, QueryValue]  # exactly the query parameters sent; the token is never among them
-    fetched_at: datetime  # tz-aware UTC, when the response arrived
-    status_code: int
-    items: list[dict]
-    attempts: int  # attempts this page took
-    body: str | None = None  # the response body as received (scrubbed by the guard): stored, never re-serialized
 
 
 class UnifiedLmsClient:
@@ -127,7 +113,7 @@ class UnifiedLmsClient:
         *,
         unpaged: bool = False,
         max_pages: int | None = None,
-    ) -> Iterator[Page]:
+    ) -> Iterator[RawPage]:
         """Yield every page of ``endpoint`` until a short one; an exactly-full last page is followed by the empty
         page that proves the end, which is yielded too.
 
@@ -143,8 +129,8 @@ class UnifiedLmsClient:
         bound = max_pages or self.max_pages
         seen: set[object] = set()
         offset = 0
-        for _ in range(bound):
-            page = self._get(endpoint, extra, offset)
+        for index in range(bound):
+            page = self._get(endpoint, extra, offset, index)
             fresh = versions(page.items) - seen
             if offset and len(page.items) >= self.page_size and not fresh:
                 raise self._target(endpoint, offset).error(
@@ -162,7 +148,7 @@ class UnifiedLmsClient:
             PageLimitError, f"not sent: {bound} full pages read (max_pages) and the listing still had data"
         )
 
-    def _whole_list(self, endpoint: str, extra: dict[str, QueryValue]) -> Page:
+    def _whole_list(self, endpoint: str, extra: dict[str, QueryValue]) -> RawPage:
         """One answer that must be the whole list. Exactly ``limit`` records cannot prove it: the list may have
         exactly that many, or the integration honours limit after all and cut it (a different limit tells)."""
         page = self._get(endpoint, extra, 0)
@@ -176,7 +162,7 @@ class UnifiedLmsClient:
             )
         return page
 
-    def get_page(self, endpoint: str, params: Mapping[str, object] | None, offset: int) -> Page:
+    def get_page(self, endpoint: str, params: Mapping[str, object] | None, offset: int) -> RawPage:
         """One page of ``endpoint`` at ``offset`` (``limit`` is the client's page size); for callers that page
         by other rules than plain offsets (``lms_pipeline.providers.unified.scans``)."""
         return self._get(endpoint, _query(params or {}), offset)
@@ -185,7 +171,7 @@ class UnifiedLmsClient:
         path = f"/lms/{quote(self.connection_id, safe='')}/{quote(endpoint, safe='')}"
         return RequestTarget(self.connection_id, endpoint, path, offset)
 
-    def _get(self, endpoint: str, extra: dict[str, QueryValue], offset: int) -> Page:
+    def _get(self, endpoint: str, extra: dict[str, QueryValue], offset: int, index: int = 0) -> RawPage:
         target = self._target(endpoint, offset)
         sent = {"limit": self.page_size, "offset": offset, **extra}
         response, attempts = get_with_retries(self._http, target, sent, self.retry, self.stats,
@@ -194,7 +180,8 @@ class UnifiedLmsClient:
         items = self._items(response, target)
         self.stats.add(pages=1, items=len(items))
         logger.debug("%s: %d items in %d attempt(s)", target.describe(), len(items), attempts)
-        return Page(endpoint, offset, sent, fetched_at, response.status_code, items, attempts, response.text)
+        return RawPage(endpoint, sent, response.status_code, response.text, items, fetched_at, page_index=index,
+                       offset=offset, attempts=attempts, url=str(response.request.url))  # fmt: skip
 
     def _items(self, response: httpx.Response, target: RequestTarget) -> list[dict]:
         """The page's items, refusing anything but the promised bare JSON array of objects."""
@@ -226,7 +213,7 @@ def versions(items: list[dict]) -> set[object]:
 
 
 def _query(params: Mapping[str, object]) -> dict[str, QueryValue]:
-    """Extra query parameters as sent, so a stored Page shows the request exactly."""
+    """Extra query parameters as sent, so a stored page shows the request exactly."""
     clash = PAGING_PARAMS & params.keys()
     if clash:
         raise ValueError(f"{sorted(clash)} are set by the client while paging; do not pass them")

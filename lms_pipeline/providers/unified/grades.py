@@ -4,14 +4,13 @@ the SIS."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
 
-from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides
+from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, RawPage
 from lms_pipeline.providers.unified.client import UnifiedLmsClient
 
 if TYPE_CHECKING:
@@ -64,15 +63,8 @@ def student_emails(pages: pd.DataFrame) -> pd.DataFrame:
 class UnifiedGrades:
     """Activities' ``assigned_grade``; the student list (its emails) is what this source fetches."""
 
-    def fetch(self, client: UnifiedLmsClient) -> list[dict]:
-        rows = []
-        for index, page in enumerate(client.iter_pages("student", {"fields": ["id", "emails"]})):
-            rows.append({"system": "lms", "collection": "student", "page_index": index, "page_offset": page.offset,
-                         "request_params": json.dumps(page.params, sort_keys=True, default=str),
-                         "fetched_at": page.fetched_at, "status_code": page.status_code, "attempts": page.attempts,
-                         "item_count": len(page.items), "payload": json.dumps(page.items, separators=(",", ":")),
-                         "total_count": None, "course_id": None, "url": None})  # fmt: skip
-        return rows
+    def fetch(self, client: UnifiedLmsClient) -> list[RawPage]:
+        return list(client.iter_pages("student", {"fields": ["id", "emails"]}))
 
     def sides(self, conn: ConnectionConfig, pages: pd.DataFrame, stored: Callable[[str], pd.DataFrame]) -> GradeSides:
         grades = activity_grades(stored("raw_progress_pages"))

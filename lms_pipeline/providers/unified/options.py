@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from lms_pipeline.providers.base import CommonOptions
+from lms_pipeline.providers.options import CommonOptions
 
 
 class UnifiedOptions(CommonOptions):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 
-from lms_pipeline.providers.base import OpenClient, ProgressScan
+from lms_pipeline.providers.base import OpenClient, ProgressScan, RawPage
 from lms_pipeline.providers.http import LmsFetchError, run_bounded
-from lms_pipeline.providers.unified.client import Page, UnifiedLmsClient
+from lms_pipeline.providers.unified.client import UnifiedLmsClient
 from lms_pipeline.providers.unified.options import UnifiedOptions
 
 NOT_SUPPORTED_STATUS = 501  # a Unified.to integration without the object
@@ -57,8 +58,9 @@ def scan_per_course(
     with open_client() as client:
         result.stats = client.stats
 
-        def listing(course: str, endpoint: str) -> list[tuple[str, Page]]:
-            return [(course, p) for p in client.iter_pages(endpoint, {**params[endpoint], "course_id": course})]
+        def listing(course: str, endpoint: str) -> list[RawPage]:
+            return [replace(p, course_id=course) for p in client.iter_pages(endpoint, {**params[endpoint],
+                                                                                     "course_id": course})]  # fmt: skip
 
         # The first course alone: finds unsupported endpoints with one request each, before the fan-out.
         for endpoint in list(endpoints):

@@ -38,8 +38,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from lms_pipeline.providers.base import RawPage
 from lms_pipeline.providers.http import LmsClientError
-from lms_pipeline.providers.unified.client import Page, PageLimitError, RepeatedPageError, UnifiedLmsClient, versions
+from lms_pipeline.providers.unified.client import PageLimitError, RepeatedPageError, UnifiedLmsClient, versions
 
 MAX_RUN_RESTARTS = 3  # re-reads of a one-second run whose order changed between requests, before giving up
 KEYSET = "keyset_updated_at"
@@ -61,7 +62,7 @@ class Scan:
 
     endpoint: str
     technique: str
-    pages: list[Page] = field(default_factory=list)
+    pages: list[RawPage] = field(default_factory=list)
     passes: int = 1
     high_water: datetime | None = None  # newest updated_at seen (the provider's clock, not ours)
     since: datetime | None = None  # updated_gte the scan started from (an incremental poll)
@@ -157,7 +158,7 @@ class _Cursor:
         self.high_water: datetime | None = None
         self._seen: set[object] = set()  # (id, updated_at) of every record read: what a repeated page repeats
 
-    def take(self, page: Page) -> bool:
+    def take(self, page: RawPage) -> bool:
         """Account for the page requested at (watermark, offset) and move on; True when the listing has ended."""
         items, size = page.items, self.client.page_size
         stamps = _stamps(self.endpoint, items)
@@ -314,7 +315,7 @@ def stable_scan(
 
 def _offset_pass(
     client: UnifiedLmsClient, endpoint: str, params: Mapping[str, object], unpaged: bool, max_pages: int | None
-) -> list[Page]:
+) -> list[RawPage]:
     """One pass, with the option to set named where the integration's paging is at fault."""
     try:
         return list(client.iter_pages(endpoint, params, unpaged=unpaged, max_pages=max_pages))
@@ -326,7 +327,7 @@ def _offset_pass(
         raise ScanError(f"{exc}{hint}", connection_id=exc.connection_id, endpoint=endpoint, offset=exc.offset) from None
 
 
-def _listed_twice(pages: list[Page]) -> dict[str, list[int]]:
+def _listed_twice(pages: list[RawPage]) -> dict[str, list[int]]:
     """id -> offsets of the records listed more than once in one pass."""
     where: dict[str, list[int]] = {}
     for page in pages:
@@ -343,7 +344,7 @@ def single_pass(
     return Scan(endpoint, SINGLE, pages, high_water=_high_water(pages), unpaged=unpaged)
 
 
-def _high_water(pages: list[Page]) -> datetime | None:
+def _high_water(pages: list[RawPage]) -> datetime | None:
     """Newest usable updated_at on the pages (None when no record has one)."""
     stamps = (parse_stamp(item.get("updated_at")) for page in pages for item in page.items)
     return max((s for s in stamps if s is not None), default=None)

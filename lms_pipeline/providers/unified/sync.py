@@ -4,7 +4,7 @@ stored (``rosters.py``)."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -13,8 +13,9 @@ import pandas as pd
 
 from lms_pipeline.providers.base import BaseSync, Capabilities, RosterFetch, RosterFrames, SyncPlan
 from lms_pipeline.providers.http import LmsFetchError
+from lms_pipeline.providers.pages import page_rows
 from lms_pipeline.providers.unified import rosters
-from lms_pipeline.providers.unified.client import Page, UnifiedLmsClient
+from lms_pipeline.providers.unified.client import UnifiedLmsClient
 from lms_pipeline.providers.unified.options import UnifiedOptions
 from lms_pipeline.providers.unified.plan import plan_sync
 from lms_pipeline.providers.unified.scans import Scan, catch_up, consistent_scan, single_pass
@@ -87,26 +88,14 @@ class UnifiedRosters:
         )
 
     def pages_frame(self, fetch: RosterFetch, connection_id: str, day: date, run_id: str) -> pd.DataFrame:
-        pages: list[Page] = list(fetch.pages)
-        return pd.DataFrame(
-            {
-                "connection_id": connection_id,
-                "snapshot_date": pd.Timestamp(day),
-                "endpoint": [p.endpoint for p in pages],
-                "page_index": _page_indexes(pages),
-                "page_offset": [p.offset for p in pages],
-                "request_params": [json.dumps(p.params, sort_keys=True) for p in pages],
-                "fetched_at": pd.to_datetime([p.fetched_at for p in pages], utc=True),
-                "status_code": [p.status_code for p in pages],
-                "attempts": [p.attempts for p in pages],
-                "item_count": [len(p.items) for p in pages],
-                # the body as received (pages built without one, e.g. by hand, store their items re-serialized)
-                "payload": [
-                    p.body if p.body is not None else json.dumps(p.items, separators=(",", ":")) for p in pages
-                ],  # fmt: skip
-                "run_id": run_id,
-            }
-        )
+        """The pages of every pass and catch-up round, each numbered among its endpoint's pages of the day."""
+        seen: dict[str, int] = {}
+        pages = []
+        for page in fetch.pages:
+            pages.append(replace(page, page_index=seen.get(page.endpoint, 0)))
+            seen[page.endpoint] = pages[-1].page_index + 1
+        return page_rows(pages).assign(connection_id=connection_id, snapshot_date=pd.Timestamp(day),
+                                       provider=self.capabilities.provider, run_id=run_id)  # fmt: skip
 
     def build_snapshot(
         self, db: duckdb.DuckDBPyConnection, pages: str, conn: ConnectionConfig, day: date, base_day: date | None
@@ -124,13 +113,3 @@ def _scan(client: UnifiedLmsClient, endpoint: str, plan: SyncPlan, options: Unif
     return consistent_scan(client, endpoint, params, since=plan.since, keyset=options.supports_updated_gte,
                            max_passes=options.max_scan_passes, unpaged=unpaged,
                            max_pages=options.max_pages_per_scan)  # fmt: skip
-
-
-def _page_indexes(pages: list[Page]) -> list[int]:
-    """Each page's position among the day's pages of its endpoint, over every pass and catch-up round."""
-    seen: dict[str, int] = {}
-    out = []
-    for page in pages:
-        out.append(seen.get(page.endpoint, 0))
-        seen[page.endpoint] = out[-1] + 1
-    return out
