@@ -353,7 +353,6 @@ class Settings(_Strict):
     start_date: date = Field(description="first daily partition")
     warehouse: str = Field("data/lms_warehouse.duckdb", description="DuckDB file, relative to the repo root")
     connections: list[AnyConnection] = Field(min_length=1)
-
     sis: list[SisConfig] = Field(default_factory=list, description="SIS tenants grades are reconciled against")
 
     @field_validator("warehouse")
