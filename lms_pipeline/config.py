@@ -219,6 +219,17 @@ class Settings(Strict):
     connections: list[AnyConnection] = Field(min_length=1)
     sis: list[SisConfig] = Field(default_factory=list, description="SIS tenants grades are reconciled against")
 
+    @field_validator("warehouse")
+    @classmethod
+    def _not_named_like_a_schema(cls, value: str) -> str:
+        # DuckDB names the catalog after the file: "lms.duckdb" with the schema "lms" makes "lms.<table>" ambiguous.
+        if Path(value).stem in ("lms", "lms_staging"):
+            raise ValueError(
+                f"a file named {Path(value).name!r} clashes with the warehouse's schema of the same name "
+                "(DuckDB names the catalog after the file); name it otherwise, e.g. warehouse.duckdb"
+            )
+        return value
+
     @model_validator(mode="after")
     def _unique_ids(self) -> Settings:
         seen: set[str] = set()

@@ -44,7 +44,8 @@ WORLDS = [
 
 # Tests that run Dagster jobs, real processes or big worlds: `make test` (CI) runs them, `make test-fast` does not.
 SLOW_MODULES = ("test_pipeline_", "test_parallel_backfill", "test_run_killed", "test_warehouse_crash",
-                "test_warehouse_concurrency", "test_secrets_sweep")  # fmt: skip
+                "test_warehouse_concurrency", "test_secrets_sweep", "test_writeback_crash", "test_writeback_pipeline",
+                "test_hostile_limits", "test_oracle_unified_sdk", "test_fetch_concurrency")  # fmt: skip
 SLOW_FIXTURES = {"pipeline", "seven_days"}
 
 

@@ -159,3 +159,13 @@ connections:
   - {<<: *east, id: canvas-west}
 """
     assert load_settings(write(tmp_path, text)).connection_ids == ["canvas-east", "canvas-west"]
+
+
+def test_a_warehouse_file_named_like_the_schema_is_refused_naming_the_field(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "start_date: 2026-09-01\nwarehouse: data/lms.duckdb\n"
+        "connections:\n  - id: c1\n    provider: unified\n    token_env: T\n"
+    )
+    with pytest.raises(ConfigError, match=r"field 'warehouse'.*'lms.duckdb' clashes with the warehouse's schema"):
+        load_settings(path)
