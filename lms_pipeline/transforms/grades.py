@@ -15,47 +15,19 @@ There is no universal default scheme: a course without one gets no letter, and s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import duckdb
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lms_pipeline import statements
+
+SQL = statements.load(Path(__file__).with_suffix(".sql"))
+
 GRADE_STATUSES = ["graded", "excused", "incomplete", "ungraded", "missing", "unparseable"]
 
-_NUMBER = r"([+-]?\d+(?:\.\d+)?)"
-_PARSE_SQL = rf"""
-WITH cleaned AS (
-    SELECT *, upper(trim(raw_grade)) AS g FROM grades
-)
-SELECT * EXCLUDE (g),
-    CASE
-        WHEN raw_grade IS NULL THEN 'missing'
-        WHEN g = '' THEN 'ungraded'
-        WHEN g IN ('EX', 'EXCUSED', 'EXEMPT') THEN 'excused'
-        WHEN g IN ('I', 'INC', 'INCOMPLETE') THEN 'incomplete'
-        WHEN regexp_full_match(g, '{_NUMBER}\s*%') THEN 'graded'
-        WHEN regexp_full_match(g, '{_NUMBER}\s*/\s*{_NUMBER}')
-             AND TRY_CAST(regexp_extract(g, '/\s*{_NUMBER}', 1) AS DECIMAL(18, 6)) > 0 THEN 'graded'
-        WHEN regexp_full_match(g, '{_NUMBER}') AND (points_possible IS NULL OR points_possible > 0) THEN 'graded'
-        WHEN regexp_full_match(g, '[A-F][+-]?') THEN 'graded'
-        ELSE 'unparseable'
-    END AS grade_status,
-    CASE
-        WHEN regexp_full_match(g, '{_NUMBER}\s*%')
-            THEN CAST(regexp_extract(g, '{_NUMBER}', 1) AS DECIMAL(18, 6))
-        WHEN regexp_full_match(g, '{_NUMBER}\s*/\s*{_NUMBER}')
-             AND TRY_CAST(regexp_extract(g, '/\s*{_NUMBER}', 1) AS DECIMAL(18, 6)) > 0
-            THEN CAST(round(CAST(regexp_extract(g, '^{_NUMBER}', 1) AS DOUBLE) * 100
-                            / CAST(regexp_extract(g, '/\s*{_NUMBER}', 1) AS DOUBLE), 6) AS DECIMAL(18, 6))
-        WHEN regexp_full_match(g, '{_NUMBER}') AND points_possible > 0
-            THEN CAST(round(CAST(g AS DOUBLE) * 100 / points_possible, 6) AS DECIMAL(18, 6))
-        WHEN regexp_full_match(g, '{_NUMBER}') AND points_possible IS NULL
-            THEN CAST(g AS DECIMAL(18, 6))  -- a bare number without points possible is a percent
-    END AS percent,
-    CASE WHEN regexp_full_match(g, '[A-F][+-]?') THEN g END AS letter_given
-FROM cleaned
-"""
 
 
 class GradingScheme(BaseModel):
@@ -87,7 +59,7 @@ def parse_grades(grades: pd.DataFrame) -> pd.DataFrame:
     needs ``raw_grade`` (text or null) and ``points_possible`` (number or null). Set-based; every row is kept."""
     with duckdb.connect() as conn:
         conn.register("grades", grades.assign(_row=range(len(grades))))
-        out = conn.execute(f"SELECT * EXCLUDE (_row) FROM ({_PARSE_SQL}) ORDER BY _row").df()
+        out = conn.execute(SQL["parse"]).df()
     out["percent"] = out["percent"].astype("float64")
     return out
 
@@ -110,31 +82,6 @@ def scheme_frame(schemes: dict[str, GradingScheme]) -> pd.DataFrame:
     ).astype({"scheme": str, "letter": str, "lower_bound": float, "rank": int, "precision": int, "rounding": str})
 
 
-_LETTER_SQL = """
-WITH cutoffs AS (
-    SELECT scheme, letter, CAST(lower_bound AS DECIMAL(18, 6)) AS lower_bound, rank, precision, rounding
-    FROM schemes
-), rounded AS (
-    SELECT s.*, c.precision, c.rounding,
-        CASE WHEN s.percent IS NULL THEN NULL
-             WHEN c.rounding = 'floor'
-                 THEN floor(CAST(s.percent AS DECIMAL(18, 6)) * pow(10, c.precision)::DECIMAL(18, 0))
-                      / pow(10, c.precision)::DECIMAL(18, 0)
-             ELSE round(CAST(s.percent AS DECIMAL(18, 6)) * pow(10, c.precision)::DECIMAL(18, 0), 0)
-                  / pow(10, c.precision)::DECIMAL(18, 0)
-        END AS rounded_percent
-    FROM scored s
-    LEFT JOIN (SELECT DISTINCT scheme, precision, rounding FROM cutoffs) c USING (scheme)
-)
-SELECT r.* EXCLUDE (precision, rounding),
-    CASE WHEN r.rounded_percent IS NULL OR r.precision IS NULL THEN NULL
-         ELSE coalesce(
-             (SELECT c.letter FROM cutoffs c WHERE c.scheme = r.scheme AND c.lower_bound <= r.rounded_percent
-              ORDER BY c.lower_bound DESC LIMIT 1),
-             (SELECT c.letter FROM cutoffs c WHERE c.scheme = r.scheme ORDER BY c.lower_bound LIMIT 1))
-    END AS letter
-FROM rounded r
-"""
 
 
 def to_letters(scored: pd.DataFrame, schemes: dict[str, GradingScheme]) -> pd.DataFrame:
@@ -143,6 +90,6 @@ def to_letters(scored: pd.DataFrame, schemes: dict[str, GradingScheme]) -> pd.Da
     with duckdb.connect() as conn:
         conn.register("scored", scored.assign(_row=range(len(scored))))
         conn.register("schemes", scheme_frame(schemes))
-        out = conn.execute(f"SELECT * EXCLUDE (_row) FROM ({_LETTER_SQL}) ORDER BY _row").df()
+        out = conn.execute(SQL["letter"]).df()
     out["rounded_percent"] = out["rounded_percent"].astype("float64")
     return out

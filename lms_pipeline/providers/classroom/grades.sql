@@ -1,0 +1,127 @@
+-- Google Classroom grade pages -> LMS grades and contents (lms_pipeline.providers.classroom.grades runs these, in
+-- this order, over the registered frames `pages` and `directory`).
+
+-- name: page_problems
+-- Page-level checks first (json_type is only evaluated where the body is valid JSON: DuckDB's CASE is lazy).
+WITH typed AS (
+    SELECT *, coalesce(json_valid(payload), false) AS is_json,
+        CASE WHEN coalesce(json_valid(payload), false) THEN json_type(payload) END AS body_type
+    FROM pages
+), shaped AS (
+    SELECT *, CASE WHEN body_type = 'OBJECT' THEN json_type(payload, '$.' || endpoint) END AS items_type,
+        CASE WHEN body_type = 'OBJECT' THEN json_type(payload, '$.nextPageToken') END AS token_type
+    FROM typed
+)
+SELECT connection_id, url, page_index,
+    CASE
+        WHEN endpoint NOT IN ('courses', 'aliases', 'students', 'courseWork', 'studentSubmissions')
+            THEN 'unknown endpoint ' || coalesce(endpoint, 'NULL')
+        WHEN endpoint <> 'courses' AND course_id IS NULL THEN endpoint || ' page without a course_id'
+        WHEN status = 403 AND endpoint IN ('students', 'courseWork', 'studentSubmissions') THEN NULL
+        WHEN status IS DISTINCT FROM 200 THEN 'HTTP ' || coalesce(status::VARCHAR, 'NULL') || ' is not a page'
+        WHEN NOT is_json THEN 'the body is not JSON'
+        WHEN body_type <> 'OBJECT' THEN 'the body is a JSON ' || body_type || ', not an object'
+        WHEN items_type NOT IN ('ARRAY', 'NULL') THEN endpoint || ' is ' || items_type || ', not a list'
+        WHEN token_type NOT IN ('VARCHAR', 'NULL') THEN 'nextPageToken is ' || token_type || ', not a string'
+    END AS problem
+FROM shaped;
+
+-- name: listing_problems
+-- Every listing read to its end: pages 0..n-1 all there, and only the last without a token.
+SELECT any_value(connection_id), arg_max(url, page_index), max(page_index),
+    CASE
+        WHEN count(DISTINCT page_index) <> max(page_index) + 1 OR min(page_index) <> 0
+            THEN 'the listing has missing or repeated pages'
+        WHEN arg_max(coalesce(payload->>'$.nextPageToken', ''), page_index) <> ''
+            THEN 'the last page still gives a nextPageToken: the listing was not read to its end'
+    END AS problem
+FROM pages WHERE status = 200
+GROUP BY endpoint, course_id;
+
+-- name: items
+CREATE OR REPLACE TEMP TABLE items AS
+SELECT connection_id, endpoint, course_id AS classroom_id, page_index, url,
+       unnest(CAST(json_extract(payload, '$.' || endpoint) AS JSON[])) AS item
+FROM pages WHERE status = 200 AND json_type(payload, '$.' || endpoint) = 'ARRAY';
+
+-- name: item_problems
+SELECT connection_id, url, page_index,
+    CASE
+        WHEN json_type(item) <> 'OBJECT' THEN 'an item that is a JSON ' || json_type(item) || ', not an object'
+        WHEN endpoint = 'courses' AND json_type(item, '$.id') IS DISTINCT FROM 'VARCHAR'
+            THEN 'a course without a string id'
+        WHEN endpoint = 'aliases' AND json_type(item, '$.alias') IS DISTINCT FROM 'VARCHAR'
+            THEN 'an alias without a string alias'
+        WHEN endpoint = 'students' AND json_type(item, '$.userId') IS DISTINCT FROM 'VARCHAR'
+            THEN 'a student without a string userId'
+        WHEN endpoint = 'courseWork' AND json_type(item, '$.id') IS DISTINCT FROM 'VARCHAR'
+            THEN 'a courseWork without a string id'
+        WHEN endpoint = 'courseWork' AND coalesce(json_type(item, '$.maxPoints'), 'NULL') NOT IN ('UBIGINT', 'BIGINT', 'DOUBLE', 'NULL')
+            THEN 'a courseWork whose maxPoints is not a number'
+        WHEN endpoint = 'studentSubmissions' AND json_type(item, '$.courseWorkId') IS DISTINCT FROM 'VARCHAR'
+            THEN 'a submission without a string courseWorkId'
+        WHEN endpoint = 'studentSubmissions' AND json_type(item, '$.userId') IS DISTINCT FROM 'VARCHAR'
+            THEN 'a submission without a string userId'
+        WHEN endpoint = 'studentSubmissions' AND json_type(item, '$.state') IS DISTINCT FROM 'VARCHAR'
+            THEN 'a submission without a string state'
+        WHEN endpoint = 'studentSubmissions'
+             AND coalesce(json_type(item, '$.assignedGrade'), 'NULL') NOT IN ('UBIGINT', 'BIGINT', 'DOUBLE', 'NULL')
+            THEN 'a submission whose assignedGrade is not a number'
+        WHEN endpoint = 'studentSubmissions'
+             AND coalesce(json_type(item, '$.draftGrade'), 'NULL') NOT IN ('UBIGINT', 'BIGINT', 'DOUBLE', 'NULL')
+            THEN 'a submission whose draftGrade is not a number'
+    END AS problem
+FROM items;
+
+-- name: courses
+-- Courses by the id the client asked with (every page names it), so a scan given course ids needs no courses page.
+CREATE OR REPLACE TEMP TABLE course_ids AS
+WITH asked AS (
+    SELECT DISTINCT course_id AS classroom_id FROM pages WHERE course_id IS NOT NULL
+), sis AS (  -- domain aliases ('d:'); project aliases ('p:') name no SIS record
+    SELECT classroom_id, min(substr(item->>'alias', 3)) AS sis_course_id
+    FROM items WHERE endpoint = 'aliases' AND starts_with(item->>'alias', 'd:') GROUP BY classroom_id
+)
+SELECT classroom_id, coalesce(sis_course_id, 'classroom-course:' || classroom_id) AS course_id
+FROM asked LEFT JOIN sis USING (classroom_id);
+
+-- name: work
+CREATE OR REPLACE TEMP TABLE work AS
+WITH listed AS (
+    SELECT classroom_id, item->>'id' AS work_id, item->>'title' AS name,
+        nullif(regexp_extract(coalesce(item->>'description', ''), '(^|\s)lms-content:(\S+)', 2), '') AS tagged,
+        coalesce(TRY_CAST(item->>'maxPoints' AS DOUBLE), 0) AS max_points
+    FROM items WHERE endpoint = 'courseWork'
+    QUALIFY row_number() OVER (PARTITION BY classroom_id, item->>'id' ORDER BY page_index DESC) = 1
+)
+SELECT c.course_id, l.classroom_id, l.work_id, coalesce(l.tagged, 'classroom-coursework:' || l.work_id) AS content_id,
+    l.name, l.max_points
+FROM listed l JOIN course_ids c USING (classroom_id);
+
+-- name: grades
+WITH submissions AS (
+    SELECT classroom_id, item->>'courseWorkId' AS work_id, item->>'userId' AS user_id, item->>'state' AS state,
+        item->>'assignedGrade' AS assigned, item->>'draftGrade' AS draft,
+        TRY_CAST(item->>'updateTime' AS TIMESTAMPTZ) AS updated_at
+    FROM items WHERE endpoint = 'studentSubmissions'
+    QUALIFY row_number() OVER (PARTITION BY classroom_id, item->>'courseWorkId', item->>'userId'
+                               ORDER BY TRY_CAST(item->>'updateTime' AS TIMESTAMPTZ) DESC NULLS LAST,
+                                        page_index DESC) = 1
+), users AS (  -- a user's profile is the same in every course
+    SELECT item->>'userId' AS user_id, min(item->'$.profile'->>'emailAddress') AS email
+    FROM items WHERE endpoint = 'students' GROUP BY ALL
+)
+SELECT c.course_id, coalesce(w.content_id, 'classroom-coursework:' || s.work_id) AS content_id,
+    coalesce(d.student_id, 'classroom-user:' || s.user_id) AS student_id,
+    coalesce(s.assigned, '') AS raw_grade,  -- a draft is not a grade of record
+    coalesce(w.max_points, 0) AS points_possible, s.draft AS draft_grade, s.state,
+    CASE WHEN s.state = 'RETURNED' AND s.assigned IS NOT NULL THEN s.updated_at END AS graded_at,
+    s.user_id AS classroom_user_id, d.student_id IS NOT NULL AS identity_matched
+FROM submissions s JOIN course_ids c USING (classroom_id)
+LEFT JOIN work w USING (classroom_id, work_id)
+LEFT JOIN users u USING (user_id)
+LEFT JOIN directory d ON lower(u.email) = d.email  -- empty with identity="provider"
+ORDER BY 1, 2, 3;
+
+-- name: contents
+SELECT course_id, content_id, name FROM work ORDER BY ALL;
