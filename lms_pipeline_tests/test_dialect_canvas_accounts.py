@@ -27,13 +27,9 @@ from lms_pipeline.config import ConfigError, load_settings
 from lms_pipeline.definitions import ROSTER_JOB, build_defs
 from lms_pipeline.partitions import partition_key
 from lms_pipeline.providers.canvas.client import CanvasClient
-from lms_pipeline.providers.canvas.simulator import (
-    NOT_AUTHORIZED,
-    OWN_COURSES,
-    TEACHER_USER_BASE,
-    CanvasSimulatorApp,
-    rack_params,
-)
+from lms_pipeline.providers.canvas.simulator import NOT_AUTHORIZED, CanvasSimulatorApp
+from lms_pipeline.providers.canvas.simulator_http import rack_params
+from lms_pipeline.providers.canvas.simulator_world import OWN_COURSES, TEACHER_USER_BASE
 from lms_pipeline.providers.http import LmsAuthError, LmsFetchError, RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline_tests.conftest import failure_message

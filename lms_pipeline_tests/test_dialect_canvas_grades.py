@@ -21,7 +21,8 @@ import pytest
 
 from lms_pipeline.providers.canvas.client import CanvasClient
 from lms_pipeline.providers.canvas.grades import CanvasGradeFrames, CanvasPayloadError, normalize_canvas_grades
-from lms_pipeline.providers.canvas.simulator import GUEST_USER_BASE, CanvasSimulatorApp
+from lms_pipeline.providers.canvas.simulator import CanvasSimulatorApp
+from lms_pipeline.providers.canvas.simulator_world import GUEST_USER_BASE
 from lms_pipeline.providers.http import LmsAuthError, LmsPayloadError, RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.transforms.grades import parse_grades

@@ -26,7 +26,8 @@ from canvasapi.course import Course
 from canvasapi.exceptions import Unauthorized
 
 from lms_pipeline.providers.canvas.client import ENROLLMENT_STATES, CanvasClient
-from lms_pipeline.providers.canvas.simulator import GUEST_USER_BASE, CanvasSimulatorApp
+from lms_pipeline.providers.canvas.simulator import CanvasSimulatorApp
+from lms_pipeline.providers.canvas.simulator_world import GUEST_USER_BASE
 from lms_pipeline.providers.http import RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 

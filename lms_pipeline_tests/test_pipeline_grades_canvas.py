@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from lms_pipeline.providers.canvas.simulator import GUEST_USER_BASE
+from lms_pipeline.providers.canvas.simulator_world import GUEST_USER_BASE
 from lms_pipeline_tests.conftest import failure_message
 from lms_pipeline_tests.test_pipeline_grades import DAYS, GradesPipeline
 
