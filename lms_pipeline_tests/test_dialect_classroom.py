@@ -21,7 +21,8 @@ import pytest
 
 from lms_pipeline.providers.classroom.client import ClassroomClient
 from lms_pipeline.providers.classroom.rosters import ClassroomFrames, ClassroomPayloadError, normalize_classroom_pages
-from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp, classroom_course_id, classroom_user_id
+from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp
+from lms_pipeline.providers.classroom.simulator_world import classroom_course_id, classroom_user_id
 from lms_pipeline.providers.http import LmsAuthError, LmsClientError, LmsPayloadError, RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 

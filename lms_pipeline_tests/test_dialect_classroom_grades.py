@@ -22,8 +22,8 @@ import pytest
 from lms_pipeline.providers.classroom.client import ClassroomClient
 from lms_pipeline.providers.classroom.grades import ClassroomGradeFrames, normalize_classroom_grades
 from lms_pipeline.providers.classroom.rosters import ClassroomPayloadError
-from lms_pipeline.providers.classroom.simulator import (
-    ClassroomSimulatorApp,
+from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp
+from lms_pipeline.providers.classroom.simulator_world import (
     classroom_course_id,
     classroom_coursework_id,
     classroom_user_id,

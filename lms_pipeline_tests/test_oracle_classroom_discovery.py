@@ -27,7 +27,8 @@ from googleapiclient.discovery import Resource, build_from_document
 from googleapiclient.errors import HttpError
 
 from lms_pipeline.providers.classroom.client import COURSE_STATES, ClassroomClient
-from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp, classroom_course_id, classroom_user_id
+from lms_pipeline.providers.classroom.simulator import ClassroomSimulatorApp
+from lms_pipeline.providers.classroom.simulator_world import classroom_course_id, classroom_user_id
 from lms_pipeline.providers.http import RetrySettings
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 

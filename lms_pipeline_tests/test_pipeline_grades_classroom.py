@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 
-from lms_pipeline.providers.classroom.simulator import classroom_submission_grade
+from lms_pipeline.providers.classroom.simulator_world import classroom_submission_grade
 from lms_pipeline_tests.conftest import failure_message
 from lms_pipeline_tests.test_pipeline_grades import DAYS, GradesPipeline
 
