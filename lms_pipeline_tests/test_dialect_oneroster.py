@@ -27,7 +27,7 @@ from lms_pipeline.providers.oneroster.rosters import (
     normalize_oneroster_pages,
 )
 from lms_pipeline.providers.oneroster.simulator import OneRosterRosteringApp
-from lms_pipeline.providers.oneroster.sis_simulator import SCOPE_ROOT
+from lms_pipeline.providers.oneroster.simulator_oauth import SCOPE_ROOT
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 
 D0 = date(2026, 9, 1)

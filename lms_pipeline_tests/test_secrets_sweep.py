@@ -22,7 +22,7 @@ import yaml
 from lms_pipeline.config import load_settings
 from lms_pipeline.definitions import ROSTER_JOB, build_defs
 from lms_pipeline.partitions import partition_key
-from lms_pipeline.providers.oneroster import simulator, sis_simulator
+from lms_pipeline.providers.oneroster import simulator_oauth
 from lms_pipeline.simulator.systems import embedded_sis
 from lms_pipeline.warehouse import published_path
 from lms_pipeline_tests.conftest import failure_message
@@ -47,8 +47,7 @@ def issued(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         tokens.append(secrets.token_urlsafe(nbytes))
         return tokens[-1]
 
-    for module in (sis_simulator, simulator):
-        monkeypatch.setattr(module, "secrets", SimpleNamespace(token_urlsafe=recording))
+    monkeypatch.setattr(simulator_oauth, "secrets", SimpleNamespace(token_urlsafe=recording))
     return tokens
 
 

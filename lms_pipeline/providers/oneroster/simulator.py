@@ -55,13 +55,8 @@ date (400), path (404), filter (400), injected fault, class (404), roster exposu
 
 from __future__ import annotations
 
-import base64
 import json
-import operator
-import re
-import secrets
 import threading
-import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -69,52 +64,41 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import product
 from typing import Literal
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
-from lms_pipeline.providers.oneroster.sis_simulator import SCOPE_ROOT, _as_of, _base_url, _ImsxError, _int, _read
+from lms_pipeline.providers.oneroster.simulator_oauth import (
+    SCOPE_ROOT,
+    ImsxError,
+    TokenIssuer,
+    as_of_day,
+    int_param,
+    request_base_url,
+)
+from lms_pipeline.providers.oneroster.simulator_query import (
+    SERVICE_PATH,
+    Filter,
+    Params,
+    ordered_records,
+    parse_route,
+    selected_fields,
+)
+from lms_pipeline.providers.oneroster.simulator_world import (
+    CourseDays,
+    course_term,
+    guid_ref,
+    moment_of,
+    number_of,
+    school_year_of,
+    user_record,
+)
 from lms_pipeline.simulator.common import DATE_HEADER, FaultBook, RequestLog, origin, query_params, respond
-from lms_pipeline.simulator.world import DAY_SECONDS, CourseView, DateOutOfRangeError, World, student_name
+from lms_pipeline.simulator.world import CourseView, DateOutOfRangeError, World
 
-SERVICE_PATH = ("ims", "oneroster", "rostering", "v1p2")
-COLLECTIONS = ("courses", "classes", "enrollments", "academicSessions", "terms")
 ENVELOPES = {"students": "users", "terms": "academicSessions"}  # the list key where it is not the path's last part
 ROSTER_SCOPES = frozenset({"roster-core.readonly", "roster.readonly"})  # roster.readonly is the wider scope
 DEFAULT_LIMIT = 100
-# Fields a filter may name, per listed collection (what is not listed answers 400 invalid_filter_field).
-FILTER_FIELDS = {
-    "courses": {"sourcedId", "status", "dateLastModified", "title", "courseCode", "org.sourcedId"},
-    "classes": {"sourcedId", "status", "dateLastModified", "title", "classCode", "classType", "course.sourcedId",
-                "school.sourcedId"},
-    "enrollments": {"sourcedId", "status", "dateLastModified", "role", "primary", "beginDate", "endDate",
-                    "user.sourcedId", "class.sourcedId", "school.sourcedId"},
-    "users": {"sourcedId", "status", "dateLastModified", "username", "givenName", "familyName", "email",
-              "enabledUser"},
-    "academicSessions": {"sourcedId", "status", "dateLastModified", "title", "startDate", "endDate", "type",
-                         "schoolYear"},
-}  # fmt: skip
-# The properties of each entity (the 1.2 OpenAPI's): what ``fields`` may select.
-SELECTABLE = {
-    "courses": {"sourcedId", "status", "dateLastModified", "metadata", "title", "schoolYear", "courseCode", "grades",
-                "subjects", "org", "subjectCodes", "resources"},
-    "classes": {"sourcedId", "status", "dateLastModified", "metadata", "title", "classCode", "classType", "location",
-                "grades", "subjects", "course", "school", "terms", "subjectCodes", "periods", "resources"},
-    "enrollments": {"sourcedId", "status", "dateLastModified", "metadata", "user", "class", "school", "role",
-                    "primary", "beginDate", "endDate"},
-    "users": {"sourcedId", "status", "dateLastModified", "metadata", "userMasterIdentifier", "username", "userIds",
-              "enabledUser", "givenName", "familyName", "middleName", "preferredFirstName", "preferredMiddleName",
-              "preferredLastName", "pronouns", "roles", "userProfiles", "primaryOrg", "identifier", "email", "sms",
-              "phone", "agents", "grades", "password", "resources"},
-    "academicSessions": {"sourcedId", "status", "dateLastModified", "metadata", "title", "startDate", "endDate",
-                         "type", "parent", "children", "schoolYear"},
-}  # fmt: skip
-COMPARISONS = {"=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt,
-               "<=": operator.le}  # fmt: skip
-DATE_FIELDS = frozenset({"dateLastModified", "beginDate", "endDate", "startDate"})
-_CONJUNCTION = re.compile(r"\s+(AND|OR)\s+(?=(?:[^']*'[^']*')*[^']*$)")  # AND/OR outside quoted values
-_PREDICATE = re.compile(r"^\s*([A-Za-z][A-Za-z.]*)\s*(!=|>=|<=|=|>|<|~)\s*'([^']*)'\s*$")
 
-Params = dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -157,39 +141,6 @@ class _Listings:
     students: dict[str, list[dict]]  # class id -> its enrolled students as OneRoster users
 
 
-class _Filter:
-    """A parsed ``filter``: at most two predicates, all joined by AND or all by OR."""
-
-    def __init__(self, expression: str | None, collection: str) -> None:
-        parts = _CONJUNCTION.split(expression.strip()) if expression and expression.strip() else []
-        self.any = "OR" in parts[1::2]
-        predicates = parts[0::2]
-        if len(predicates) > 2:
-            raise _ImsxError(400, "invalid_filter_field", f"at most two predicates, got {len(predicates)}")
-        self.tests: list[tuple[list[str], str, object]] = []
-        for predicate in predicates:
-            match = _PREDICATE.match(predicate)
-            if match is None:
-                raise _ImsxError(400, "invalid_filter_field", f"cannot read filter predicate {predicate!r}")
-            field, op, value = match.groups()
-            if field not in FILTER_FIELDS[collection]:
-                raise _ImsxError(400, "invalid_filter_field", f"{collection} cannot be filtered by {field}")
-            wanted: object = _moment(value) if field in DATE_FIELDS and op != "~" else value
-            if wanted is None:
-                raise _ImsxError(400, "invalid_filter_field", f"{field}: {value!r} is not a date or datetime")
-            self.tests.append((field.split("."), op, wanted))
-
-    def equals(self, field: str) -> set[str]:
-        """The values an ``=`` predicate on ``field`` names (how a request targets one class)."""
-        return {str(wanted) for path, op, wanted in self.tests if ".".join(path) == field and op == "="}
-
-    def keep(self, records: list[dict]) -> list[dict]:
-        if not self.tests:
-            return records
-        combine = any if self.any else all
-        return [r for r in records if combine(_holds(r, path, op, wanted) for path, op, wanted in self.tests)]
-
-
 class OneRosterRosteringApp:
     """Serves each world as OneRoster 1.2 rostering at ``/oneroster/{connection_id}/...`` as of the
     ``X-Simulated-Date`` day (default: ``clock``). ``credentials``: connection id -> (client_id, client_secret);
@@ -204,26 +155,23 @@ class OneRosterRosteringApp:
     ) -> None:
         self.worlds = {w.spec.connection_id: w for w in worlds}
         self.options = OneRosterOptions(**options)  # type: ignore[arg-type]
-        self._credentials = dict(credentials)
+        self._tokens = TokenIssuer(credentials)
         self.clock = clock or (lambda: datetime.now(UTC).date())
         self.request_log = RequestLog()
-        self._tokens: dict[str, tuple[str, float, frozenset[str]]] = {}  # token -> (connection, expires, scopes)
         self._counts: dict[str, int] = {}
         self._faults = FaultBook()
         self._days: OrderedDict[tuple, _Listings] = OrderedDict()
-        self._course_days = {cid: _CourseDays(w) for cid, w in self.worlds.items()}
+        self._course_days = {cid: CourseDays(w) for cid, w in self.worlds.items()}
         self._lock = threading.Lock()
 
     # ---- test controls ---------------------------------------------------------------------------------------
     def expire_tokens(self) -> None:
         """Make every issued token expire now (tests of the client's refresh)."""
-        with self._lock:
-            self._tokens = {t: (cid, 0.0, scopes) for t, (cid, _, scopes) in self._tokens.items()}
+        self._tokens.expire_all()
 
     def issued_tokens(self) -> list[str]:
         """Every token handed out so far (tests check that none leaks into pages or errors)."""
-        with self._lock:
-            return list(self._tokens)
+        return self._tokens.issued()
 
     def inject_fault(
         self,
@@ -255,7 +203,7 @@ class OneRosterRosteringApp:
         headers: dict[str, str] = {}
         try:
             status, body, headers = self._handle(environ, params, entry)
-        except _ImsxError as err:
+        except ImsxError as err:
             status, body, headers = err.status, err.body(), err.headers
         entry["status"] = status
         self.request_log.append(entry)
@@ -264,39 +212,40 @@ class OneRosterRosteringApp:
     def _handle(self, environ: WSGIEnvironment, params: Params, entry: dict) -> tuple[int, bytes, dict[str, str]]:
         parts = environ.get("PATH_INFO", "").strip("/").split("/")
         if len(parts) < 3 or parts[0] != "oneroster" or parts[1] not in self.worlds:
-            raise _ImsxError(404, "unknownobject", "Not found: expected /oneroster/{connection_id}/...")
+            raise ImsxError(404, "unknownobject", "Not found: expected /oneroster/{connection_id}/...")
         world, rest, method = self.worlds[parts[1]], parts[2:], environ.get("REQUEST_METHOD")
         entry["connection_id"] = parts[1]
         self._throttle(parts[1])
         if rest == ["oauth", "token"]:
             if method != "POST":
-                raise _ImsxError(405, "invaliddata", "use POST", {"Allow": "POST"})
-            return 200, json.dumps(self._token(parts[1], environ)).encode(), {"Cache-Control": "no-store"}
+                raise ImsxError(405, "invaliddata", "use POST", {"Allow": "POST"})
+            token = self._tokens.issue(parts[1], environ, self.options.token_ttl_seconds)
+            return 200, json.dumps(token).encode(), {"Cache-Control": "no-store"}
         if method != "GET":
-            raise _ImsxError(405, "invaliddata", "the rostering service is read-only", {"Allow": "GET"})
-        scopes = self._authorize(parts[1], environ)
+            raise ImsxError(405, "invaliddata", "the rostering service is read-only", {"Allow": "GET"})
+        scopes = self._tokens.authorize(parts[1], environ)
         if not scopes & ROSTER_SCOPES:
-            raise _ImsxError(403, "forbidden", f"scope {SCOPE_ROOT}roster-core.readonly required")
-        entry["as_of"] = day = _as_of(environ.get(DATE_HEADER)) or self.clock()
-        endpoint, class_id = _route(rest)
+            raise ImsxError(403, "forbidden", f"scope {SCOPE_ROOT}roster-core.readonly required")
+        entry["as_of"] = day = as_of_day(environ.get(DATE_HEADER)) or self.clock()
+        endpoint, class_id = parse_route(rest)
         entry.update(endpoint=endpoint)
         try:
             listings = self._listings(world, day, origin(environ))
         except DateOutOfRangeError as err:
-            raise _ImsxError(400, "invaliddata", str(err)) from None
+            raise ImsxError(400, "invaliddata", str(err)) from None
         collection = ENVELOPES.get(endpoint, endpoint)
-        where = _Filter(params.get("filter", [None])[0], collection)
+        where = Filter(params.get("filter", [None])[0], collection)
         targets = {class_id} if class_id is not None else where.equals("class.sourcedId")
         entry["class_id"] = class_id or (min(targets) if targets else None)
         fault = self._faults.take(parts[1], endpoint=endpoint, class_id=entry["class_id"])
         if fault is not None:
-            body = fault.payload if fault.body is not None else _ImsxError(fault.status, "internal_server_error",
+            body = fault.payload if fault.body is not None else ImsxError(fault.status, "internal_server_error",
                                                                                  "Simulated fault").body()  # fmt: skip
             return fault.status, body, {}
         if endpoint == "students" and class_id not in listings.students:
-            raise _ImsxError(404, "unknownobject", f"class {class_id} not found")
+            raise ImsxError(404, "unknownobject", f"class {class_id} not found")
         if endpoint in ("students", "enrollments") and targets & listings.hidden:
-            raise _ImsxError(403, "forbidden", f"the roster of class {sorted(targets & listings.hidden)[0]} is not "
+            raise ImsxError(403, "forbidden", f"the roster of class {sorted(targets & listings.hidden)[0]} is not "
                              "shared with this client")  # fmt: skip
         if class_id is not None:
             records = listings.students[class_id]
@@ -304,50 +253,24 @@ class OneRosterRosteringApp:
             records = [row for target in sorted(targets) for row in listings.by_class.get(target, [])]
         else:
             records = getattr(listings, endpoint)
-        selected = _selection(params, collection)
-        return self._page(_ordered(where.keep(records), params, collection), collection, params, environ, selected)
+        listed = ordered_records(where.keep(records), params, collection)
+        return self._page(listed, collection, params, environ, selected_fields(params, collection))
 
     def _throttle(self, connection_id: str) -> None:
         every = self.options.throttle_every
         with self._lock:
             self._counts[connection_id] = count = self._counts.get(connection_id, 0) + 1
         if every and count % every == 0:
-            raise _ImsxError(429, "server_busy", "Too many requests")
-
-    # ---- auth (as sis_app) -----------------------------------------------------------------------------------
-    def _token(self, connection_id: str, environ: WSGIEnvironment) -> dict:
-        client_id, secret = self._credentials.get(connection_id, ("", ""))
-        expected = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-        if not client_id or environ.get("HTTP_AUTHORIZATION") != expected:
-            raise _ImsxError(401, "unauthorisedrequest", "invalid client credentials")
-        form = parse_qs(_read(environ).decode(), keep_blank_values=True)
-        if form.get("grant_type") != ["client_credentials"]:
-            raise _ImsxError(400, "invaliddata", "grant_type must be client_credentials")
-        scopes = frozenset(s.removeprefix(SCOPE_ROOT) for value in form.get("scope", []) for s in value.split() if s)
-        token, ttl = secrets.token_urlsafe(24), self.options.token_ttl_seconds
-        with self._lock:
-            self._tokens[token] = (connection_id, time.monotonic() + ttl, scopes)
-        return {"access_token": token, "token_type": "Bearer", "expires_in": int(ttl),
-                "scope": " ".join(SCOPE_ROOT + s for s in sorted(scopes))}  # fmt: skip
-
-    def _authorize(self, connection_id: str, environ: WSGIEnvironment) -> frozenset[str]:
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        with self._lock:
-            grant = self._tokens.get(header.removeprefix("Bearer ")) if header.startswith("Bearer ") else None
-        if grant is None or grant[0] != connection_id:
-            raise _ImsxError(401, "unauthorisedrequest", "missing or invalid access token")
-        if grant[1] <= time.monotonic():
-            raise _ImsxError(401, "unauthorisedrequest", "access token expired")
-        return grant[2]
+            raise ImsxError(429, "server_busy", "Too many requests")
 
     # ---- paging ----------------------------------------------------------------------------------------------
     def _page(
         self, records: list[dict], collection: str, params: Params, environ: WSGIEnvironment,
         selected: list[str] | None = None,
     ) -> tuple[int, bytes, dict[str, str]]:  # fmt: skip
-        limit, offset = _int(params, "limit", DEFAULT_LIMIT), _int(params, "offset", 0)
+        limit, offset = int_param(params, "limit", DEFAULT_LIMIT), int_param(params, "offset", 0)
         if limit < 1 or offset < 0:
-            raise _ImsxError(400, "invaliddata", "limit must be >= 1 and offset >= 0")
+            raise ImsxError(400, "invaliddata", "limit must be >= 1 and offset >= 0")
         opts = self.options
         if opts.ignore_limit:
             limit = max(1, len(records) - offset)
@@ -362,7 +285,7 @@ class OneRosterRosteringApp:
             return 200, json.dumps(body).encode(), {}
         if opts.paging == "none":
             return 200, json.dumps({collection: page}).encode(), {}
-        base = _base_url(environ)
+        base = request_base_url(environ)
         kept = {k: v[0] for k, v in params.items() if k not in ("limit", "offset")}
 
         def link(at: int, rel: str) -> str:
@@ -400,9 +323,9 @@ class OneRosterRosteringApp:
         listed, ended = self._course_days[spec.connection_id].until(day)
         root = f"{server}/oneroster/{spec.connection_id}/{'/'.join(SERVICE_PATH)}"
         fallback = f"{spec.start_date}T00:00:00Z"
-        school = _ref(root, "orgs", f"org-{spec.connection_id}", "org")
-        year = _school_year(day)
-        school_year = _ref(root, "academicSessions", f"sy-{year}", "academicSession")
+        school = guid_ref(root, "orgs", f"org-{spec.connection_id}", "org")
+        year = school_year_of(day)
+        school_year = guid_ref(root, "academicSessions", f"sy-{year}", "academicSession")
         sessions = [{
             "sourcedId": f"sy-{year}", "status": "active", "dateLastModified": f"{year - 1}-07-01T00:00:00Z",
             "title": f"School year {year - 1}-{year}", "startDate": f"{year - 1}-07-01", "endDate": f"{year}-07-01",
@@ -418,9 +341,9 @@ class OneRosterRosteringApp:
                 "schoolYear": school_year, "courseCode": f"C{view.number:05d}", "org": school,
             })  # fmt: skip
             if opts.class_deactivation == "term_end":
-                terms.append(_course_term(view, started, ended.get(view.id), day, fallback))
+                terms.append(course_term(view, started, ended.get(view.id), day, fallback))
                 class_status = "active"
-                class_terms = [_ref(root, "academicSessions", terms[-1]["sourcedId"], "academicSession")]
+                class_terms = [guid_ref(root, "academicSessions", terms[-1]["sourcedId"], "academicSession")]
             else:  # the vendor marks the classes of an ended course for deletion instead
                 class_terms, class_status = [school_year], "active" if view.is_active else "tobedeleted"
             for k, (class_id, members) in enumerate(view.sections):
@@ -428,10 +351,10 @@ class OneRosterRosteringApp:
                 classes.append({
                     "sourcedId": class_id, "status": class_status, "dateLastModified": modified,
                     "title": f"{view.name} - Section {letter}", "classCode": f"C{view.number:05d}-{letter}",
-                    "classType": "scheduled", "course": _ref(root, "courses", view.id, "course"), "school": school,
+                    "classType": "scheduled", "course": guid_ref(root, "courses", view.id, "course"), "school": school,
                     "terms": class_terms,
                 })  # fmt: skip
-                students[class_id] = [_user(sid, school, fallback) for sid in members]
+                students[class_id] = [user_record(sid, school, fallback) for sid in members]
                 if view.exposed:
                     by_class[class_id] = self._enrollments(root, school, view, before.get(view.id),
                                                            after.get(view.id), k, day, started)  # fmt: skip
@@ -464,16 +387,16 @@ class OneRosterRosteringApp:
             dates = {"beginDate": begin, **({"endDate": end} if end else {})}
             return {
                 "sourcedId": f"enr-{class_id}-{user}", "status": status, "dateLastModified": stamp,
-                "user": _ref(root, "users", user, "user"), "class": _ref(root, "classes", class_id, "class"),
+                "user": guid_ref(root, "users", user, "user"), "class": guid_ref(root, "classes", class_id, "class"),
                 "school": school, "role": role, "primary": "true" if role == "teacher" else "false", **dates,
             }  # fmt: skip
 
         def stamp(sid: str, is_new: bool) -> str:
-            return (changed or _moment_of(day, class_id, sid)) if is_new else earlier
+            return (changed or moment_of(day, class_id, sid)) if is_new else earlier
 
         def in_this_class(sid: str) -> bool:
             # The section a student is in: the world keeps them in section (number + course number) % n.
-            return (_number(sid) + view.number) % len(view.sections) == k
+            return (number_of(sid) + view.number) % len(view.sections) == k
 
         rows = [row(f"tch-{view.number:05d}", "teacher", "active", view.created_at or f"{created}T00:00:00Z", created)]
         rows += [row(sid, "student", "active", stamp(sid, sid not in was_in), created) for sid in members]
@@ -485,7 +408,7 @@ class OneRosterRosteringApp:
         if after is not None:
             known = set(view.enrolled) | set(view.dropped)
             tomorrow = (day + timedelta(days=1)).isoformat()
-            rows += [row(sid, "student", "active", _moment_of(day, class_id, sid, "early"), tomorrow)
+            rows += [row(sid, "student", "active", moment_of(day, class_id, sid, "early"), tomorrow)
                      for sid in after.enrolled if sid not in known and in_this_class(sid)]  # fmt: skip
         return rows
 
@@ -495,147 +418,3 @@ class OneRosterRosteringApp:
         return "inactive" if legacy else "tobedeleted"
 
 
-# ---- helpers --------------------------------------------------------------------------------------------------
-class _CourseDays:
-    """The day each course of one world was first listed and the day it was first inactive, found once by walking
-    the world's days forward.
-
-    The world knows only each day's flag (and may omit a course's timestamps); a term's dates must name the days a
-    course started and stopped, and stay the same on every later day. Courses never come back once inactive, and
-    the world replays days deterministically (its checkpoints make the walk cost what computing the days costs)."""
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-        self.walked: date | None = None
-        self.listed: dict[str, date] = {}
-        self.stopped: dict[str, date] = {}
-        self._lock = threading.Lock()
-
-    def until(self, day: date) -> tuple[dict[str, date], dict[str, date]]:
-        """(course id -> first listed day, course id -> first inactive day), for the days up to ``day``."""
-        with self._lock:
-            walked = self.walked or self.world.spec.start_date - timedelta(days=1)
-            while walked < day:
-                walked += timedelta(days=1)
-                for course_id, active in self.world.is_active(walked).items():
-                    self.listed.setdefault(course_id, walked)
-                    if not active:
-                        self.stopped.setdefault(course_id, walked)
-            self.walked = max(walked, self.walked or walked)
-            return ({c: d for c, d in self.listed.items() if d <= day},
-                    {c: d for c, d in self.stopped.items() if d <= day})  # fmt: skip
-
-
-def _school_year(day: date) -> int:
-    """The year the school year holding ``day`` ends in (OneRoster's ``schoolYear``; years run 1 July-30 June)."""
-    return day.year + 1 if day.month >= 7 else day.year
-
-
-def _course_term(view: CourseView, started: date, ended: date | None, day: date, fallback: str) -> dict:
-    """The term a course's classes run in: from the day it was first listed to the day it went inactive (excluded),
-    or while it runs to the end of the current school year (1 July, excluded)."""
-    if ended is not None:
-        end, modified = ended, view.updated_at or f"{ended}T00:00:00Z"  # the course last changed when it stopped
-    else:
-        end = date(_school_year(day), 7, 1)
-        modified = max(view.created_at or fallback, f"{end.year - 1}-07-01T00:00:00Z")  # extended each 1 July
-    return {
-        "sourcedId": f"term-{view.id}", "status": "active", "dateLastModified": modified,
-        "title": f"{view.name} teaching period", "startDate": started.isoformat(), "endDate": end.isoformat(),
-        "type": "term", "schoolYear": str(_school_year(end - timedelta(days=1))),
-    }  # fmt: skip
-
-
-def _route(rest: list[str]) -> tuple[str, str | None]:
-    """(endpoint, class id) from the path after the connection: a collection, or ``classes/{id}/students``."""
-    if tuple(rest[:4]) == SERVICE_PATH:
-        tail = rest[4:]
-        if len(tail) == 1 and tail[0] in COLLECTIONS:
-            return tail[0], None
-        if len(tail) == 3 and tail[0] == "classes" and tail[2] == "students" and tail[1]:
-            return "students", tail[1]
-    raise _ImsxError(404, "unknownobject", f"Not found: /{'/'.join(rest)}")
-
-
-def _ref(root: str, collection: str, sourced_id: str, kind: str) -> dict:
-    return {"href": f"{root}/{collection}/{sourced_id}", "sourcedId": sourced_id, "type": kind}
-
-
-def _user(sid: str, school: dict, modified: str) -> dict:
-    first, last = student_name(_number(sid))
-    email = f"{first}.{last}.{_number(sid)}@school.example".lower()
-    return {
-        "sourcedId": sid, "status": "active", "dateLastModified": modified, "enabledUser": "true",
-        "username": sid, "givenName": first, "familyName": last, "email": email,
-        "roles": [{"roleType": "primary", "role": "student", "org": school}],
-    }  # fmt: skip
-
-
-def _number(world_id: str) -> int:
-    return int(world_id.rsplit("-", 1)[1])
-
-
-def _moment_of(day: date, *parts: str) -> str:
-    """A fixed second of ``day`` before 23:00 (when the world's changes happen), derived from ``parts``."""
-    hour, rest = divmod(zlib.crc32("|".join(parts).encode()) % DAY_SECONDS, 3600)
-    return f"{day}T{hour:02d}:{rest // 60:02d}:{rest % 60:02d}Z"
-
-
-def _moment(value: str) -> datetime | None:
-    """A filter or record date: ``YYYY-MM-DD`` (midnight UTC) or an ISO datetime (UTC when naive)."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _value(record: dict, path: list[str]) -> object:
-    """A record's value at a dotted field (``class.sourcedId``); None when absent."""
-    value: object = record
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
-def _ordered(records: list[dict], params: Params, collection: str) -> list[dict]:
-    """The records in ``sort`` order (``orderBy`` asc, the default, or desc; records without the field last when
-    ascending), or as they are when no sort is asked."""
-    field, order = params.get("sort", [None])[0], params.get("orderBy", ["asc"])[0]
-    if order not in ("asc", "desc"):
-        raise _ImsxError(400, "invaliddata", f"orderBy must be asc or desc, got {order!r}")
-    if field is None:
-        return records
-    if field not in FILTER_FIELDS[collection]:
-        raise _ImsxError(400, "invaliddata", f"{collection} cannot be sorted by {field}")
-    path = field.split(".")
-
-    def key(record: dict) -> tuple[bool, str]:
-        value = _value(record, path)
-        return value is None, "" if value is None else str(value)
-
-    return sorted(records, key=key, reverse=order == "desc")
-
-
-def _selection(params: Params, collection: str) -> list[str] | None:
-    """The properties ``fields`` selects (None: all), each checked against the entity's."""
-    names = [name.strip() for value in params.get("fields", []) for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SELECTABLE[collection]]
-    if unknown:
-        raise _ImsxError(400, "invalid_selection_field", f"{collection} have no field {', '.join(unknown)}")
-    return names or None
-
-
-def _holds(record: dict, path: list[str], op: str, wanted: object) -> bool:
-    value = _value(record, path)
-    if value is None:
-        return False
-    if isinstance(wanted, datetime):
-        have: object = _moment(str(value))
-        if have is None:
-            return False
-    else:
-        have = str(value)
-    if op == "~":
-        return str(wanted).lower() in str(have).lower()
-    return COMPARISONS[op](have, wanted)

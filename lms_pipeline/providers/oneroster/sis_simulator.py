@@ -22,21 +22,26 @@ need the ``gradebook.createput`` scope (403 ``forbidden`` otherwise); an unknown
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import secrets
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+from lms_pipeline.providers.oneroster.simulator_oauth import (
+    SCOPE_ROOT,
+    ImsxError,
+    TokenIssuer,
+    as_of_day,
+    int_param,
+    read_body,
+    request_base_url,
+)
 from lms_pipeline.providers.oneroster.sis_world import SCORE_STATUSES, SisWorld
-from lms_pipeline.simulator.common import DATE_HEADER, RequestLog, origin, parse_as_of, query_params, respond
+from lms_pipeline.simulator.common import DATE_HEADER, RequestLog, origin, query_params, respond
 
-SCOPE_ROOT = "https://purl.imsglobal.org/spec/or/v1p2/scope/"
 READ_SCOPES = {"users": "roster-core.readonly", "classes": "roster-core.readonly",
                "lineItems": "gradebook.readonly", "results": "gradebook.readonly"}  # fmt: skip
 SINGULAR = {"users": "user", "classes": "class", "lineItems": "lineItem", "results": "result"}
@@ -63,22 +68,6 @@ DROPPED_BODY_LENGTH = 64  # a dropped answer promises this many bytes and sends 
 WriteHook = Callable[[SisWorld, str, dict], None]
 
 
-class _ImsxError(Exception):
-    def __init__(self, status: int, minor: str, description: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(description)
-        self.status, self.minor, self.description, self.headers = status, minor, description, headers or {}
-
-    def body(self) -> bytes:
-        return json.dumps(self.payload()).encode()
-
-    def payload(self) -> dict:
-        return {
-            "imsx_codeMajor": "failure", "imsx_severity": "error", "imsx_description": self.description,
-            "imsx_CodeMinor": {"imsx_codeMinorField": [
-                {"imsx_codeMinorFieldName": "TargetEndSystem", "imsx_codeMinorFieldValue": self.minor}]},
-        }  # fmt: skip
-
-
 class _Dropped(Exception):
     """The SIS drops the connection mid-answer (vendor mode ``drop_after_writes``)."""
 
@@ -98,26 +87,24 @@ class SisSimulatorApp:
         before_write: WriteHook | None = None,
     ) -> None:
         self.worlds = {w.spec.sis_id: w for w in worlds}
-        self._credentials = dict(credentials)  # sis_id -> (client_id, client_secret)
+        self._tokens = TokenIssuer(credentials)  # sis_id -> (client_id, client_secret)
         self.clock = clock or (lambda: datetime.now(UTC).date())
         self.before_write = before_write
         self.record_bodies = False
-        self._tokens: dict[str, tuple[str, float, frozenset[str]]] = {}  # token -> (sis_id, expires, scopes)
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self.request_log = RequestLog()
 
     def expire_tokens(self) -> None:
         """Make every issued token expire now (tests of the client's refresh)."""
-        with self._lock:
-            self._tokens = {t: (sis, 0.0, scopes) for t, (sis, _, scopes) in self._tokens.items()}
+        self._tokens.expire_all()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         entry = {"method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO", ""), "status": None}
         try:
             status, payload, headers = self._handle(environ, entry)
             body = json.dumps(payload).encode() if payload is not None else b""
-        except _ImsxError as err:
+        except ImsxError as err:
             status, payload, body, headers = err.status, err.payload(), err.body(), err.headers
         except _Dropped:
             # Headers that promise a body, then the connection closes: the client sees the peer hang up mid-answer.
@@ -136,42 +123,43 @@ class SisSimulatorApp:
     def _handle(self, environ: WSGIEnvironment, entry: dict) -> tuple[int, object, dict[str, str]]:
         parts = environ.get("PATH_INFO", "").strip("/").split("/")
         if len(parts) < 3 or parts[0] != "sis" or parts[1] not in self.worlds:
-            raise _ImsxError(404, "unknownobject", "Not found: expected /sis/{sis_id}/...")
+            raise ImsxError(404, "unknownobject", "Not found: expected /sis/{sis_id}/...")
         world, rest, method = self.worlds[parts[1]], parts[2:], environ.get("REQUEST_METHOD")
         self._throttle(world)
         if rest == ["oauth", "token"]:
             if method != "POST":
-                raise _ImsxError(405, "invaliddata", "use POST", {"Allow": "POST"})
-            return 200, self._token(world, environ), {"Cache-Control": "no-store"}
+                raise ImsxError(405, "invaliddata", "use POST", {"Allow": "POST"})
+            return 200, self._tokens.issue(world.spec.sis_id, environ, world.spec.token_ttl_seconds), {
+                "Cache-Control": "no-store"}
         if rest[:3] == ["ims", "oneroster", "rostering"] and len(rest) == 5 and rest[3] == "v1p2":
             service, collection, sourced_id = "rostering", rest[4], None
         elif rest[:3] == ["ims", "oneroster", "gradebook"] and len(rest) in (5, 6) and rest[3] == "v1p2":
             service, collection, sourced_id = "gradebook", rest[4], rest[5] if len(rest) == 6 else None
         else:
-            raise _ImsxError(404, "unknownobject", f"Not found: {environ.get('PATH_INFO')}")
+            raise ImsxError(404, "unknownobject", f"Not found: {environ.get('PATH_INFO')}")
         if collection not in READ_SCOPES or (service == "rostering") != (collection in ("users", "classes")):
-            raise _ImsxError(404, "unknownobject", f"Unknown collection {collection}")
-        body = _json_or_none(_read(environ)) if method not in ("GET", "HEAD") else None
+            raise ImsxError(404, "unknownobject", f"Unknown collection {collection}")
+        body = _json_or_none(read_body(environ)) if method not in ("GET", "HEAD") else None
         if self.before_write is not None and method in ("PUT", "POST") and service == "gradebook":
             self.before_write(world, sourced_id, body)
         allowed = "GET, PUT" if collection == "results" and sourced_id is not None else "GET"
         if method not in allowed.split(", "):
             # No POST /results in OneRoster 1.2 (§9.1): a result is created with PUT /results/{sourcedId}.
-            raise _ImsxError(405, "invaliddata", f"{method} not allowed on {collection}", {"Allow": allowed})
-        scopes = self._authorize(world, environ)
-        day = _as_of(environ.get(DATE_HEADER)) or self.clock()
+            raise ImsxError(405, "invaliddata", f"{method} not allowed on {collection}", {"Allow": allowed})
+        scopes = self._tokens.authorize(world.spec.sis_id, environ)
+        day = as_of_day(environ.get(DATE_HEADER)) or self.clock()
         entry.update(collection=collection, as_of=day.isoformat())
         base = f"{origin(environ)}/sis/{world.spec.sis_id}/ims/oneroster"
         if method == "GET":
             if READ_SCOPES[collection] not in scopes and WRITE_SCOPE not in scopes:
-                raise _ImsxError(403, "forbidden", f"scope {SCOPE_ROOT}{READ_SCOPES[collection]} required")
+                raise ImsxError(403, "forbidden", f"scope {SCOPE_ROOT}{READ_SCOPES[collection]} required")
             if sourced_id is not None:
                 return 200, {SINGULAR[collection]: _served(self._one(world, day, collection, sourced_id), base)}, {}
             return self._list(world, day, collection, environ, base)
         if WRITE_SCOPE not in scopes:
-            raise _ImsxError(403, "forbidden", f"scope {SCOPE_ROOT}{WRITE_SCOPE} required for writes")
+            raise ImsxError(403, "forbidden", f"scope {SCOPE_ROOT}{WRITE_SCOPE} required for writes")
         if body is None:
-            raise _ImsxError(422, "invaliddata", "body is not JSON")
+            raise ImsxError(422, "invaliddata", "body is not JSON")
         if self.record_bodies:
             entry["request_body"] = body
         return self._write(world, day, sourced_id, body, base)
@@ -181,34 +169,7 @@ class SisSimulatorApp:
         with self._lock:
             self._counts[world.spec.sis_id] = count = self._counts.get(world.spec.sis_id, 0) + 1
         if every and count % every == 0:
-            raise _ImsxError(429, "server_busy", "Too many requests", {"Retry-After": "0"})
-
-    # ---- auth ------------------------------------------------------------------------------------------------
-    def _token(self, world: SisWorld, environ: WSGIEnvironment) -> dict:
-        client_id, secret = self._credentials[world.spec.sis_id]
-        expected = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-        if environ.get("HTTP_AUTHORIZATION") != expected:
-            raise _ImsxError(401, "unauthorisedrequest", "invalid client credentials")
-        form = parse_qs(_read(environ).decode(), keep_blank_values=True)
-        if form.get("grant_type") != ["client_credentials"]:
-            raise _ImsxError(400, "invaliddata", "grant_type must be client_credentials")
-        scopes = frozenset(s.removeprefix(SCOPE_ROOT) for value in form.get("scope", []) for s in value.split() if s)
-        token = secrets.token_urlsafe(24)
-        ttl = world.spec.token_ttl_seconds
-        with self._lock:
-            self._tokens[token] = (world.spec.sis_id, time.monotonic() + ttl, scopes)
-        return {"access_token": token, "token_type": "Bearer", "expires_in": int(ttl),
-                "scope": " ".join(SCOPE_ROOT + s for s in sorted(scopes))}  # fmt: skip
-
-    def _authorize(self, world: SisWorld, environ: WSGIEnvironment) -> frozenset[str]:
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        with self._lock:
-            grant = self._tokens.get(header.removeprefix("Bearer ")) if header.startswith("Bearer ") else None
-        if grant is None or grant[0] != world.spec.sis_id:
-            raise _ImsxError(401, "unauthorisedrequest", "missing or invalid access token")
-        if grant[1] <= time.monotonic():
-            raise _ImsxError(401, "unauthorisedrequest", "access token expired")
-        return grant[2]
+            raise ImsxError(429, "server_busy", "Too many requests", {"Retry-After": "0"})
 
     # ---- reads -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -219,22 +180,22 @@ class SisSimulatorApp:
     def _one(self, world: SisWorld, day: date, collection: str, sourced_id: str) -> dict:
         found = next((r for r in self._records(world, day, collection) if r["sourcedId"] == sourced_id), None)
         if found is None:
-            raise _ImsxError(404, "unknownobject", f"{SINGULAR[collection]} {sourced_id} not found")
+            raise ImsxError(404, "unknownobject", f"{SINGULAR[collection]} {sourced_id} not found")
         return found
 
     def _list(
         self, world: SisWorld, day: date, collection: str, environ: WSGIEnvironment, base: str
     ) -> tuple[int, dict, dict[str, str]]:
         params = query_params(environ)
-        limit, offset = _int(params, "limit", 100), _int(params, "offset", 0)
+        limit, offset = int_param(params, "limit", 100), int_param(params, "offset", 0)
         if limit < 1 or offset < 0:
-            raise _ImsxError(400, "invaliddata", "limit must be >= 1 and offset >= 0")
+            raise ImsxError(400, "invaliddata", "limit must be >= 1 and offset >= 0")
         limit = min(limit, world.spec.max_limit)
         records = self._records(world, day, collection)
         if not world.spec.ignores_filter:  # vendor mode: the filter is not applied, every record comes back
             records = _filtered(records, params.get("filter", [None])[0])
         page = [_served(r, base) for r in records[offset : offset + limit]]
-        url = _base_url(environ)
+        url = request_base_url(environ)
         keep = {k: v[0] for k, v in params.items() if k not in ("limit", "offset")}
 
         def link(at: int, rel: str) -> str:
@@ -253,24 +214,24 @@ class SisSimulatorApp:
         """The Result of a PUT body, checked as the spec's schema says (422) and against the gradebook (404)."""
         result = body.get("result") if isinstance(body, dict) and set(body) == {"result"} else None
         if not isinstance(result, dict):
-            raise _ImsxError(422, "invaliddata", 'body must be {"result": {...}}, nothing else')
+            raise ImsxError(422, "invaliddata", 'body must be {"result": {...}}, nothing else')
         problems = result_problems(result)
         if problems:
-            raise _ImsxError(422, "invaliddata", "not a valid Result: " + "; ".join(problems))
+            raise ImsxError(422, "invaliddata", "not a valid Result: " + "; ".join(problems))
         if result["sourcedId"] != sourced_id:
-            raise _ImsxError(422, "invaliddata", f"result.sourcedId {result['sourcedId']!r} is not the path's "
+            raise ImsxError(422, "invaliddata", f"result.sourcedId {result['sourcedId']!r} is not the path's "
                              f"{sourced_id!r}")  # fmt: skip
         item = world.line_item(day, result["lineItem"]["sourcedId"])
         if item is None:
-            raise _ImsxError(404, "unknownobject", f"Line item {result['lineItem']['sourcedId']} not found")
+            raise ImsxError(404, "unknownobject", f"Line item {result['lineItem']['sourcedId']} not found")
         student = result["student"]["sourcedId"]
         if not any(u["sourcedId"] == student for u in world.users(day)):
-            raise _ImsxError(404, "unknownobject", f"User {student} not found")
+            raise ImsxError(404, "unknownobject", f"User {student} not found")
         score = result.get("score")
         if score is not None:
             low, top = item["resultValueMin"], item.get("resultValueMax")
             if top is None or not low <= score <= top:
-                raise _ImsxError(422, "invaliddata", f"score {score!r} outside [{low}, {top}]")
+                raise ImsxError(422, "invaliddata", f"score {score!r} outside [{low}, {top}]")
         # The SIS keeps its own modification time, whatever the body said.
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return {**result, "dateLastModified": stamp, "class": {k: item["class"][k] for k in ("sourcedId", "type")}}
@@ -284,7 +245,7 @@ class SisSimulatorApp:
             raise _Dropped
         try:
             answer = self._put(world, day, sourced_id, body, base)
-        except _ImsxError:
+        except ImsxError:
             if dropped:
                 raise _Dropped from None
             raise
@@ -301,7 +262,7 @@ class SisSimulatorApp:
                   and (r["lineItem"]["sourcedId"], r["student"]["sourcedId"]) == pair]  # fmt: skip
         if not exists and others and world.spec.conflict_on_duplicate:
             # Vendor behaviour, not in the spec (§2.8): a second result for the pair is refused.
-            raise _ImsxError(409, "invaliddata", f"a result for line item {pair[0]} and student {pair[1]} exists: "
+            raise ImsxError(409, "invaliddata", f"a result for line item {pair[0]} and student {pair[1]} exists: "
                              f"{others[0]}")  # fmt: skip
         world.write(result)
         if world.spec.put_status == 200:  # vendor variant: 200 and the stored result
@@ -365,12 +326,12 @@ def _filtered(records: list[dict], expression: str | None) -> list[dict]:
         return records
     predicates = expression.split(" AND ")
     if len(predicates) > 2:
-        raise _ImsxError(400, "invalid_filter_field", "at most two predicates")
+        raise ImsxError(400, "invalid_filter_field", "at most two predicates")
     tests = []
     for predicate in predicates:
         match = _FILTER.match(predicate)
         if match is None:
-            raise _ImsxError(400, "invalid_filter_field", f"cannot read filter {predicate!r}")
+            raise ImsxError(400, "invalid_filter_field", f"cannot read filter {predicate!r}")
         tests.append((match.group(1).split("."), match.group(2)))
 
     def value(record: dict, path: list[str]) -> object:
@@ -381,31 +342,8 @@ def _filtered(records: list[dict], expression: str | None) -> list[dict]:
     return [r for r in records if all(str(value(r, path)) == wanted for path, wanted in tests)]
 
 
-def _read(environ: WSGIEnvironment) -> bytes:
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    return environ["wsgi.input"].read(length) if length > 0 else b""
-
-
 def _json_or_none(raw: bytes) -> object:
     try:
         return json.loads(raw) if raw else None
     except ValueError:
         return None
-
-
-def _int(params: dict[str, list[str]], name: str, default: int) -> int:
-    try:
-        return int(params[name][0]) if name in params else default
-    except ValueError:
-        raise _ImsxError(400, "invaliddata", f"{name} must be an integer") from None
-
-
-def _as_of(value: str | None) -> date | None:
-    try:
-        return parse_as_of(value)
-    except ValueError as err:
-        raise _ImsxError(400, "invaliddata", str(err)) from None
-
-
-def _base_url(environ: WSGIEnvironment) -> str:
-    return f"{origin(environ)}{environ.get('PATH_INFO', '')}"
