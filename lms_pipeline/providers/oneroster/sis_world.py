@@ -24,25 +24,31 @@ the write-back must survive is a switch of ``SisSpec``, off by default.
 from __future__ import annotations
 
 import threading
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import Protocol
+from datetime import date, timedelta
+from decimal import ROUND_FLOOR, Decimal
 
+from lms_pipeline.providers.oneroster.sis_plan import (
+    Scheme,
+    course_has_class,
+    crc,
+    letter_for,
+    line_item_id,
+    line_item_kind,
+    moment_of,
+    other_letter,
+    parse_percent,
+    result_id,
+    sis_user_id,
+    stamp_of,
+    student_fate,
+    student_number,
+)
 from lms_pipeline.simulator.world import World
 
 SCORE_STATUSES = ("exempt", "fully graded", "not submitted", "partially graded", "submitted")
 SCHOOL_ID = "org-school-1"
-
-
-class Scheme(Protocol):
-    """What the SIS needs of a grading scheme (transforms.grades.GradingScheme has it)."""
-
-    cutoffs: list[tuple[str, float]]
-    precision: int
-    rounding: str
 
 
 PUT_STATUSES = (201, 200, 204)  # the spec's 201 (no body), then the vendor variants a client must accept (§2.8)
@@ -66,84 +72,6 @@ class SisSpec:
     def __post_init__(self) -> None:
         if self.put_status not in PUT_STATUSES:
             raise ValueError(f"put_status must be one of {PUT_STATUSES}, got {self.put_status}")
-
-
-def _h(key: str) -> int:
-    return zlib.crc32(key.encode())
-
-
-def student_number(lms_id: str) -> int | None:
-    return int(lms_id[4:]) if lms_id.startswith("stu-") and lms_id[4:].isdigit() else None
-
-
-def sis_user_id(number: int) -> str:
-    return f"usr-{number:05d}"
-
-
-def line_item_id(content_id: str) -> str:
-    return f"li-{content_id}"
-
-
-def result_id(line_item: str, user: str) -> str:
-    return f"res-{line_item}-{user}"
-
-
-def student_fate(number: int) -> str:
-    """in_sis | not_in_sis | other_email (needs a mapping row) | duplicate (two SIS records share the email)."""
-    kind = _h(f"user|{number}") % 40
-    return {0: "not_in_sis", 1: "other_email", 2: "duplicate"}.get(kind, "in_sis")
-
-
-def course_has_class(course_number: int) -> bool:
-    return course_number % 15 != 7
-
-
-def line_item_kind(content_id: str) -> str:
-    """none | renamed (needs a mapping row) | letter | points20 | points100."""
-    kind = _h(f"li|{content_id}") % 12
-    if kind == 0:
-        return "none"
-    if kind == 1:
-        return "renamed"
-    if kind == 2:
-        return "letter"
-    return "points20" if kind % 5 == 0 else "points100"
-
-
-def parse_percent(raw: str) -> Decimal | None:
-    """The percent an LMS grade string means (independently of the pipeline's SQL): "87", "84.5%", "17/20"."""
-    text = raw.strip()
-    try:
-        if text.endswith("%"):
-            return Decimal(text[:-1].strip())
-        if "/" in text:
-            top, bottom = (Decimal(p.strip()) for p in text.split("/", 1))
-            return (top * 100 / bottom).quantize(Decimal("0.000001")) if bottom > 0 else None
-        return Decimal(text)
-    except ArithmeticError:
-        return None
-
-
-def letter_for(percent: Decimal, scheme: Scheme) -> str:
-    """Canvas's rule at the scheme's precision: the highest lower bound <= the rounded percent, else the lowest."""
-    step = Decimal(1).scaleb(-scheme.precision)
-    rounded = percent.quantize(step, rounding=ROUND_FLOOR if scheme.rounding == "floor" else ROUND_HALF_UP)
-    qualifying = [(Decimal(str(b)), letter) for letter, b in scheme.cutoffs if Decimal(str(b)) <= rounded]
-    return max(qualifying)[1] if qualifying else min((Decimal(str(b)), letter) for letter, b in scheme.cutoffs)[1]
-
-
-def _other_letter(letter: str, scheme: Scheme) -> str:
-    letters = [name for name, _ in scheme.cutoffs]
-    k = letters.index(letter)
-    return letters[k + 1] if k + 1 < len(letters) else letters[k - 1]
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _moment(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -196,7 +124,7 @@ class SisWorld:
                 "roles": [{"roleType": "primary", "role": "student"}],
             }  # fmt: skip
             out.append(user)
-            if _h(f"old|{number}") % 25 == 0:  # an old record of the same person, deleted: must not make it ambiguous
+            if crc(f"old|{number}") % 25 == 0:  # an old record of the same person, deleted: must not make it ambiguous
                 out.append({**user, "sourcedId": f"{sis_user_id(number)}-old", "status": "tobedeleted"})
             if fate == "duplicate":
                 out.append({**user, "sourcedId": f"{sis_user_id(number)}-b", "identifier": f"S{900000 + number}"})
@@ -293,15 +221,15 @@ class SisWorld:
     def _result(self, item: dict, course_id: str, learner: str, content_id: str, raw: str, number: int,
                 graded_at: str) -> dict | None:  # fmt: skip
         """The SIS's result for an LMS grade, planted by a hash of the pair: None when the SIS has none."""
-        kind = _h(f"res|{learner}|{content_id}") % 100
+        kind = crc(f"res|{learner}|{content_id}") % 100
         text = raw.strip().upper()
         base = {
             "sourcedId": result_id(item["sourcedId"], sis_user_id(number)), "status": "active",
             "lineItem": {"sourcedId": item["sourcedId"], "type": "lineItem"},
             "student": {"sourcedId": sis_user_id(number), "type": "user"},
             "class": item["class"], "scoreDate": graded_at[:10], "comment": "",
-            "late": "true" if _h(f"late|{learner}|{content_id}") % 4 == 0 else "false", "missing": "false",
-            "dateLastModified": _stamp(_moment(graded_at) + timedelta(hours=1)),
+            "late": "true" if crc(f"late|{learner}|{content_id}") % 4 == 0 else "false", "missing": "false",
+            "dateLastModified": stamp_of(moment_of(graded_at) + timedelta(hours=1)),
         }  # fmt: skip
         if text == "":  # ungraded in the LMS: a fifth of these have a score in the SIS (missing_in_lms)
             if kind >= 20:
@@ -316,8 +244,8 @@ class SisWorld:
             return None
         if kind < 8:
             return None
-        older = _stamp(_moment(graded_at) - timedelta(days=1))
-        newer = _stamp(_moment(graded_at) + timedelta(hours=2))
+        older = stamp_of(moment_of(graded_at) - timedelta(days=1))
+        newer = stamp_of(moment_of(graded_at) + timedelta(hours=2))
         if 8 <= kind < 13:  # the LMS grade changed after the last sync
             return {**base, **self._score(item, course_id, percent, off=True), "dateLastModified": older}
         if 13 <= kind < 16:  # deleted in the SIS, still there as tobedeleted
@@ -333,7 +261,7 @@ class SisWorld:
             if scheme is None:
                 return {"scoreStatus": "fully graded", "textScore": "P"}
             letter = letter_for(percent, scheme)
-            return {"scoreStatus": "fully graded", "textScore": _other_letter(letter, scheme) if off else letter}
+            return {"scoreStatus": "fully graded", "textScore": other_letter(letter, scheme) if off else letter}
         if off:
             percent = percent - 7 if percent >= 7 else percent + 7
         elif percent == percent.to_integral_value() + Decimal("0.5") and item["resultValueMax"] == 100.0:
