@@ -29,14 +29,8 @@ from lms_pipeline.providers.http import (
 )
 from lms_pipeline.providers.lti_ags.client import MEDIA_TYPES, LtiAgsClient, contexts_of, lineitem_ids, results_url
 from lms_pipeline.providers.lti_ags.grades import GRADE_COLUMNS, LtiPayloadError, normalize_lti_grades
-from lms_pipeline.providers.lti_ags.simulator import (
-    LINEITEM_READ_SCOPE,
-    MEMBERSHIP_SCOPE,
-    RESULT_SCOPE,
-    LtiPlatformApp,
-    lti_user_id,
-    platform_grade,
-)
+from lms_pipeline.providers.lti_ags.simulator import LINEITEM_READ_SCOPE, MEMBERSHIP_SCOPE, RESULT_SCOPE, LtiPlatformApp
+from lms_pipeline.providers.lti_ags.simulator_world import lti_user_id, platform_grade
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 from lms_pipeline.transforms.grades import parse_grades
 

@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 
-from lms_pipeline.providers.lti_ags.simulator import lti_user_id, platform_grade, result_score
+from lms_pipeline.providers.lti_ags.simulator_world import lti_user_id, platform_grade, result_score
 from lms_pipeline_tests.conftest import failure_message
 from lms_pipeline_tests.test_pipeline_grades import DAYS, GradesPipeline
 

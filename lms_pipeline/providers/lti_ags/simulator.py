@@ -45,11 +45,8 @@ Requests are checked in this order: path (404), connection (404), rate limit (42
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import threading
-import zlib
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -58,6 +55,16 @@ from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+from lms_pipeline.providers.lti_ags.simulator_world import (
+    AGS,
+    Context,
+    build_contexts,
+    context_claims,
+    line_item,
+    line_item_id,
+    result_score,
+    type_id,
+)
 from lms_pipeline.simulator.common import (
     DATE_HEADER,
     FaultBook,
@@ -69,19 +76,13 @@ from lms_pipeline.simulator.common import (
     request_url,
     respond,
 )
-from lms_pipeline.simulator.world import CourseView, DateOutOfRangeError, World, instructor_name, student_name
+from lms_pipeline.simulator.world import DateOutOfRangeError, World
 
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
-ZERO_EVERY = 40  # one numeric grade cell in ZERO_EVERY is scored 0 (planted: the world has no zeros)
 
-AGS = "https://purl.imsglobal.org/spec/lti-ags/scope/"
 LINEITEM_SCOPE, LINEITEM_READ_SCOPE, RESULT_SCOPE = AGS + "lineitem", AGS + "lineitem.readonly", AGS + "result.readonly"
 MEMBERSHIP_SCOPE = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
 ALL_SCOPES = (LINEITEM_READ_SCOPE, RESULT_SCOPE, MEMBERSHIP_SCOPE)
-AGS_CLAIM = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
-NRPS_CLAIM = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
-LEARNER = "http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"
-INSTRUCTOR = "http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"
 
 MEDIA_TYPES = {
     "contexts": "application/json",
@@ -131,59 +132,6 @@ class _Route(NamedTuple):
     content_id: str | None = None
 
 
-class _Entry(NamedTuple):
-    """One learner's grade cell on one line item: what the results listing pages over."""
-
-    user_id: str
-    grade: str  # the gradebook's text ("" when ungraded), planted zeros applied
-
-
-@dataclass(frozen=True)
-class _Context:
-    view: CourseView
-    line_items: dict[str, str]  # content id -> label, in content id order
-    cells: dict[str, list[_Entry]]  # content id -> grade cells sorted by user_id
-    members: list[dict]  # NRPS members sorted by user_id
-
-
-def lti_user_id(learner_id: str) -> str:
-    """The opaque LTI ``sub`` of a world learner: deterministic, and nothing like the SIS id."""
-    return hashlib.sha256(learner_id.encode()).hexdigest()[:16]
-
-
-def type_id(content_id: str) -> str | None:
-    """The ``type_id`` query parameter of a line item's id, or None when its id has no query (about half)."""
-    h = zlib.crc32(f"{content_id}|type".encode())
-    return str(1 + (h >> 1) % 9) if h % 2 else None
-
-
-def platform_grade(learner_id: str, content_id: str, world_grade: str | None) -> str | None:
-    """The grade text the platform holds for a cell: the world's, except the planted zeros (a numeric grade whose
-    hash picks it scores 0 and keeps its maximum: "17/20" -> "0/20", "84.5%" -> "0%", "87" -> "0")."""
-    if world_grade is None or result_score(world_grade) is None:
-        return world_grade
-    if zlib.crc32(f"{learner_id}|{content_id}|zero".encode()) % ZERO_EVERY:
-        return world_grade
-    if "/" in world_grade:
-        return "0/" + world_grade.split("/", 1)[1]
-    return "0%" if world_grade.endswith("%") else "0"
-
-
-def result_score(grade: str) -> tuple[float, float] | None:
-    """(resultScore, resultMaximum) of a gradebook entry; None when it has no numeric score ("", "EX", "pass")."""
-    number = r"(\d+(?:\.\d+)?)"
-    if match := re.fullmatch(number + "%?", grade.strip()):
-        return _number(match.group(1)), 100
-    if (match := re.fullmatch(number + "/" + number, grade.strip())) and float(match.group(2)) > 0:
-        return _number(match.group(1)), _number(match.group(2))
-    return None
-
-
-def _number(text: str) -> float:
-    value = float(text)
-    return int(value) if value.is_integer() else value
-
-
 class LtiPlatformApp:
     """Serves each world's courses as LTI contexts at ``/lti/{connection_id}/...`` as of a simulated date
     (``X-Simulated-Date`` header, else ``clock()``). ``options`` are LtiOptions fields."""
@@ -202,7 +150,7 @@ class LtiPlatformApp:
         self.request_log = RequestLog()
         self._faults = FaultBook()
         self._requests: dict[str, int] = defaultdict(int)
-        self._contexts: OrderedDict[tuple, dict[str, _Context]] = OrderedDict()
+        self._contexts: OrderedDict[tuple, dict[str, Context]] = OrderedDict()
         self._lock = threading.Lock()
 
     # ---- test controls ---------------------------------------------------------------------------------------
@@ -277,17 +225,17 @@ class LtiPlatformApp:
             return fault.status, fault.payload, media_type
         url, base = entry["url"], f"{origin(environ)}/lti/{quote(route.connection_id)}"
         if context is None:
-            items = [_context_claims(base, c, self.options.scopes) for c in contexts.values()]
+            items = [context_claims(base, c, self.options.scopes) for c in contexts.values()]
             payload, more = _chunk(items, limit, page)
         elif route.endpoint == "memberships":
             members, more = _chunk(context.members, limit, page)
             payload = {"id": url, "context": {"id": context.view.id, "label": f"C{context.view.number:05d}",
                                               "title": context.view.name}, "members": members}  # fmt: skip
         elif route.endpoint == "lineitems":
-            items = _filter_line_items([_line_item(base, context, c) for c in context.line_items], params)
+            items = _filter_line_items([line_item(base, context, c) for c in context.line_items], params)
             payload, more = _chunk(items, limit, page)
         elif route.endpoint == "lineitem":
-            payload, more = _line_item(base, context, content_id), False  # type: ignore[arg-type]
+            payload, more = line_item(base, context, content_id), False  # type: ignore[arg-type]
         else:
             payload, more = _results(base, context, content_id, params, limit, page)  # type: ignore[arg-type]
         if more:
@@ -318,14 +266,14 @@ class LtiPlatformApp:
                              {"WWW-Authenticate": challenge})  # fmt: skip
 
     # ---- the world in AGS and NRPS shapes --------------------------------------------------------------------
-    def _context_views(self, world: World, as_of: date) -> dict[str, _Context]:
+    def _context_views(self, world: World, as_of: date) -> dict[str, Context]:
         """The day's contexts by course id; cached, as a scan asks for the same day hundreds of times."""
         key = (world.spec.connection_id, as_of, world.churn_fired(as_of)[0])
         with self._lock:
             if key in self._contexts:
                 self._contexts.move_to_end(key)
                 return self._contexts[key]
-        contexts = _build_contexts(world, as_of)
+        contexts = build_contexts(world, as_of)
         with self._lock:
             self._contexts[key] = contexts
             while len(self._contexts) > 8:
@@ -333,7 +281,7 @@ class LtiPlatformApp:
         return contexts
 
 
-def _line_item_of(context: _Context, route: _Route, params: Params) -> str:
+def _line_item_of(context: Context, route: _Route, params: Params) -> str:
     """The content a line item URL names; 404 unless its ``type_id`` is exactly the one its id carries."""
     content_id = route.content_id or ""
     given = params.get("type_id")
@@ -352,14 +300,14 @@ def _filter_line_items(items: list[dict], params: Params) -> list[dict]:
     return [i for i in items if all(i.get(prop) == value for prop, value in wanted.items())]
 
 
-def _results(base: str, context: _Context, content_id: str, params: Params, limit: int,
+def _results(base: str, context: Context, content_id: str, params: Params, limit: int,
              page: int) -> tuple[list[dict], bool]:  # fmt: skip
     """A page of results: paged over every grade cell, then the ungraded ones dropped (AGS omits them)."""
     cells = context.cells[content_id]
     if "user_id" in params:
         cells = [c for c in cells if c.user_id == params["user_id"][0]]
     chunk, more = _chunk(cells, limit, page)
-    item_id = _line_item_id(base, context.view.id, content_id)
+    item_id = line_item_id(base, context.view.id, content_id)
     path, _, query = item_id.partition("?")
     results = []
     for cell in chunk:
@@ -374,77 +322,6 @@ def _results(base: str, context: _Context, content_id: str, params: Params, limi
             result.update(resultScore=numeric[0], resultMaximum=numeric[1])
         results.append(result)
     return results, more
-
-
-def _build_contexts(world: World, as_of: date) -> dict[str, _Context]:
-    views = world.roster_view(as_of)
-    emails = {s["id"]: s["emails"][0]["email"] for s in world.students(as_of)}
-    labels = {c["id"]: c["name"] for c in world.contents(as_of)}
-    cells: dict[str, dict[str, list[_Entry]]] = defaultdict(lambda: defaultdict(list))
-    guests: dict[str, set[str]] = defaultdict(set)
-    for activity in world.activities(as_of):
-        learner, course = activity["student_id"], activity["course_id"]
-        if learner.startswith("gst-"):
-            guests[course].add(learner)
-        if "assigned_grade" in activity:
-            grade = platform_grade(learner, activity["content_id"], activity["assigned_grade"]) or ""
-            cells[course][activity["content_id"]].append(_Entry(lti_user_id(learner), grade))
-    contexts = {}
-    for view in views:
-        graded = cells.get(view.id, {})
-        contexts[view.id] = _Context(
-            view=view,
-            line_items={c: labels.get(c, c) for c in sorted(graded)},
-            cells={c: sorted(entries) for c, entries in graded.items()},
-            members=sorted(_members(view, emails, sorted(guests.get(view.id, ()))), key=lambda m: m["user_id"]),
-        )
-    return contexts
-
-
-def _members(view: CourseView, emails: Mapping[str, str], guests: list[str]) -> list[dict]:
-    """NRPS members: students on the roster (Active) and who left (Inactive, some Deleted), the instructor, and in
-    odd-numbered courses the guests, listed without lis_person_sourcedid."""
-    members = [_person(sid, "Active", emails) for sid in view.enrolled]
-    members += [_person(sid, "Deleted" if zlib.crc32(f"{view.id}|{sid}".encode()) % 4 == 0 else "Inactive", emails)
-                for sid in view.dropped]  # fmt: skip
-    teacher = f"tch-{view.number:05d}"
-    members.append({"user_id": lti_user_id(teacher), "status": "Active", "name": instructor_name(view.number),
-                    "roles": [INSTRUCTOR], "lis_person_sourcedid": teacher})  # fmt: skip
-    if view.number % 2:
-        members += [
-            {"user_id": lti_user_id(g), "status": "Active", "name": "Guest", "roles": [LEARNER]} for g in guests
-        ]
-    return members
-
-
-def _person(sid: str, status: str, emails: Mapping[str, str]) -> dict:
-    first, last = student_name(int(sid.rsplit("-", 1)[1]))
-    return {"user_id": lti_user_id(sid), "status": status, "name": f"{first} {last}", "given_name": first,
-            "family_name": last, "email": emails.get(sid), "roles": [LEARNER], "lis_person_sourcedid": sid}  # fmt: skip
-
-
-def _line_item_id(base: str, course_id: str, content_id: str) -> str:
-    kind = type_id(content_id)
-    return f"{base}/contexts/{quote(course_id)}/lineitems/{quote(content_id)}/lineitem" + (
-        f"?type_id={kind}" if kind else ""
-    )
-
-
-def _line_item(base: str, context: _Context, content_id: str) -> dict:
-    return {"id": _line_item_id(base, context.view.id, content_id), "scoreMaximum": 100,
-            "label": context.line_items[content_id], "resourceId": content_id, "tag": "grade"}  # fmt: skip
-
-
-def _context_claims(base: str, context: _Context, scopes: tuple[str, ...]) -> dict:
-    """The claims a launch in this context carries: the AGS scopes granted and both service URLs."""
-    course = f"{base}/contexts/{quote(context.view.id)}"
-    return {
-        "id": context.view.id,
-        "label": f"C{context.view.number:05d}",
-        "title": context.view.name,
-        AGS_CLAIM: {"scope": [s for s in scopes if s.startswith(AGS)], "lineitems": f"{course}/lineitems"},
-        NRPS_CLAIM: {"context_memberships_url": f"{course}/memberships", "service_versions": ["2.0"]},
-    }
 
 
 # ---- paging and request parsing -------------------------------------------------------------------------------
