@@ -246,8 +246,8 @@ def test_a_quarter_year_of_150_courses_replays_from_checkpoints_not_from_day_0()
     world = World(WorldSpec("perf", n_courses=150))
     assert world.true_course_edges(D0 + timedelta(days=89))
     calls = []
-    advance = world._advance
-    world._advance = lambda prev, day: calls.append(day) or advance(prev, day)  # type: ignore[method-assign]
+    advance = world._evolution.advance
+    world._evolution.advance = lambda prev, day: calls.append(day) or advance(prev, day)  # type: ignore[method-assign]
     world._recent.clear()
     world.true_course_edges(D0 + timedelta(days=85))
     assert len(calls) <= 9, "a day is replayed from the nearest checkpoint (every 10th day is kept)"

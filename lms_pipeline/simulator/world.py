@@ -22,34 +22,33 @@ run paged by offset while some of its records move to the end is what keyset pag
 
 from __future__ import annotations
 
-import math
-import random
 import threading
-import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import cache, cached_property
-from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, TypeVar
+from functools import cached_property
+from typing import Any, Literal, NamedTuple
 
-RosterFields = Literal["student_ids", "students", "both"]
-T = TypeVar("T")
+from lms_pipeline.simulator.world_evolution import Evolution
+from lms_pipeline.simulator.world_parts import (
+    Day,
+    DayPlan,
+    activity_items,
+    content_items,
+    grade_key,
+    instructor_name,
+    roster_keys,
+    stamp_text,
+    student_id,
+    student_name,
+    timestamp_keys,
+)
 
 MAX_DAYS = 3660  # about ten years after start_date: bounds the replay an as-of date can ask for
-DAY_SECONDS = 23 * 3600  # a day's own changes happen before 23:00; its scan (and mid-scan churn) at 23:30
-ROLLOVER_SECONDS = DAY_SECONDS + 600  # a rollover day's bulk update: 23:10:00, after the day's own changes
 CHECKPOINT_EVERY = 10  # every 10th day stays cached, so any day replays at most 9 days
 RECENT_DAYS = 32  # plus the most recently asked days (a pipeline walks days in order)
 
-# fmt: off
-SUBJECTS = ("Biology", "Chemistry", "Physics", "Algebra", "Geometry", "Statistics", "History", "Geography",
-            "Literature", "Spanish", "French", "Art", "Music", "Economics", "Computing", "Psychology")
-FIRST_NAMES = ("Ana", "Ben", "Chloe", "Dev", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jun", "Kofi", "Lea", "Mateo",
-               "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tariq", "Uma", "Vera", "Wen", "Yusuf")
-LAST_NAMES = ("Li", "Okafor", "Smith", "Garcia", "Nguyen", "Kowalski", "Haddad", "Silva", "Berg", "Tanaka", "Ray",
-              "Moreau", "Novak", "Osei", "Patel", "Quispe", "Rossi", "Schmidt", "Torres", "Ivanova", "Yilmaz")
 # fmt: on
 
 
@@ -105,64 +104,6 @@ class WorldSpec:
         return self.world_id or self.connection_id
 
 
-class _Class(NamedTuple):
-    id: str
-    timestamps: bool
-
-
-class _Content(NamedTuple):
-    id: str
-    name: str
-    is_active: bool
-    duration_minutes: int
-    created_at: str
-    updated_at: str
-
-
-class _Activity(NamedTuple):
-    """One learner's progress on one content; kept unchanged once the learner leaves the course."""
-
-    progress: int
-    started_at: str
-    completed_at: str | None
-    updated_at: str
-
-
-class _Course(NamedTuple):
-    """One course's state on one day; unchanged courses are shared between days (a tuple: cheap to replace)."""
-
-    id: str
-    number: int
-    name: str
-    instructor: int
-    created_at: str
-    updated_at: str
-    timestamps: bool
-    fields: RosterFields
-    classes: tuple[_Class, ...]
-    is_active: bool
-    exposed: bool
-    students: frozenset[int]
-    dropped: frozenset[int]  # ever-enrolled students now out: the pool re-enrolments come from
-    contents: tuple[_Content, ...] = ()
-    guests: tuple[str, ...] = ()  # learner ids with activity that never were on the roster
-    activity: Mapping[tuple[str, str], _Activity] = MappingProxyType({})  # (learner id, content id) -> progress
-
-    def class_members(self) -> list[tuple[_Class, list[int]]]:
-        """Sections partition the roster by a fixed rule, so a student stays in one section while enrolled."""
-        members: list[list[int]] = [[] for _ in self.classes]
-        for student in sorted(self.students):
-            members[(student + self.number) % len(self.classes)].append(student)
-        return list(zip(self.classes, members, strict=True))
-
-
-@dataclass(frozen=True)
-class _Day:
-    courses: tuple[_Course, ...]  # listed courses, in creation order
-    next_course: int
-    next_class: int
-
-
 class CourseView(NamedTuple):
     """A course's enrolment facts on one day, whatever dialect presents them (``World.roster_view``)."""
 
@@ -178,301 +119,17 @@ class CourseView(NamedTuple):
     sections: tuple[tuple[str, tuple[str, ...]], ...]  # (class id, its enrolled student ids)
 
 
-class _Update(NamedTuple):
-    """One mid-scan change: the course at ``index`` becomes ``course``."""
-
-    index: int
-    course: _Course
-
-
-@dataclass(frozen=True)
-class _DayPlan:
-    start: _Day  # the state when the day's scan begins
-    updates: tuple[_Update, ...]  # mid-scan churn, in firing order
-    end: _Day  # start with every update applied: the next day evolves from it
-
-    def state(self, fired: int) -> _Day:
-        if fired <= 0 or not self.updates:
-            return self.start
-        if fired >= len(self.updates):
-            return self.end
-        courses = list(self.start.courses)
-        for update in self.updates[:fired]:
-            courses[update.index] = update.course
-        return _Day(tuple(courses), self.start.next_course, self.start.next_class)
-
-
-@cache
-def student_id(number: int) -> str:
-    return f"stu-{number:05d}"
-
-
-def student_name(number: int) -> tuple[str, str]:
-    return FIRST_NAMES[number % len(FIRST_NAMES)], LAST_NAMES[(number // len(FIRST_NAMES)) % len(LAST_NAMES)]
-
-
-def instructor_name(number: int) -> str:
-    return f"{FIRST_NAMES[-number % len(FIRST_NAMES)][0]}. {LAST_NAMES[number % len(LAST_NAMES)]}"
-
-
-@cache
-def _full_name(number: int) -> str:
-    return " ".join(student_name(number))
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _moment(rng: random.Random, day: date) -> str:
-    """A random second of the UTC day before 23:00: when something happened that day."""
-    hour, rest = divmod(rng.randrange(DAY_SECONDS), 3600)
-    return f"{day.isoformat()}T{hour:02d}:{rest // 60:02d}:{rest % 60:02d}Z"
-
-
-def _poisson(rng: random.Random, mean: float) -> int:
-    """Knuth's method: exact for the small means used here, and bounded."""
-    limit, k, p = math.exp(-mean), 0, rng.random()
-    while p > limit and k < 1000:
-        p *= rng.random()
-        k += 1
-    return k
-
-
-def _pick(rng: random.Random, items: Sequence[T], prob: float) -> list[T]:
-    """Each item independently with probability ``prob``, drawing about one number per pick (geometric skips)."""
-    if prob <= 0:
-        return []
-    if prob >= 1:
-        return list(items)
-    picked, i, log_q = [], -1, math.log1p(-prob)
-    while True:
-        i += 1 + int(math.log(1.0 - rng.random()) / log_q)
-        if i >= len(items):
-            return picked
-        picked.append(items[i])
-
-
-def _flip_rates(share: float, prob: float) -> tuple[float, float]:
-    """Per-day probabilities exposed -> not exposed and back.
-
-    The average course flips with probability ``prob`` while the not-exposed share stays at ``share``
-    (balance: (1 - share) * to_dark == share * to_light).
-    """
-    if share <= 0:
-        return 0.0, 1.0
-    if share >= 1:
-        return 1.0, 0.0
-    return min(1.0, prob / (2 * (1 - share))), min(1.0, prob / (2 * share))
-
-
-def assigned_grade(learner: str, content: str) -> str | None:
-    """The grade a teacher gave a completed activity, in the forms gradebooks emit (docs/providers.md §1.4:
-    ``assigned_grade`` is a free string): "87", "87.5%", "17/20", "" (submitted, not graded yet), "EX", or text no
-    one can parse. Ungraded content kinds (a third of contents) have no grade field. Deterministic per pair."""
-    if zlib.crc32(content.encode()) % 3 == 0:
-        return None
-    h = zlib.crc32(f"{learner}|{content}".encode())
-    kind, score = h % 100, 40 + (h >> 8) % 61
-    if kind < 5:
-        return "EX"
-    if kind < 12:
-        return ""
-    if kind < 14:
-        return "pass"
-    if kind < 60:
-        return str(score)
-    if kind < 80:
-        return f"{score - 0.5}%"
-    return f"{score // 5}/20"
-
-
-def _grade_key(learner: str, content: str, activity: _Activity) -> dict:
-    grade = assigned_grade(learner, content) if activity.completed_at else None
-    return {} if grade is None else {"assigned_grade": grade}
-
-
 class World:
     """The evolving world of one connection; thread-safe, days computed lazily and cached."""
 
     def __init__(self, spec: WorldSpec) -> None:
         self.spec = spec
-        self._to_dark, self._to_light = _flip_rates(spec.not_exposed_share, spec.exposure_flip_prob)
+        self._evolution = Evolution(spec)
         self._lock = threading.Lock()
-        self._checkpoints: dict[int, _DayPlan] = {}
-        self._recent: OrderedDict[int, _DayPlan] = OrderedDict()
+        self._checkpoints: dict[int, DayPlan] = {}
+        self._recent: OrderedDict[int, DayPlan] = OrderedDict()
         self._fired: dict[date, int] = {}
         self._listings: OrderedDict[tuple, Any] = OrderedDict()  # a client pages one listing many times
-
-    # ---- evolution -------------------------------------------------------------------------------------------
-    def _rng(self, day: date) -> random.Random:
-        return random.Random(f"{self.spec.seed}:{self.spec.world_key}:{day.isoformat()}")
-
-    def _new_course(self, rng: random.Random, day: date, number: int, first_class: int) -> _Course:
-        s = self.spec
-        moment = _moment(rng, day)
-        size = min(s.n_students, rng.randint(s.mean_roster_size // 2, s.mean_roster_size * 3 // 2))
-        n_classes = rng.randint(1, 3)
-        exposed = rng.random() >= s.not_exposed_share
-        fields = rng.choice(("student_ids", "students", "both"))
-        return _Course(
-            id=f"crs-{number:05d}",
-            number=number,
-            name=f"{rng.choice(SUBJECTS)} {rng.randint(1, 4)}{rng.randrange(100):02d}",
-            instructor=rng.randint(1, max(1, s.n_courses // 3)),
-            created_at=moment,
-            updated_at=moment,
-            timestamps=rng.random() >= s.missing_timestamps_share,
-            fields=fields if s.roster_fields == "mixed" else s.roster_fields,
-            classes=tuple(
-                _Class(f"cls-{first_class + k:05d}", rng.random() >= s.missing_timestamps_share)
-                for k in range(n_classes)
-            ),
-            is_active=True,
-            exposed={"all": True, "none": False, "mixed": exposed}[s.roster_exposure],
-            students=frozenset(n + 1 for n in rng.sample(range(s.n_students), size)),
-            dropped=frozenset(),
-        )
-
-    def _add_courses(self, rng: random.Random, day: date, courses: list[_Course], count: int, state: _Day) -> _Day:
-        next_course, next_class = state.next_course, state.next_class
-        for _ in range(count):
-            course = self._new_course(rng, day, next_course, next_class)
-            courses.append(course)
-            next_course, next_class = next_course + 1, next_class + len(course.classes)
-        return _Day(tuple(courses), next_course, next_class)
-
-    def _day0(self) -> _Day:
-        return self._add_courses(self._rng(self.spec.start_date), self.spec.start_date, [], self.spec.n_courses,
-                                 _Day((), 1, 1))  # fmt: skip
-
-    def _churn(self, course: _Course, rng: random.Random) -> tuple[frozenset[int], frozenset[int]]:
-        """One day of an active course's enrolments: drops, re-enrolments of dropped students, new students."""
-        s = self.spec
-        gone = _pick(rng, sorted(course.students), s.drop_prob)
-        back = _pick(rng, sorted(course.dropped), s.reenrol_prob)
-        new = [rng.randint(1, s.n_students) for _ in range(_poisson(rng, s.adds_per_course))]
-        students = course.students.difference(gone).union(back, new)
-        return students, course.dropped.union(gone).difference(students)
-
-    def _evolve(self, course: _Course, rng: random.Random, day: date) -> _Course:
-        s = self.spec
-        is_active, students, dropped = course.is_active, course.students, course.dropped
-        if is_active and rng.random() < s.deactivate_prob:
-            is_active = False
-            if rng.random() < s.clear_roster_on_deactivate:
-                students, dropped = frozenset(), dropped | students
-        elif is_active:
-            students, dropped = self._churn(course, rng)
-        flip = rng.random() < (self._to_dark if course.exposed else self._to_light)
-        exposed = course.exposed != (flip and s.roster_exposure == "mixed")
-        changed = is_active != course.is_active or students != course.students
-        if not changed and exposed == course.exposed:
-            return course
-        # Exposure is a provider-side fact, not a change to the course: it leaves updated_at alone.
-        updated_at = _moment(rng, day) if changed else course.updated_at
-        return course._replace(is_active=is_active, students=students, dropped=dropped, exposed=exposed,
-                               updated_at=updated_at)  # fmt: skip
-
-    def _advance(self, prev: _Day, day: date) -> _Day:
-        rng = self._rng(day)
-        kept = [self._evolve(c, rng, day) for c in prev.courses if rng.random() >= self.spec.remove_prob]
-        return self._progress(self._add_courses(rng, day, kept, _poisson(rng, self.spec.new_courses_per_day), prev),
-                              day)  # fmt: skip
-
-    def _progress(self, state: _Day, day: date) -> _Day:
-        """A day of learning in every active course: contents appear, learners start and advance activities.
-
-        A separate RNG, so the rosters are the same with or without progress. Learners are the enrolled students
-        and the course's guests; a student who left keeps their activities, frozen.
-        """
-        s = self.spec
-        if not s.progress:
-            return state
-        rng = random.Random(f"{s.seed}:{s.world_key}:{day.isoformat()}:progress")
-        courses = []
-        for c in state.courses:
-            if not c.is_active:
-                courses.append(c)
-                continue
-            contents, guests = list(c.contents), c.guests
-            if not contents:  # a course gets its contents (and maybe a guest) the day it is created
-                contents = [self._content(rng, c, k, day) for k in range(rng.randint(2, max(2, s.contents_per_course)))]
-                guests = (f"gst-{c.number:05d}",) if rng.random() < s.guest_share else ()
-            elif rng.random() < 0.05:
-                contents.append(self._content(rng, c, len(contents), day))
-            elif rng.random() < 0.02:
-                k = rng.randrange(len(contents))
-                contents[k] = contents[k]._replace(is_active=False, updated_at=_moment(rng, day))
-            activity = dict(c.activity)
-            open_contents = [k.id for k in contents if k.is_active]
-            pairs = [(learner, k) for learner in [student_id(n) for n in sorted(c.students)] + list(guests)
-                     for k in open_contents]  # fmt: skip
-            for key in _pick(rng, [p for p in pairs if p not in activity], 0.3):  # learners starting a content
-                moment = _moment(rng, day)
-                activity[key] = _Activity(rng.randint(5, 40), moment, None, moment)
-            going = [p for p in pairs if p in c.activity and c.activity[p].completed_at is None]
-            for key in _pick(rng, going, 0.4):  # learners advancing (on a later day than they started)
-                act, moment = activity[key], _moment(rng, day)
-                progress = min(100, act.progress + rng.randint(10, 40))
-                activity[key] = _Activity(progress, act.started_at, moment if progress == 100 else None, moment)
-            courses.append(c._replace(contents=tuple(contents), guests=guests, activity=MappingProxyType(activity)))
-        return _Day(tuple(courses), state.next_course, state.next_class)
-
-    @staticmethod
-    def _content(rng: random.Random, course: _Course, k: int, day: date) -> _Content:
-        moment = _moment(rng, day)
-        kind = rng.choice(("Reading", "Quiz", "Video", "Assignment", "Lab"))
-        return _Content(f"cnt-{course.number:05d}-{k:02d}", f"{kind} {k + 1}", True, rng.choice((10, 20, 30, 45, 60)),
-                        moment, moment)  # fmt: skip
-
-    def _rollover(self, state: _Day, day: date) -> tuple[_Day, list[int]]:
-        """A term rollover at 23:10:00 if ``day`` is a rollover day: each picked course loses about a tenth of its
-        roster to the new term and gains as many; returns the new state and the indexes of the rolled courses."""
-        s = self.spec
-        if (day - s.start_date).days not in s.rollover_days:
-            return state, []
-        rng = random.Random(f"{s.seed}:{s.world_key}:{day.isoformat()}:rollover")
-        candidates = [i for i, c in enumerate(state.courses) if c.timestamps and c.is_active]
-        picked = sorted(rng.sample(candidates, round(s.rollover_share * len(candidates))))
-        second = _stamp(datetime.combine(day, datetime.min.time()) + timedelta(seconds=ROLLOVER_SECONDS))[:-1]
-        micros = (rng.sample(range(1_000_000), len(picked)) if s.rollover_stamps == "microseconds"
-                  else [rng.randrange(1_000_000)] * len(picked))  # fmt: skip
-        courses = list(state.courses)
-        for index, micro in zip(picked, micros, strict=True):
-            course = courses[index]
-            size = max(1, len(course.students) // 10)
-            gone = set(rng.sample(sorted(course.students), min(size, len(course.students))))
-            students = course.students.difference(gone).union(rng.randint(1, s.n_students) for _ in range(size))
-            courses[index] = course._replace(students=students, dropped=(course.dropped | gone) - students,
-                                             updated_at=f"{second}.{micro:06d}Z")  # fmt: skip
-        return _Day(tuple(courses), state.next_course, state.next_class), picked
-
-    def _plan(self, start: _Day, day: date) -> _DayPlan:
-        """The day's rollover, if any, then its mid-scan updates: distinct timestamped courses (rolled-over ones on a
-        rollover day) each drop one student and gain another."""
-        s = self.spec
-        start, rolled = self._rollover(start, day)
-        candidates = rolled or [i for i, c in enumerate(start.courses) if c.timestamps and c.is_active]
-        count = min(len(candidates), math.ceil(s.churn_share * len(start.courses))) if s.churn_share > 0 else 0
-        if not count:
-            return _DayPlan(start, (), start)
-        rng = random.Random(f"{s.seed}:{s.world_key}:{day.isoformat()}:churn")
-        scan_start = datetime.combine(day, datetime.min.time()) + timedelta(seconds=DAY_SECONDS + 1800)
-        picked = rng.sample(candidates, count)  # random order: the order the updates fire in
-        updates = []
-        for k, index in enumerate(picked):
-            course = start.courses[index]
-            gone = set(rng.sample(sorted(course.students), 1)) if course.students else set()
-            students = course.students.difference(gone) | {rng.randint(1, s.n_students)}
-            updated_at = _stamp(scan_start + timedelta(seconds=k))  # later updates carry later stamps
-            changed = course._replace(students=students, dropped=(course.dropped | gone) - students,
-                                      updated_at=updated_at)  # fmt: skip
-            updates.append(_Update(index, changed))
-        courses = list(start.courses)
-        for update in updates:
-            courses[update.index] = update.course
-        return _DayPlan(start, tuple(updates), _Day(tuple(courses), start.next_course, start.next_class))
 
     def _index(self, day: date) -> int:
         index = max(0, (day - self.spec.start_date).days)
@@ -480,12 +137,12 @@ class World:
             raise DateOutOfRangeError(f"{day} is more than {MAX_DAYS} days after start_date {self.spec.start_date}")
         return index
 
-    def _day_plan(self, day: date) -> _DayPlan:
+    def _day_plan(self, day: date) -> DayPlan:
         index = self._index(day)
         with self._lock:
             if not self._checkpoints:
-                self._checkpoints[0] = self._plan(self._progress(self._day0(), self.spec.start_date),
-                                                  self.spec.start_date)  # fmt: skip
+                evolution, start = self._evolution, self.spec.start_date
+                self._checkpoints[0] = evolution.plan(evolution.progress(evolution.day0(), start), start)
             if index in self._recent:
                 self._recent.move_to_end(index)
                 return self._recent[index]
@@ -493,7 +150,7 @@ class World:
             plan = self._checkpoints.get(base) or self._recent[base]
             for i in range(base + 1, index + 1):
                 moment = self.spec.start_date + timedelta(days=i)
-                plan = self._plan(self._advance(plan.end, moment), moment)
+                plan = self._evolution.plan(self._evolution.advance(plan.end, moment), moment)
                 if i % CHECKPOINT_EVERY == 0:
                     self._checkpoints[i] = plan
             self._recent[index] = plan
@@ -501,10 +158,10 @@ class World:
                 self._recent.popitem(last=False)
             return plan
 
-    def _day(self, day: date) -> _Day:
+    def _day(self, day: date) -> Day:
         return self._now(day)[1]
 
-    def _now(self, day: date) -> tuple[int, _Day]:
+    def _now(self, day: date) -> tuple[int, Day]:
         """(updates fired, state) as of now: the day's start plus the mid-scan updates fired so far."""
         plan = self._day_plan(day)
         with self._lock:
@@ -531,23 +188,7 @@ class World:
         return fired, len(self._day_plan(day).updates)
 
     # ---- what the API exposes --------------------------------------------------------------------------------
-    @staticmethod
-    def _roster_keys(course: _Course, members: list[int]) -> dict:
-        """The roster as the provider shows it: no keys at all when it does not expose rosters."""
-        if not course.exposed:
-            return {}
-        keys: dict = {}
-        if course.fields in ("student_ids", "both"):
-            keys["student_ids"] = [student_id(n) for n in members]
-        if course.fields in ("students", "both"):
-            keys["students"] = [{"id": student_id(n), "name": _full_name(n)} for n in members]
-        return keys
-
-    @staticmethod
-    def _timestamps(course: _Course, present: bool) -> dict:
-        return {"created_at": course.created_at, "updated_at": course.updated_at} if present else {}
-
-    def _listing(self, kind: str, day: date, build: Callable[[_Day], Any]) -> Any:
+    def _listing(self, kind: str, day: date, build: Callable[[Day], Any]) -> Any:
         """A listing as of now, cached by (kind, day, updates fired): callers must not mutate it."""
         fired, state = self._now(day)
         key = (kind, day, fired)
@@ -566,16 +207,16 @@ class World:
         """The course objects listed on ``day``, in creation order."""
         return self._listing("course", day, self._course_items)
 
-    def _course_items(self, state: _Day) -> list[dict]:
+    def _course_items(self, state: Day) -> list[dict]:
         return [
             {
                 "id": c.id,
                 "name": c.name,
                 "description": f"{c.name} at {self.spec.connection_id}",
                 "is_active": c.is_active,
-                **self._timestamps(c, c.timestamps),
+                **timestamp_keys(c, c.timestamps),
                 "instructors": [{"id": f"ins-{c.instructor:05d}", "name": instructor_name(c.instructor)}],
-                **self._roster_keys(c, sorted(c.students)),
+                **roster_keys(c, sorted(c.students)),
             }
             for c in state.courses
         ]
@@ -593,8 +234,8 @@ class World:
                 "id": cls.id,
                 "name": f"{c.name} - Section {chr(ord('A') + k)}",
                 "course_id": c.id,
-                **self._timestamps(c, cls.timestamps),
-                **(self._roster_keys(c, members) if with_rosters else {}),
+                **timestamp_keys(c, cls.timestamps),
+                **(roster_keys(c, members) if with_rosters else {}),
             }
             for c in self._day(day).courses
             for k, (cls, members) in enumerate(c.class_members())
@@ -607,7 +248,7 @@ class World:
         pool = []
         for n in range(1, self.spec.n_students + 1):
             first, last = student_name(n)
-            updated = _stamp(start - timedelta(days=n * 37 % 365, seconds=n * 7919 % 86_400))
+            updated = stamp_text(start - timedelta(days=n * 37 % 365, seconds=n * 7919 % 86_400))
             pool.append((student_id(n), first, last, f"{first}.{last}.{n}@school.example".lower(), updated))
         return tuple(pool)
 
@@ -626,47 +267,29 @@ class World:
 
     def contents(self, day: date) -> list[dict]:
         """Contents of the listed courses (``course_ids`` as in Unified.to's LmsContent), in course order."""
-        return self._listing("content", day, self._content_items) if self.spec.progress else []
-
-    @staticmethod
-    def _content_items(state: _Day) -> list[dict]:
-        return [
-            {"id": k.id, "name": k.name, "course_ids": [c.id], "is_active": k.is_active,
-             "duration_minutes": k.duration_minutes, "created_at": k.created_at, "updated_at": k.updated_at}
-            for c in state.courses for k in c.contents
-        ]  # fmt: skip
+        return self._listing("content", day, content_items) if self.spec.progress else []
 
     def activities(self, day: date) -> list[dict]:
         """Every learner's progress record in the listed courses; ``completed_at`` only once completed."""
-        return self._listing("activity", day, self._activity_items) if self.spec.progress else []
+        return self._listing("activity", day, activity_items) if self.spec.progress else []
 
     def activities_of(self, day: date, course_id: str) -> list[dict]:
         """The activities of one course (the API's ``course_id`` filter), from an index built once per listing."""
         if not self.spec.progress:
             return []
 
-        def index(state: _Day) -> dict[str, list[dict]]:
+        def index(state: Day) -> dict[str, list[dict]]:
             grouped: dict[str, list[dict]] = {}
-            for item in self._activity_items(state):
+            for item in activity_items(state):
                 grouped.setdefault(item["course_id"], []).append(item)
             return grouped
 
         return self._listing("activity_by_course", day, index).get(course_id, [])  # type: ignore[attr-defined]
 
-    @staticmethod
-    def _activity_items(state: _Day) -> list[dict]:
-        return [
-            {"id": f"act-{content}-{learner}", "course_id": c.id, "content_id": content, "student_id": learner,
-             "is_completed": a.completed_at is not None, "progress_percentage": a.progress,
-             "started_at": a.started_at, **({"completed_at": a.completed_at} if a.completed_at else {}),
-             **_grade_key(learner, content, a), "updated_at": a.updated_at}
-            for c in state.courses for (learner, content), a in sorted(c.activity.items())
-        ]  # fmt: skip
-
     def true_grades(self, day: date) -> dict[tuple[str, str, str], str | None]:
         """(course, learner, content) -> the assigned_grade string the API shows (None: no such field)."""
         return {
-            (c.id, learner, content): _grade_key(learner, content, a).get("assigned_grade")
+            (c.id, learner, content): grade_key(learner, content, a).get("assigned_grade")
             for c in self._day(day).courses for (learner, content), a in c.activity.items()
         }  # fmt: skip
 

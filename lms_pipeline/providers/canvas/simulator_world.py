@@ -30,7 +30,8 @@ from datetime import date
 from decimal import Decimal
 
 from lms_pipeline.providers.canvas.simulator_http import SubmissionKey
-from lms_pipeline.simulator.world import CourseView, World, instructor_name, student_id, student_name
+from lms_pipeline.simulator.world import CourseView, World
+from lms_pipeline.simulator.world_parts import instructor_name, student_id, student_name
 
 ENROLLMENT_TYPES = ("StudentEnrollment", "TeacherEnrollment", "TaEnrollment", "DesignerEnrollment",
                     "ObserverEnrollment")  # fmt: skip

@@ -14,7 +14,8 @@ from datetime import date
 from typing import NamedTuple
 from urllib.parse import quote
 
-from lms_pipeline.simulator.world import CourseView, World, instructor_name, student_name
+from lms_pipeline.simulator.world import CourseView, World
+from lms_pipeline.simulator.world_parts import instructor_name, student_name
 
 AGS = "https://purl.imsglobal.org/spec/lti-ags/scope/"
 ZERO_EVERY = 40  # one numeric grade cell in ZERO_EVERY is scored 0 (planted: the world has no zeros)

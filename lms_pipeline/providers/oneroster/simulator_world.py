@@ -7,7 +7,8 @@ import threading
 import zlib
 from datetime import date, timedelta
 
-from lms_pipeline.simulator.world import DAY_SECONDS, CourseView, World, student_name
+from lms_pipeline.simulator.world import CourseView, World
+from lms_pipeline.simulator.world_parts import DAY_SECONDS, student_name
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
