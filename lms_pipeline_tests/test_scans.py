@@ -18,7 +18,6 @@ from lms_pipeline.providers.unified.scans import (
     KEYSET,
     STABLE,
     ScanError,
-    catch_up,
     consistent_scan,
     keyset_scan,
     parse_stamp,
@@ -26,6 +25,7 @@ from lms_pipeline.providers.unified.scans import (
     stable_scan,
 )
 from lms_pipeline.providers.unified.simulator import SimulatorApp
+from lms_pipeline.providers.unified.sync import catch_up
 from lms_pipeline.simulator import World, WorldSpec, serve_in_thread
 
 DAY = date(2026, 9, 3)

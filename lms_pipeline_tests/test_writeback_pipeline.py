@@ -96,7 +96,7 @@ def test_write_back_creates_by_put_at_an_id_minted_from_the_pair_and_updates_by_
     assert len(created) and len(updated)
     # The spec's success answer to a PUT is 201 with no body, on create and update alike.
     assert set(created["http_status"]) == set(updated["http_status"]) == {201}
-    from lms_pipeline.writeback import minted_result_id
+    from lms_pipeline.writeback_rules import minted_result_id
 
     for row in created.itertuples():
         assert row.sis_result_id == minted_result_id(SIS, row.sis_line_item_id, row.sis_student_id)

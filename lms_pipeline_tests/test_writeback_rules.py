@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from lms_pipeline.writeback import (
+from lms_pipeline.writeback_rules import (
     Candidate,
     PastWrite,
     candidates,

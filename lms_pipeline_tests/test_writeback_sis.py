@@ -16,7 +16,8 @@ from lms_pipeline.providers.oneroster.sis_simulator import SisSimulatorApp
 from lms_pipeline.providers.oneroster.sis_world import SisSpec, SisWorld
 from lms_pipeline.simulator import World, WorldSpec
 from lms_pipeline.simulator.server import Router, serve_in_thread
-from lms_pipeline.writeback import MAX_CONNECTION_FAILURES, Candidate, Journal, WriteBack, minted_result_id, past_writes
+from lms_pipeline.writeback import MAX_CONNECTION_FAILURES, Journal, WriteBack
+from lms_pipeline.writeback_rules import Candidate, minted_result_id, past_writes
 from lms_pipeline_tests.test_sis_oneroster import FAST, SCHEME, SECRET
 
 DAY = date(2026, 9, 8)

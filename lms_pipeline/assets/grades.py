@@ -8,7 +8,6 @@ connection's submissions. Each source's own normalizer turns them into the same 
 """
 
 import time
-from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
@@ -26,7 +25,7 @@ from lms_pipeline.resources import LmsApiResource, WarehouseResource
 from lms_pipeline.schemas import DISCREPANCY_STATUSES, SchemaViolation, validate
 from lms_pipeline.transforms.grades import parse_grades, to_letters
 from lms_pipeline.transforms.reconcile import reconcile, sis_frames
-from lms_pipeline.warehouse import Warehouse, table
+from lms_pipeline.warehouse import Warehouse
 
 GROUP = "grades"
 SIS_COLLECTIONS = (("rostering", "users"), ("rostering", "classes"), ("gradebook", "lineItems"),
@@ -178,37 +177,18 @@ def build_grade_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asset
             reason = "no SIS for this connection" if sis is None else "write_back.enabled is false (the default)"
             yield dg.MaterializeResult(asset_key="grade_sync_log", metadata={"skipped": reason, "operations": 0})
             return
-        store = warehouse.warehouse()
-        report = store.read_partition("grade_discrepancies", connection_id, day)
-        writable = report["status"].isin(writeback.WRITABLE) & report["lms_grade_status"].isin(["graded", "excused"])
-        todo = report[writable]
         dry = sis.write_back.dry_run
-        part = {"connection_id": connection_id, "snapshot_date": pd.Timestamp(day), "run_id": context.run_id,
-                "sis_id": sis.id, "dry_run": dry}  # fmt: skip
-
-        def append(rows: list[dict]) -> None:
-            frame = pd.DataFrame(rows, columns=list(writeback.LOG_COLUMNS)).assign(**part)
-            store.append("grade_sync_log", validate("grade_sync_log", frame))
-
-        past = writeback.past_writes(store.query(
-            f"SELECT * FROM {table('grade_sync_log')} WHERE connection_id = ? AND sis_id = ? AND phase IS NOT NULL",
-            [connection_id, sis.id]))  # fmt: skip
-        journal = writeback.Journal(append, clock=lambda: datetime.now(UTC))
-        try:
-            with lms.sis_client(connection_id, day, write=not dry) as client:
-                summary = writeback.WriteBack(client, journal, dry_run=dry, past=past).run(
-                    writeback.candidates(todo.to_dict("records"))
-                )
-        finally:
-            if journal.summary.outcomes:
-                store.publish_partition(connection_id, day, ["grade_sync_log"])
+        summary, candidates = writeback.write_back_day(
+            warehouse.warehouse(), lambda: lms.sis_client(connection_id, day, write=not dry), sis.id, connection_id,
+            day, context.run_id, dry_run=dry,
+        )  # fmt: skip
         outcomes = summary.outcomes
         yield dg.MaterializeResult(
             asset_key="grade_sync_log",
             metadata={
                 "operations": sum(outcomes.values()),
                 "dry_run": dry,
-                "candidates": len(todo),
+                "candidates": candidates,
                 **{f"outcome_{k}": int(v) for k, v in sorted(outcomes.items())},
                 **({"stopped": summary.stopped, "not_attempted": summary.not_attempted} if summary.stopped else {}),
             },

@@ -22,13 +22,8 @@ Whatever the technique, a full page bringing no record not already read means th
 (Unified list options ``-none-``, docs/providers.md §9.4): the scan stops at once, naming the option to set. A list
 the integration answers whole (``options.unpaged_endpoints``) is read in one request per pass.
 
-A sync reads several endpoints one after another, so the course listing is as of the course scan's end while the
-class scan runs later. ``catch_up`` closes that gap for keyset-read endpoints: it polls each again from its own
-high-water mark until a round finds nothing newer anywhere (a few requests), so every endpoint is as of the sync's
-last request. This is not the "catch-up pass" that fails above: it runs over keyset scans that skipped nothing.
-
 No library pages this way, hence the hand-written loops; each is bounded by ``max_pages`` / ``max_passes`` /
-``max_rounds`` (``options.max_pages_per_scan``, ``max_scan_passes``).
+``max_rounds`` in ``sync.catch_up`` (``options.max_pages_per_scan``, ``max_scan_passes``).
 """
 
 from __future__ import annotations
@@ -383,28 +378,6 @@ def consistent_scan(
     return stable_scan(client, endpoint, stable_params, max_passes=max_passes, unpaged=unpaged, max_pages=max_pages)
 
 
-def catch_up(
-    client: UnifiedLmsClient, scans: list[Scan], params: Mapping[str, Mapping[str, object]], *, max_rounds: int = 3
-) -> tuple[int, bool]:
-    """Re-poll every keyset scan from its high-water mark until no endpoint has anything newer.
-
-    The pages are appended to their scans. Returns (rounds run, converged); a listing still changing after
-    ``max_rounds`` is left as of each endpoint's last read, and the caller reports it.
-    """
-    keyset = [s for s in scans if s.technique == KEYSET and (s.high_water or s.since) is not None]
-    if not keyset:
-        return 0, True
-    for round_number in range(1, max_rounds + 1):
-        newer = False
-        for scan in keyset:
-            mark = scan.high_water or scan.since
-            extra = keyset_scan(client, scan.endpoint, params[scan.endpoint], mark, unpaged=scan.unpaged)
-            scan.pages.extend(extra.pages)
-            if extra.high_water is not None and extra.high_water > mark:
-                scan.high_water, newer = extra.high_water, True
-        if not newer:
-            return round_number, True
-    return max_rounds, False
 
 
 def _repeated_page(

@@ -1,9 +1,17 @@
 """A Unified connection's day of rosters: full scan or incremental poll, read so that a listing changing while it is
 paged is neither skipped nor stale (``scans.py``), then stored as the pages received and normalized where they are
-stored (``rosters.py``)."""
+stored (``rosters.py``).
+
+A sync reads several endpoints one after another, so the course listing is as of the course scan's end while the
+class scan runs later. ``catch_up`` closes that gap for keyset-read endpoints: it polls each again from its own
+high-water mark until a round finds nothing newer anywhere (a few requests), so every endpoint is as of the sync's
+last request. This is not the catch-up pass that fails (docs/providers.md §1.9): it runs over keyset scans that
+skipped nothing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date
 from typing import TYPE_CHECKING
@@ -18,7 +26,7 @@ from lms_pipeline.providers.unified import rosters
 from lms_pipeline.providers.unified.client import UnifiedLmsClient
 from lms_pipeline.providers.unified.options import UnifiedOptions
 from lms_pipeline.providers.unified.plan import plan_sync
-from lms_pipeline.providers.unified.scans import Scan, catch_up, consistent_scan, single_pass
+from lms_pipeline.providers.unified.scans import KEYSET, Scan, consistent_scan, keyset_scan, single_pass
 
 if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig
@@ -113,3 +121,27 @@ def _scan(client: UnifiedLmsClient, endpoint: str, plan: SyncPlan, options: Unif
     return consistent_scan(client, endpoint, params, since=plan.since, keyset=options.supports_updated_gte,
                            max_passes=options.max_scan_passes, unpaged=unpaged,
                            max_pages=options.max_pages_per_scan)  # fmt: skip
+
+
+def catch_up(
+    client: UnifiedLmsClient, scans: list[Scan], params: Mapping[str, Mapping[str, object]], *, max_rounds: int = 3
+) -> tuple[int, bool]:
+    """Re-poll every keyset scan from its high-water mark until no endpoint has anything newer.
+
+    The pages are appended to their scans. Returns (rounds run, converged); a listing still changing after
+    ``max_rounds`` is left as of each endpoint's last read, and the caller reports it.
+    """
+    keyset = [s for s in scans if s.technique == KEYSET and (s.high_water or s.since) is not None]
+    if not keyset:
+        return 0, True
+    for round_number in range(1, max_rounds + 1):
+        newer = False
+        for scan in keyset:
+            mark = scan.high_water or scan.since
+            extra = keyset_scan(client, scan.endpoint, params[scan.endpoint], mark, unpaged=scan.unpaged)
+            scan.pages.extend(extra.pages)
+            if extra.high_water is not None and extra.high_water > mark:
+                scan.high_water, newer = extra.high_water, True
+        if not newer:
+            return round_number, True
+    return max_rounds, False
