@@ -189,10 +189,10 @@ def exposure_share(store: Warehouse, connection_id: str, day: date, max_fall: fl
     shares = store.query(
         f"""SELECT snapshot_date, count(*) FILTER (WHERE roster_status IN {KNOWN}) / count(*) AS share, count(*) AS n
             FROM {table("course_rosters")} WHERE connection_id = ? AND snapshot_date <= ?
-              AND snapshot_date >= (SELECT max(snapshot_date) FROM {table("course_rosters")}
-                                    WHERE connection_id = ? AND snapshot_date < ?)
+              AND snapshot_date >= coalesce((SELECT max(snapshot_date) FROM {table("course_rosters")}
+                                             WHERE connection_id = ? AND snapshot_date < ?), ?)
             GROUP BY ALL ORDER BY snapshot_date""",
-        [connection_id, day, connection_id, day],
+        [connection_id, day, connection_id, day, day],
     )
     today = shares[shares["snapshot_date"] == pd.Timestamp(day)]
     if today.empty:

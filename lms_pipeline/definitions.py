@@ -11,6 +11,7 @@ from datetime import timedelta
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from lms_pipeline.alerts import FRESHNESS_JOB, ROSTER_JOB, build_alert_sensor
 from lms_pipeline.assets.grades import build_grade_assets
 from lms_pipeline.assets.progress import build_progress_assets
 from lms_pipeline.assets.roster import build_roster_assets
@@ -18,9 +19,6 @@ from lms_pipeline.checks import build_checks, build_freshness_checks, report_ref
 from lms_pipeline.config import Settings, config_path, load_settings
 from lms_pipeline.partitions import day_by_connection
 from lms_pipeline.resources import LmsApiResource, WarehouseResource
-
-ROSTER_JOB = "daily_roster_job"
-FRESHNESS_JOB = "connection_freshness_job"
 
 
 def _multiprocess_requested(config: dict) -> list:
@@ -91,6 +89,7 @@ def build_defs(settings: Settings | None = None, config_file: str | None = None)
         asset_checks=[*build_checks(partitions), freshness_checks],
         executor=in_process_first,
         jobs=[job, freshness_job],
+        sensors=[build_alert_sensor()],
         schedules=[
             # One run per connection for the last complete UTC day, at 05:30 UTC.
             dg.build_schedule_from_partitioned_job(job, hour_of_day=5, minute_of_hour=30),
