@@ -40,6 +40,85 @@ from pathlib import Path
 import duckdb
 
 UNGATED = frozenset({"change_set_holds", "grade_sync_log"})
+
+# Views for the questions analysts ask daily, created beside the table views (docs/operators.md, "Analysts'
+# views"). They read only published days, so "latest" means the newest day analysts may rely on (a held day is
+# not there) and every figure is whole-day. ``{s}`` is the schema.
+_LATEST_CHANGE_SET = (
+    "SELECT connection_id, max(snapshot_date) AS snapshot_date FROM {s}.enrollment_change_sets GROUP BY ALL"
+)
+ANALYST_VIEWS: dict[str, str] = {
+    # Who is enrolled where now: each connection's newest published snapshot, with the course's name.
+    "current_roster": f"""
+        WITH latest AS ({_LATEST_CHANGE_SET})
+        SELECT e.connection_id, e.course_id, r.course_name, e.student_id, e.snapshot_date AS as_of
+        FROM {{s}}.course_student_edges e JOIN latest USING (connection_id, snapshot_date)
+        LEFT JOIN {{s}}.course_rosters r USING (connection_id, snapshot_date, course_id)""",
+    # The newest published change set of each connection: who was added or dropped, and why.
+    "latest_changes": f"""
+        WITH latest AS ({_LATEST_CHANGE_SET})
+        SELECT c.connection_id, c.snapshot_date, c.previous_snapshot_date, c.course_id, r.course_name, c.student_id,
+               c.change_type, c.reason
+        FROM {{s}}.enrollment_changes c JOIN latest USING (connection_id, snapshot_date)
+        LEFT JOIN {{s}}.course_rosters r USING (connection_id, snapshot_date, course_id)""",
+    # Every enrolment event of a student: the rosters of the connection's first (baseline) day, each add and drop,
+    # and the days a course's roster became visible (roster_exposed) or stopped being exposed (roster_hidden: from
+    # then on membership is unknown, which is not a drop). Replayed in date order (baseline, added and
+    # roster_exposed put a student in, dropped and roster_hidden take them out), the events give current_roster.
+    "student_enrollment_history": """
+        WITH flips AS (
+            SELECT cs.connection_id, cs.snapshot_date, cs.previous_snapshot_date, cur.course_id,
+                   cur.roster_status IN ('exposed', 'empty') AS now_known
+            FROM {s}.enrollment_change_sets cs
+            JOIN {s}.course_rosters cur ON cur.connection_id = cs.connection_id AND cur.snapshot_date = cs.snapshot_date
+            JOIN {s}.course_rosters prev ON prev.connection_id = cs.connection_id
+                 AND prev.snapshot_date = cs.previous_snapshot_date AND prev.course_id = cur.course_id
+            WHERE NOT cs.is_baseline
+              AND (cur.roster_status = 'not_exposed') <> (prev.roster_status = 'not_exposed')
+        )
+        SELECT e.connection_id, e.student_id, e.course_id, e.snapshot_date, 'baseline' AS event,
+               'on the roster on the first day mirrored' AS reason
+        FROM {s}.course_student_edges e JOIN {s}.enrollment_change_sets s USING (connection_id, snapshot_date)
+        WHERE s.is_baseline
+        UNION ALL
+        SELECT connection_id, student_id, course_id, snapshot_date, change_type, reason FROM {s}.enrollment_changes
+        UNION ALL
+        SELECT f.connection_id, e.student_id, f.course_id, f.snapshot_date,
+               CASE WHEN f.now_known THEN 'roster_exposed' ELSE 'roster_hidden' END,
+               CASE WHEN f.now_known THEN 'on the roster when it became visible (earlier membership unknown)'
+                    ELSE 'the roster stopped being exposed: membership unknown from this day (not a drop)' END
+        FROM flips f JOIN {s}.course_student_edges e ON e.connection_id = f.connection_id AND e.course_id = f.course_id
+             AND e.snapshot_date = CASE WHEN f.now_known THEN f.snapshot_date ELSE f.previous_snapshot_date END""",
+    # How much of each connection's course list exposes a roster, per day: a falling coverage means rosters went
+    # dark (which never produces drops, so only this shows it).
+    "course_roster_coverage": """
+        SELECT connection_id, snapshot_date, count(*) AS courses,
+               count(*) FILTER (WHERE roster_status = 'exposed') AS exposed,
+               count(*) FILTER (WHERE roster_status = 'empty') AS empty,
+               count(*) FILTER (WHERE roster_status = 'not_exposed') AS not_exposed,
+               round(count(*) FILTER (WHERE roster_status IN ('exposed', 'empty')) / count(*), 4) AS coverage,
+               coalesce(sum(student_count), 0) AS edges,
+               count(*) FILTER (WHERE fetched_on < snapshot_date) AS carried_forward
+        FROM {s}.course_rosters GROUP BY ALL""",
+    # Grade disagreements still open in each connection's newest reconciliation, with the day each opened: the
+    # first day of the current run of non-matching days (a row that matched in between reopened then).
+    "grade_issues_open": """
+        WITH latest AS (SELECT connection_id, max(snapshot_date) AS snapshot_date FROM {s}.grade_discrepancies
+                        GROUP BY ALL),
+        matched AS (SELECT connection_id, row_key, max(snapshot_date) AS last_matched FROM {s}.grade_discrepancies
+                    WHERE status = 'match' GROUP BY ALL),
+        since AS (SELECT g.connection_id, g.row_key, min(g.snapshot_date) AS open_since
+                  FROM {s}.grade_discrepancies g LEFT JOIN matched m USING (connection_id, row_key)
+                  WHERE g.status <> 'match' AND (m.last_matched IS NULL OR g.snapshot_date > m.last_matched)
+                  GROUP BY ALL)
+        SELECT d.connection_id, d.snapshot_date AS as_of, s.open_since,
+               datediff('day', s.open_since, d.snapshot_date) + 1 AS days_open, d.status, d.course_id, d.content_id,
+               d.lms_student_id, d.sis_student_id, d.sis_line_item_id, d.lms_raw_grade, d.lms_letter, d.sis_score,
+               d.sis_result_max, d.sis_text_score, d.detail, d.sis_id, d.row_key
+        FROM {s}.grade_discrepancies d JOIN latest USING (connection_id, snapshot_date)
+        JOIN since s USING (connection_id, row_key)
+        WHERE d.status <> 'match'""",
+}
 LAYOUT_FILE = "_layout"
 SCHEMA_DAY = ("_schema", "empty")  # connection ids start with a letter or digit: "_schema" is never one
 
@@ -158,7 +237,7 @@ def ensure_views(conn: duckdb.DuckDBPyConnection, live: Path, schema: str, table
     staging = root / "staging"
     if staging.exists():
         shutil.rmtree(staging)
-    layout = hashlib.sha256(repr(sorted(tables.items())).encode()).hexdigest()
+    layout = hashlib.sha256(repr((sorted(tables.items()), sorted(ANALYST_VIEWS.items()))).encode()).hexdigest()
     marker = root / LAYOUT_FILE
     if target.exists() and marker.exists() and marker.read_text() == layout:
         return target
@@ -176,6 +255,8 @@ def ensure_views(conn: duckdb.DuckDBPyConnection, live: Path, schema: str, table
             # union_by_name: a day published before a column was added reads it as NULL.
             pattern = _literal(root / "days" / "*" / "*" / f"{name}.parquet")
             out.execute(f"CREATE VIEW {schema}.{name} AS SELECT * FROM read_parquet({pattern}, union_by_name = true)")
+        for name, sql in ANALYST_VIEWS.items():
+            out.execute(f"CREATE VIEW {schema}.{name} AS {sql.format(s=schema)}")
     os.replace(views, target)
     marker.write_text(layout)
     return target
