@@ -82,10 +82,11 @@ def _dagster_command(config_file: str) -> str:
 
 
 def release_command(partition: str, config_file: str) -> str:
-    """Re-run the held day's change set with the operator's acceptance (no refetch: it diffs the stored snapshot)."""
+    """Re-run the held day's change set with the operator's acceptance (no refetch: it diffs the stored snapshot),
+    then its exports (the day is published whole by the release)."""
     return (
         f"{_dagster_command(config_file)} asset materialize -m lms_pipeline.definitions "
-        f"--select 'enrollment_changes,enrollment_change_sets' --partition {shlex.quote(partition)} "
+        f"--select 'enrollment_changes,enrollment_change_sets,daily_exports' --partition {shlex.quote(partition)} "
         f"--config-json {shlex.quote(json.dumps(ACCEPT))}"
     )
 

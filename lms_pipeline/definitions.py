@@ -12,6 +12,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from lms_pipeline.alerts import FRESHNESS_JOB, ROSTER_JOB, build_alert_sensor
+from lms_pipeline.assets.exports import build_export_assets
 from lms_pipeline.assets.grades import build_grade_assets
 from lms_pipeline.assets.progress import build_progress_assets
 from lms_pipeline.assets.roster import build_roster_assets
@@ -64,18 +65,20 @@ def build_defs(settings: Settings | None = None, config_file: str | None = None)
     assets = [
         a.map_asset_specs(lambda spec: dg.apply_freshness_policy(spec, policy))
         for a in (*build_roster_assets(partitions), *build_progress_assets(partitions),
-                  *build_grade_assets(partitions))
+                  *build_grade_assets(partitions), *build_export_assets(partitions))
     ]  # fmt: skip
     freshness_checks = build_freshness_checks(settings)
     job = dg.define_asset_job(
         ROSTER_JOB,
         # The freshness checks target enrollment_change_sets but judge the whole connection: their own job runs them.
-        selection=dg.AssetSelection.groups("roster", "progress", "grades") - dg.AssetSelection.checks(freshness_checks),
+        selection=dg.AssetSelection.groups("roster", "progress", "grades", "exports")
+        - dg.AssetSelection.checks(freshness_checks),
         partitions_def=partitions,
         hooks={report_refused_contract},
         description="Fetch, normalize and diff one connection's rosters for one day, then its contents and "
-        "learner progress, then reconcile its grades with the SIS (connections with grades.sis); each step's "
-        "tables are checked as soon as they are stored (lms_pipeline.checks).",
+        "learner progress, then reconcile its grades with the SIS (connections with grades.sis), then export the "
+        "day's change set and grade issues; each step's tables are checked as soon as they are stored "
+        "(lms_pipeline.checks).",
     )
     freshness_job = dg.define_asset_job(
         FRESHNESS_JOB,

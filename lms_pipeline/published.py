@@ -120,6 +120,7 @@ ANALYST_VIEWS: dict[str, str] = {
         WHERE d.status <> 'match'""",
 }
 LAYOUT_FILE = "_layout"
+VIEWS_STORAGE = "v1.0.0"
 SCHEMA_DAY = ("_schema", "empty")  # connection ids start with a letter or digit: "_schema" is never one
 
 
@@ -237,7 +238,8 @@ def ensure_views(conn: duckdb.DuckDBPyConnection, live: Path, schema: str, table
     staging = root / "staging"
     if staging.exists():
         shutil.rmtree(staging)
-    layout = hashlib.sha256(repr((sorted(tables.items()), sorted(ANALYST_VIEWS.items()))).encode()).hexdigest()
+    layout = hashlib.sha256(repr((sorted(tables.items()), sorted(ANALYST_VIEWS.items()), VIEWS_STORAGE)).encode())
+    layout = layout.hexdigest()
     marker = root / LAYOUT_FILE
     if target.exists() and marker.exists() and marker.read_text() == layout:
         return target
@@ -249,7 +251,9 @@ def ensure_views(conn: duckdb.DuckDBPyConnection, live: Path, schema: str, table
         conn.execute(f"COPY (SELECT * FROM {schema}.{name} LIMIT 0) TO {_literal(tmp)} (FORMAT parquet)")
         os.replace(tmp, empty / f"{name}.parquet")
     views = staging / "views.duckdb"
-    with duckdb.connect(str(views)) as out:
+    # The oldest storage format that holds views: SQL tools bundling an older DuckDB than the pipeline's (the DuckDB
+    # CLI on PyPI is 1.5 while the pipeline runs 2.0) then open the analysts' file too.
+    with duckdb.connect(str(views), config={"storage_compatibility_version": VIEWS_STORAGE}) as out:
         out.execute(f"CREATE SCHEMA {schema}")
         for name in tables:
             # union_by_name: a day published before a column was added reads it as NULL.
