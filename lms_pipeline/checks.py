@@ -20,7 +20,7 @@ Check metadata carries counts and course ids, never a student id: the event log 
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -313,77 +313,65 @@ def _result(asset: str, name: str, outcome: Outcome, warn: bool = False) -> dg.A
     )
 
 
-def _contracts(store: Warehouse, names: tuple[str, ...], connection_id: str, day: date) -> Iterator:
-    for name in names:
-        yield _result(name, CONTRACT, contract(store, name, connection_id, day))
+Rule = Callable[[Warehouse, Settings, str, date], Outcome]
+WARNINGS = frozenset({"sync_health", "exposure_share"})
+
+
+def _contract_rule(name: str) -> Rule:
+    return lambda store, settings, connection_id, day: contract(store, name, connection_id, day)
+
+
+def _unique_rule(name: str) -> Rule:
+    return lambda store, settings, connection_id, day: unique_edges(store, name, connection_id, day)
+
+
+# (asset, check) -> the rule, per check step. Each step can be subset: rebuilding a day's snapshot without its
+# fetch selects only the snapshot tables, and only their checks run.
+STEP_RULES: dict[str, dict[tuple[str, str], Rule]] = {
+    step: {(name, CONTRACT): _contract_rule(name) for name in names} for step, names in STEP_TABLES.items()
+}
+STEP_RULES["roster_checks"] |= {
+    ("course_student_edges", "unique_edges"): _unique_rule("course_student_edges"),
+    ("class_student_edges", "unique_edges"): _unique_rule("class_student_edges"),
+    ("sync_log", "sync_health"): lambda store, settings, c, d: sync_health(
+        store, c, d, settings.checks.max_server_error_share),
+    ("course_rosters", "exposure_share"): lambda store, settings, c, d: exposure_share(
+        store, c, d, settings.checks.max_exposure_fall),
+}  # fmt: skip
+STEP_RULES["change_set_checks"] |= {
+    ("enrollment_changes", "no_drops_when_not_exposed"): lambda store, settings, c, d: no_drops_when_not_exposed(
+        store, c, d),
+    ("enrollment_change_sets", "change_set_arithmetic"): lambda store, settings, c, d: change_set_arithmetic(
+        store, c, d),
+}  # fmt: skip
+STEP_RULES["grade_checks"] |= {("grade_discrepancies", "grade_match_rate"): grade_match_rate}
+BLOCKING = frozenset({*((name, CONTRACT) for name in BLOCKING_CONTRACTS), ("course_student_edges", "unique_edges"),
+                      ("class_student_edges", "unique_edges"),
+                      ("grade_discrepancies", "grade_match_rate")})  # fmt: skip
+
+
+def _check_step(step: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
+    rules = STEP_RULES[step]
+
+    @dg.multi_asset_check(
+        name=step,
+        specs=[_spec(check, asset, partitions_def, (asset, check) in BLOCKING) for asset, check in rules],
+        can_subset=True,
+    )
+    def run_checks(context: dg.AssetCheckExecutionContext, lms: LmsApiResource, warehouse: WarehouseResource):
+        connection_id, day = split_key(context)
+        store, settings = warehouse.warehouse(), lms.settings()
+        for key in sorted(context.selected_asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
+            asset = key.asset_key.to_user_string()
+            outcome = rules[(asset, key.name)](store, settings, connection_id, day)
+            yield _result(asset, key.name, outcome, warn=key.name in WARNINGS)
+
+    return run_checks
 
 
 def build_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
     """The partitioned checks of the daily job's tables, one step per step of the job they follow."""
-
-    def contract_specs(step: str) -> list[dg.AssetCheckSpec]:
-        return [_spec(CONTRACT, name, partitions_def, name in BLOCKING_CONTRACTS) for name in STEP_TABLES[step]]
-
-    @dg.multi_asset_check(
-        specs=[
-            *contract_specs("roster_checks"),
-            _spec("unique_edges", "course_student_edges", partitions_def, blocking=True),
-            _spec("unique_edges", "class_student_edges", partitions_def, blocking=True),
-            _spec("sync_health", "sync_log", partitions_def),
-            _spec("exposure_share", "course_rosters", partitions_def),
-        ]
-    )
-    def roster_checks(context: dg.AssetCheckExecutionContext, lms: LmsApiResource, warehouse: WarehouseResource):
-        connection_id, day = split_key(context)
-        store, options = warehouse.warehouse(), lms.settings().checks
-        yield from _contracts(store, STEP_TABLES["roster_checks"], connection_id, day)
-        for name in ("course_student_edges", "class_student_edges"):
-            yield _result(name, "unique_edges", unique_edges(store, name, connection_id, day))
-        health = sync_health(store, connection_id, day, options.max_server_error_share)
-        yield _result("sync_log", "sync_health", health, warn=True)
-        exposure = exposure_share(store, connection_id, day, options.max_exposure_fall)
-        yield _result("course_rosters", "exposure_share", exposure, warn=True)
-
-    @dg.multi_asset_check(
-        specs=[
-            *contract_specs("change_set_checks"),
-            _spec("no_drops_when_not_exposed", "enrollment_changes", partitions_def),
-            _spec("change_set_arithmetic", "enrollment_change_sets", partitions_def),
-        ]
-    )
-    def change_set_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
-        connection_id, day = split_key(context)
-        store = warehouse.warehouse()
-        yield from _contracts(store, STEP_TABLES["change_set_checks"], connection_id, day)
-        yield _result("enrollment_changes", "no_drops_when_not_exposed",
-                      no_drops_when_not_exposed(store, connection_id, day))  # fmt: skip
-        yield _result("enrollment_change_sets", "change_set_arithmetic",
-                      change_set_arithmetic(store, connection_id, day))  # fmt: skip
-
-    @dg.multi_asset_check(specs=contract_specs("progress_checks"))
-    def progress_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
-        connection_id, day = split_key(context)
-        yield from _contracts(warehouse.warehouse(), STEP_TABLES["progress_checks"], connection_id, day)
-
-    @dg.multi_asset_check(
-        specs=[
-            *contract_specs("grade_checks"),
-            _spec("grade_match_rate", "grade_discrepancies", partitions_def, blocking=True),
-        ]  # fmt: skip
-    )
-    def grade_checks(context: dg.AssetCheckExecutionContext, lms: LmsApiResource, warehouse: WarehouseResource):
-        connection_id, day = split_key(context)
-        store = warehouse.warehouse()
-        yield from _contracts(store, STEP_TABLES["grade_checks"], connection_id, day)
-        yield _result("grade_discrepancies", "grade_match_rate",
-                      grade_match_rate(store, lms.settings(), connection_id, day))  # fmt: skip
-
-    @dg.multi_asset_check(specs=contract_specs("writeback_checks"))
-    def writeback_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
-        connection_id, day = split_key(context)
-        yield from _contracts(warehouse.warehouse(), STEP_TABLES["writeback_checks"], connection_id, day)
-
-    return [roster_checks, change_set_checks, progress_checks, grade_checks, writeback_checks]
+    return [_check_step(step, partitions_def) for step in STEP_RULES]
 
 
 def build_freshness_checks(settings: Settings) -> dg.AssetChecksDefinition:

@@ -216,6 +216,15 @@ def _new_version(
         ).fetchone()
         if not written:
             target.unlink()
+    _swap_in(live, staging, connection_id, day, current, keep_previous=True)
+
+
+def _swap_in(
+    live: Path, staging: Path, connection_id: str, day: date, current: Path | None, keep_previous: bool
+) -> None:
+    """Make ``staging`` the day's current version (the link's atomic swap) and drop older versions: all of them
+    when ``keep_previous`` is false (an erasure or a retention cut must leave no copy behind)."""
+    root, link = files_root(live), day_folder(live, connection_id, day)
     versions = root / "versions" / connection_id / day.isoformat()
     versions.mkdir(parents=True, exist_ok=True)
     version = versions / f"{time.time_ns()}-{os.getpid()}"
@@ -227,8 +236,67 @@ def _new_version(
     os.replace(new_link, link)  # the day switches to its new version here, whole
     # Keep the version just replaced (a query that globbed a moment ago may still open it); drop older ones.
     for old in versions.iterdir():
-        if old not in (version, current):
+        if old != version and (old != current or not keep_previous):
             shutil.rmtree(old, ignore_errors=True)
+
+
+def published_days(live: Path, connection_id: str) -> list[date]:
+    """The days of a connection that have a published version."""
+    folder = files_root(live) / "days" / connection_id
+    if not folder.is_dir():
+        return []
+    return sorted(date.fromisoformat(p.name) for p in folder.iterdir() if p.is_symlink() and p.resolve().is_dir())
+
+
+def day_files(live: Path, connection_id: str, day: date) -> dict[str, Path]:
+    """Table -> Parquet file of the day's current version (tables without rows that day have none)."""
+    link = day_folder(live, connection_id, day)
+    if not link.is_symlink() or not link.resolve().is_dir():
+        return {}
+    return {f.stem: f for f in sorted(link.resolve().iterdir()) if f.suffix == ".parquet"}
+
+
+def drop_previous_versions(live: Path, connection_id: str, day: date) -> int:
+    """Delete every version of the day but the current one (publishing keeps the one it replaced, for queries in
+    flight; an erasure must not leave it). Returns how many were deleted."""
+    link = day_folder(live, connection_id, day)
+    current = link.resolve() if link.is_symlink() else None
+    versions = files_root(live) / "versions" / connection_id / day.isoformat()
+    dropped = 0
+    for old in versions.iterdir() if versions.is_dir() else ():
+        if old != current:
+            shutil.rmtree(old, ignore_errors=True)
+            dropped += 1
+    return dropped
+
+
+def rewrite_day(
+    conn: duckdb.DuckDBPyConnection, live: Path, connection_id: str, day: date, selects: dict[str, str | None]
+) -> bool:
+    """A new version of a published day in which each table named in ``selects`` is rewritten by its query over
+    ``{source}`` (the current file, read with a ``file_row_number`` column) or dropped (None); other tables are
+    carried over. Every earlier version is deleted: used by erasure and retention, whose point is that no copy of
+    the removed rows survives. Returns False when the day has no published version."""
+    current_files = day_files(live, connection_id, day)
+    if not current_files:
+        return False
+    current = day_folder(live, connection_id, day).resolve()
+    staging = files_root(live) / "staging" / f"{connection_id}.{day}.{os.getpid()}"
+    staging.mkdir(parents=True)
+    for name, source in current_files.items():
+        if name not in selects:
+            os.link(source, staging / source.name)
+            continue
+        if selects[name] is None:
+            continue
+        relation = f"read_parquet({_literal(source)}, file_row_number = true)"
+        target = staging / source.name
+        (written,) = conn.execute(f"COPY ({selects[name].format(source=relation)}) TO {_literal(target)} "
+                                  "(FORMAT parquet)").fetchone()  # fmt: skip
+        if not written:
+            target.unlink()
+    _swap_in(live, staging, connection_id, day, current, keep_previous=False)
+    return True
 
 
 def ensure_views(conn: duckdb.DuckDBPyConnection, live: Path, schema: str, tables: dict[str, str]) -> Path:
