@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from lms_pipeline import privacy
 from lms_pipeline.alerts import FRESHNESS_JOB, ROSTER_JOB, build_alert_sensor
 from lms_pipeline.assets.exports import build_export_assets
 from lms_pipeline.assets.grades import build_grade_assets
@@ -45,6 +46,25 @@ in_process_first = dg.ExecutorDefinition(
     executor_creation_fn=_default_executor.executor_creation_fn,
     requirements=_multiprocess_requested,
     description="In-process by default; multiprocess when the run config asks for it.",
+)
+
+
+RETENTION_JOB = "raw_page_retention_job"
+
+
+# ``context`` is left unannotated: this module postpones annotations, and Dagster refuses a hint it cannot resolve.
+@dg.op(description="Drop raw pages older than retention.raw_pages_days (lms_pipeline.privacy); derived tables stay.")
+def drop_old_raw_pages(context, lms: LmsApiResource, warehouse: WarehouseResource) -> None:  # noqa: ANN001
+    report = privacy.drop_old_raw_pages(warehouse.warehouse(), lms.settings(), datetime.now(UTC).date())
+    context.log.info(f"raw pages before {report.cutoff} dropped: {report.rows_deleted or 'none'}; "
+                     f"{report.published_days_rewritten} published day(s) rewritten")  # fmt: skip
+    context.add_output_metadata({"cutoff": report.cutoff, "rows_deleted": sum(report.rows_deleted.values()),
+                                 "published_days_rewritten": report.published_days_rewritten})  # fmt: skip
+
+
+retention_job = dg.JobDefinition(
+    graph_def=dg.GraphDefinition(name=RETENTION_JOB, node_defs=[drop_old_raw_pages]),
+    description="Raw pages past the retention period go (live, staging, the analysts' copy); derived history stays.",
 )
 
 
@@ -91,13 +111,20 @@ def build_defs(settings: Settings | None = None, config_file: str | None = None)
         assets=assets,
         asset_checks=[*build_checks(partitions), freshness_checks],
         executor=in_process_first,
-        jobs=[job, freshness_job],
+        jobs=[job, freshness_job, retention_job],
         sensors=[build_alert_sensor()],
         schedules=[
             # One run per connection for the last complete UTC day, at 05:30 UTC.
             dg.build_schedule_from_partitioned_job(job, hour_of_day=5, minute_of_hour=30),
             # Hourly from the deadline to midnight: a connection that catches up turns fresh within the hour.
             dg.ScheduleDefinition(job=freshness_job, cron_schedule=f"5 {deadline}-23 * * *", execution_timezone="UTC"),
+            # Retention is a duty, not an option: on as soon as the daemon runs.
+            dg.ScheduleDefinition(
+                job=retention_job,
+                cron_schedule="15 4 * * *",
+                execution_timezone="UTC",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+            ),
         ],  # fmt: skip
         resources={
             "lms": LmsApiResource(config_path=config_file),

@@ -236,3 +236,14 @@ def test_raw_pages_past_the_retention_go_and_derived_history_stays_and_later_day
         asset_selection=[dg.AssetKey(n) for n in ("course_rosters", "course_student_edges",
                                                   "class_student_edges")])  # fmt: skip
     assert not rebuild.success and "no raw_course_pages stored" in failure_message(rebuild)
+
+
+def test_the_daily_retention_job_runs_and_its_schedule_is_on_by_default(pipeline: Pipeline) -> None:
+    pipeline.run_days(1, ["conn-all"])
+    defs = pipeline.defs()
+    assert (
+        defs.resolve_schedule_def("raw_page_retention_job_schedule").default_status == dg.DefaultScheduleStatus.RUNNING
+    )
+    result = defs.resolve_job_def("raw_page_retention_job").execute_in_process(instance=pipeline.instance)
+    assert result.success
+    assert pipeline.rows("SELECT count(*) FROM lms.raw_course_pages") != {(0,)}, "400 days keep yesterday's pages"
