@@ -40,20 +40,20 @@ TODAY = datetime.now(UTC).date()
 FIRST = TODAY - timedelta(days=3)
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1600,1000"]  # fmt: skip
-# What each screenshot shows: (file, UI path, text to wait for, buttons to click first).
+# What each screenshot shows: (file, UI path, text to wait for, buttons to click first, heading to scroll to).
 SHOTS = [
     # enrollment_change_sets: the per-connection freshness checks (one stale, one held, one fresh) next to the
     # change-set checks of the newest partition, all passing.
-    ("checks_freshness.png", "/assets/enrollment_change_sets?view=checks", "fresh_stale_school", ()),
+    ("checks_freshness.png", "/assets/enrollment_change_sets?view=checks", "fresh_stale_school", (), None),
     ("stale_connection.png", "/assets/enrollment_change_sets?view=checks&checkDetail=fresh_stale_school",
-     "last_complete_day", ()),
+     "last_complete_day", (), None),
     # enrollment_changes: the guard's history, the held day among the passes.
-    ("held_day.png", "/assets/enrollment_changes?view=checks&checkDetail=no_mass_drop", "no_mass_drop", ()),
+    ("held_day.png", "/assets/enrollment_changes?view=checks&checkDetail=no_mass_drop", "no_mass_drop", (), None),
     # course_rosters: contract passed, exposure_share a failed warning (max_exposure_fall 1% in this world).
-    ("checks_warning.png", "/assets/course_rosters?view=checks&checkDetail=exposure_share", "exposure_share", ()),
+    ("checks_warning.png", "/assets/course_rosters?view=checks&checkDetail=exposure_share", "exposure_share", (), None),
     # numeric metadata per partition: adds, drops and drop share; requests, retries, 429s and seconds.
-    ("plot_changes.png", "/assets/enrollment_changes", "Metadata", ("Plots",)),
-    ("plot_sync.png", "/assets/sync_log", "Metadata", ("Plots",)),
+    ("plot_changes.png", "/assets/enrollment_changes", "Metadata", ("Plots",), "Metadata"),
+    ("plot_sync.png", "/assets/sync_log", "Metadata", ("Plots",), "http_requests"),
 ]  # fmt: skip
 
 
@@ -175,7 +175,7 @@ class Browser:
             f"{json.dumps(label)}); if (b) {{ b.click(); return true; }} return false; }})()"
         ))  # fmt: skip
 
-    def shot(self, url: str, text: str, clicks: tuple[str, ...], target: Path) -> None:
+    def shot(self, url: str, text: str, clicks: tuple[str, ...], heading: str | None, target: Path) -> None:
         self.call("Page.navigate", url=url)
         self.wait_for_text(text)
         time.sleep(2)
@@ -183,9 +183,10 @@ class Browser:
         for label in clicks:
             if not self.click(label):
                 raise RuntimeError(f"{url}: no button {label!r}")
-        if clicks:  # the plots sit in the Metadata section, below the fold: scroll its heading to the top
+        if heading:  # the plots sit in the Metadata section, below the fold: scroll a heading to the top
+            time.sleep(2)
             self.evaluate("(() => { const h = [...document.querySelectorAll('div, span')].find(e => "
-                          "e.childElementCount === 0 && e.innerText.trim() === 'Metadata'); "
+                          f"e.childElementCount === 0 && e.innerText.trim() === {json.dumps(heading)}); "
                           "if (h) h.scrollIntoView(); })()")  # fmt: skip
         time.sleep(4)  # charts and lazy panels settle
         data = self.call("Page.captureScreenshot", format="png")["data"]
@@ -220,8 +221,8 @@ def main() -> int:
                            "about:blank"]  # fmt: skip
         with started(browser_command, env, work / "chromium.log"):
             browser = Browser(profile)
-            for name, path, text, clicks in SHOTS:
-                browser.shot(base + path, text, clicks, args.out / name)
+            for name, path, text, clicks, heading in SHOTS:
+                browser.shot(base + path, text, clicks, heading, args.out / name)
                 print(f"  wrote {args.out / name}")
             browser.socket.close()
     return 0
