@@ -131,6 +131,9 @@ def test_each_failure_kind_reaches_the_webhook_exactly_once_with_what_to_do(
 
         cursor, _ = tick(pipe, cursor)
         assert len(receiver.bodies) == 4, "a second tick sends nothing new"
+        assert job.execute_in_process(instance=pipe.instance).success  # the next hourly freshness run
+        cursor, _ = tick(pipe, cursor)
+        assert len(receiver.bodies) == 4, "a connection that stays stale is not announced again"
 
     # The release instruction works as pasted: it releases the hold and publishes the day.
     (held_body,) = [b for b in receiver.bodies if b["text"].startswith("[lms-pipeline] change_set_held")]
