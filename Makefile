@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: demo test test-fast ui bench lint lock clean
+.PHONY: demo test test-fast ui bench lint lock clean erase retention screenshots
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
@@ -31,6 +31,20 @@ test-fast: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# Erase one student's personal data everywhere the pipeline keeps it: make erase STUDENT=stu-00042 [CONNECTION=x]
+erase: $(STAMP)
+	@test -n "$(STUDENT)" || (echo "usage: make erase STUDENT=<student id> [CONNECTION=<connection id>]" >&2; exit 2)
+	$(BIN)/python -m lms_pipeline.privacy erase --student-id "$(STUDENT)" $(if $(CONNECTION),--connection "$(CONNECTION)")
+
+# Drop raw pages older than retention.raw_pages_days now (the daemon's schedule does it daily at 04:15 UTC).
+retention: $(STAMP)
+	$(BIN)/python -m lms_pipeline.privacy retention
+
+# Screenshots of the Dagster UI (Checks tab, a stale connection, a metadata plot) into screenshots/ (gitignored);
+# needs Debian's chromium (apt-get install -y chromium).
+screenshots: $(STAMP)
+	$(BIN)/python scripts/ui_screenshots.py
 
 # Every figure of docs/performance.md, as ratios measured in this run (about 15 minutes on 2 cores).
 bench: $(STAMP)

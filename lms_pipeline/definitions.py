@@ -6,19 +6,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from lms_pipeline import privacy
+from lms_pipeline.alerts import FRESHNESS_JOB, ROSTER_JOB, build_alert_sensor
+from lms_pipeline.assets.exports import build_export_assets
 from lms_pipeline.assets.grades import build_grade_assets
 from lms_pipeline.assets.progress import build_progress_assets
 from lms_pipeline.assets.roster import build_roster_assets
+from lms_pipeline.checks import build_checks, build_freshness_checks, report_refused_contract
 from lms_pipeline.config import ConnectionConfig, Settings, SisConfig, config_path, load_settings
 from lms_pipeline.partitions import day_by_connection
 from lms_pipeline.providers.base import Endpoint, Provider
 from lms_pipeline.resources import Endpoints, LmsApiResource, WarehouseResource
 from lms_pipeline.simulator import systems
-
-ROSTER_JOB = "daily_roster_job"
 
 
 def _multiprocess_requested(config: dict) -> list:
@@ -68,24 +72,83 @@ def endpoints(settings: Settings) -> Endpoints:
     return Endpoints()
 
 
+RETENTION_JOB = "raw_page_retention_job"
+
+
+# ``context`` is left unannotated: this module postpones annotations, and Dagster refuses a hint it cannot resolve.
+@dg.op(description="Drop raw pages older than retention.raw_pages_days (lms_pipeline.privacy); derived tables stay.")
+def drop_old_raw_pages(context, lms: LmsApiResource, warehouse: WarehouseResource) -> None:  # noqa: ANN001
+    report = privacy.drop_old_raw_pages(warehouse.warehouse(), lms.settings(), datetime.now(UTC).date())
+    context.log.info(f"raw pages before {report.cutoff} dropped: {report.rows_deleted or 'none'}; "
+                     f"{report.published_days_rewritten} published day(s) rewritten")  # fmt: skip
+    context.add_output_metadata({"cutoff": report.cutoff, "rows_deleted": sum(report.rows_deleted.values()),
+                                 "published_days_rewritten": report.published_days_rewritten})  # fmt: skip
+
+
+retention_job = dg.JobDefinition(
+    graph_def=dg.GraphDefinition(name=RETENTION_JOB, node_defs=[drop_old_raw_pages]),
+    description="Raw pages past the retention period go (live, staging, the analysts' copy); derived history stays.",
+)
+
+
+def freshness_policy(settings: Settings) -> dg.FreshnessPolicy:
+    """Dagster's own freshness policy for the daily job's assets: some partition materialized in the 24 hours
+    before the deadline. It judges an asset as a whole (any connection's run counts), so the per-connection checks
+    (``lms_pipeline.checks.build_freshness_checks``) say which connection fell behind."""
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=f"0 {settings.freshness.deadline_hour_utc} * * *", lower_bound_delta=timedelta(hours=24)
+    )
+
+
 def build_defs(settings: Settings | None = None, config_file: str | None = None) -> dg.Definitions:
     config_file = config_file or str(config_path())
     settings = settings or load_settings(config_file)
     partitions = day_by_connection(settings)
-    assets = [*build_roster_assets(partitions), *build_progress_assets(partitions), *build_grade_assets(partitions)]
+    policy = freshness_policy(settings)
+    assets = [
+        a.map_asset_specs(lambda spec: dg.apply_freshness_policy(spec, policy))
+        for a in (*build_roster_assets(partitions), *build_progress_assets(partitions),
+                  *build_grade_assets(partitions), *build_export_assets(partitions))
+    ]  # fmt: skip
+    freshness_checks = build_freshness_checks(settings)
     job = dg.define_asset_job(
         ROSTER_JOB,
-        selection=dg.AssetSelection.groups("roster", "progress", "grades"),
+        # The freshness checks target enrollment_change_sets but judge the whole connection: their own job runs them.
+        selection=dg.AssetSelection.groups("roster", "progress", "grades", "exports")
+        - dg.AssetSelection.checks(freshness_checks),
         partitions_def=partitions,
+        hooks={report_refused_contract},
         description="Fetch, normalize and diff one connection's rosters for one day, then its contents and "
-        "learner progress, then reconcile its grades with the SIS (connections with grades.sis).",
+        "learner progress, then reconcile its grades with the SIS (connections with grades.sis), then export the "
+        "day's change set and grade issues; each step's tables are checked as soon as they are stored "
+        "(lms_pipeline.checks).",
     )
+    freshness_job = dg.define_asset_job(
+        FRESHNESS_JOB,
+        selection=dg.AssetSelection.checks(freshness_checks),
+        description="Is every connection's last complete day yesterday? One check per connection "
+        "(fresh_<connection>) on enrollment_change_sets.",
+    )
+    deadline = settings.freshness.deadline_hour_utc
     return dg.Definitions(
         assets=assets,
+        asset_checks=[*build_checks(partitions), freshness_checks],
         executor=in_process_first,
-        jobs=[job],
-        # One run per connection for the last complete UTC day, at 05:30 UTC.
-        schedules=[dg.build_schedule_from_partitioned_job(job, hour_of_day=5, minute_of_hour=30)],
+        jobs=[job, freshness_job, retention_job],
+        sensors=[build_alert_sensor()],
+        schedules=[
+            # One run per connection for the last complete UTC day, at 05:30 UTC.
+            dg.build_schedule_from_partitioned_job(job, hour_of_day=5, minute_of_hour=30),
+            # Hourly from the deadline to midnight: a connection that catches up turns fresh within the hour.
+            dg.ScheduleDefinition(job=freshness_job, cron_schedule=f"5 {deadline}-23 * * *", execution_timezone="UTC"),
+            # Retention is a duty, not an option: on as soon as the daemon runs.
+            dg.ScheduleDefinition(
+                job=retention_job,
+                cron_schedule="15 4 * * *",
+                execution_timezone="UTC",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+            ),
+        ],  # fmt: skip
         resources={
             "lms": LmsApiResource(config_path=config_file, endpoints=endpoints(settings)),
             "warehouse": WarehouseResource(duckdb=DuckDBResource(database=str(settings.warehouse_path()))),

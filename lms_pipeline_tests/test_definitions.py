@@ -30,7 +30,7 @@ def test_workspace_validates_from_the_cli() -> None:
 
 def test_every_table_is_an_asset_with_a_description_and_column_schema() -> None:
     specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
-    assert set(TABLES) == set(specs)
+    assert set(TABLES) == set(specs) - {"daily_exports"}, "every asset but the exports' files is a table"
     for name in TABLES:
         assert specs[name].description, f"{name} has no description"
         schema = specs[name].metadata["dagster/column_schema"]
