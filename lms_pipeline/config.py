@@ -80,6 +80,16 @@ class GradesOptions(Strict):
         return http_url(value)
 
 
+class RostersOptions(Strict):
+    """Roster reconciliation of this connection against an SIS's rostering side (``roster_discrepancies``)."""
+
+    sis: str = Field(description="an entry of the file's ``sis`` list: its OneRoster 1.2 rostering is the roster of "
+                     "record")  # fmt: skip
+    missing_in_lms_warn_days: int = Field(
+        3, ge=1, le=365, description="the check warns when a missing_in_lms row has lasted this many days or more"
+    )
+
+
 class ConnectionConfig(Strict):
     """What every connection has; the ``provider`` field picks the dialect and its options model."""
 
@@ -90,6 +100,7 @@ class ConnectionConfig(Strict):
     options: CommonOptions = CommonOptions()
     simulator: SimulatorWorld | None = None
     grades: GradesOptions | None = Field(None, description="reconcile this connection's grades against an SIS")
+    rosters: RostersOptions | None = Field(None, description="reconcile this connection's rosters against an SIS")
 
     @field_validator("base_url")
     @classmethod
@@ -305,6 +316,13 @@ class Settings(Strict):
         for conn in self.connections:
             if conn.grades is not None and conn.grades.sis not in sis_ids:
                 raise ValueError(f"connection {conn.id!r}, field 'grades.sis': no sis entry {conn.grades.sis!r}")
+        for conn in self.connections:
+            if conn.rosters is not None and (conn.grades is None or conn.grades.sis != conn.rosters.sis):
+                # The identity of a student (mapping file, then exact email) comes from the grade reconciliation's
+                # inputs: the LMS student list it stores and its student mapping file.
+                raise ValueError(f"connection {conn.id!r}, field 'rosters.sis': {conn.rosters.sis!r} must also be "
+                                 "the connection's 'grades.sis' (the roster reconciliation matches students with "
+                                 "the grade reconciliation's student list and mapping file)")  # fmt: skip
         for sis in self.sis:
             users = [c for c in self.connections if c.grades and c.grades.sis == sis.id]
             if sis.embedded and (len(users) != 1 or not users[0].embedded):
@@ -316,6 +334,11 @@ class Settings(Strict):
         """The SIS this connection's grades are reconciled against, if any."""
         conn = self.connection(connection_id)
         return next((s for s in self.sis if conn.grades and s.id == conn.grades.sis), None)
+
+    def roster_sis_of(self, connection_id: str) -> SisConfig | None:
+        """The SIS whose rostering this connection's rosters are reconciled against, if any."""
+        conn = self.connection(connection_id)
+        return next((s for s in self.sis if conn.rosters and s.id == conn.rosters.sis), None)
 
     def connection(self, connection_id: str) -> ConnectionConfig:
         for conn in self.connections:

@@ -9,6 +9,7 @@ import pandera.pandas as pa
 from lms_pipeline.schemas.grades import GradeDiscrepancy, GradeSyncLog, LmsGrade
 from lms_pipeline.schemas.pages import RawCoursePage, RawGradePage, RawProgressPage, SyncLog
 from lms_pipeline.schemas.progress import CourseContent, CourseProgressSummary, StudentProgress
+from lms_pipeline.schemas.roster_recon import RawSisRosterPage, RosterDiscrepancy
 from lms_pipeline.schemas.rosters import (
     ChangeSetHold,
     ClassStudentEdge,
@@ -35,4 +36,6 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
     "enrollment_changes": EnrollmentChange,
     "enrollment_change_sets": EnrollmentChangeSet,
     "change_set_holds": ChangeSetHold,
+    "raw_sis_roster_pages": RawSisRosterPage,
+    "roster_discrepancies": RosterDiscrepancy,
 }

@@ -3,7 +3,8 @@
 Paths under ``/sis/{sis_id}``:
 * ``POST /oauth/token`` -- OAuth2 client credentials (Basic auth, form ``grant_type`` and ``scope``); tokens expire
   after ``token_ttl_seconds`` and are then answered 401.
-* ``GET /ims/oneroster/rostering/v1p2/{users|classes}`` and ``GET /ims/oneroster/gradebook/v1p2/{lineItems|results}``
+* ``GET /ims/oneroster/rostering/v1p2/{users|classes|courses|academicSessions|enrollments}`` (the roster of record:
+  ``sis_rosters.py``) and ``GET /ims/oneroster/gradebook/v1p2/{lineItems|results}``
   -- ``limit`` (default and cap 100) / ``offset`` paging with ``X-Total-Count`` and ``Link`` (next, prev, first,
   last); envelopes keyed by the plural; ``filter`` with up to two ``=`` predicates joined by `` AND ``. Every
   GUIDRef is served whole, ``{href, sourcedId, type}``, its href on this server.
@@ -45,13 +46,20 @@ from lms_pipeline.simulator.common import DATE_HEADER, RequestLog, origin, query
 READ_SCOPES = {"users": "roster-core.readonly", "classes": "roster-core.readonly",
                "lineItems": "gradebook.readonly", "results": "gradebook.readonly"}  # fmt: skip
 SINGULAR = {"users": "user", "classes": "class", "lineItems": "lineItem", "results": "result"}
+# The roster of record (roster reconciliation, sis_rosters.py): the rostering collections beyond users and classes.
+READ_SCOPES |= {"courses": "roster-core.readonly", "academicSessions": "roster-core.readonly",
+                "enrollments": "roster-core.readonly"}  # fmt: skip
+SINGULAR |= {"courses": "course", "academicSessions": "academicSession", "enrollments": "enrollment"}
+ROSTERING = frozenset({"users", "classes", "courses", "academicSessions", "enrollments"})
 WRITE_SCOPE = "gradebook.createput"
 _FILTER = re.compile(r"^\s*([A-Za-z.]+)\s*=\s*'([^']*)'\s*$")
 # GUIDRef field -> (its fixed type, the service and collection its href points into) (§9.1).
 REFS = {"lineItem": ("lineItem", "gradebook", "lineItems"), "student": ("user", "rostering", "users"),
         "class": ("class", "rostering", "classes"), "scoreScale": ("scoreScale", "gradebook", "scoreScales"),
         "category": ("category", "gradebook", "categories"), "school": ("org", "rostering", "orgs"),
-        "course": ("course", "rostering", "courses")}  # fmt: skip
+        "course": ("course", "rostering", "courses"), "user": ("user", "rostering", "users"),
+        "schoolYear": ("academicSession", "rostering", "academicSessions"),
+        "org": ("org", "rostering", "orgs")}  # fmt: skip
 RESULT_FIELDS = {"sourcedId", "status", "dateLastModified", "metadata", "lineItem", "student", "class", "scoreScale",
                  "scoreStatus", "score", "textScore", "scoreDate", "comment", "learningObjectiveSet", "inProgress",
                  "incomplete", "late", "missing"}  # fmt: skip
@@ -129,15 +137,18 @@ class SisSimulatorApp:
         if rest == ["oauth", "token"]:
             if method != "POST":
                 raise ImsxError(405, "invaliddata", "use POST", {"Allow": "POST"})
-            return 200, self._tokens.issue(world.spec.sis_id, environ, world.spec.token_ttl_seconds), {
-                "Cache-Control": "no-store"}
+            return (
+                200,
+                self._tokens.issue(world.spec.sis_id, environ, world.spec.token_ttl_seconds),
+                {"Cache-Control": "no-store"},
+            )
         if rest[:3] == ["ims", "oneroster", "rostering"] and len(rest) == 5 and rest[3] == "v1p2":
             service, collection, sourced_id = "rostering", rest[4], None
         elif rest[:3] == ["ims", "oneroster", "gradebook"] and len(rest) in (5, 6) and rest[3] == "v1p2":
             service, collection, sourced_id = "gradebook", rest[4], rest[5] if len(rest) == 6 else None
         else:
             raise ImsxError(404, "unknownobject", f"Not found: {environ.get('PATH_INFO')}")
-        if collection not in READ_SCOPES or (service == "rostering") != (collection in ("users", "classes")):
+        if collection not in READ_SCOPES or (service == "rostering") != (collection in ROSTERING):
             raise ImsxError(404, "unknownobject", f"Unknown collection {collection}")
         body = _json_or_none(read_body(environ)) if method not in ("GET", "HEAD") else None
         if self.before_write is not None and method in ("PUT", "POST") and service == "gradebook":
@@ -175,7 +186,8 @@ class SisSimulatorApp:
     @staticmethod
     def _records(world: SisWorld, day: date, collection: str) -> list[dict]:
         return {"users": world.users, "classes": world.classes, "lineItems": world.line_items,
-                "results": world.results}[collection](day)  # fmt: skip
+                "results": world.results, "courses": world.courses, "academicSessions": world.academic_sessions,
+                "enrollments": world.enrollments}[collection](day)  # fmt: skip
 
     def _one(self, world: SisWorld, day: date, collection: str, sourced_id: str) -> dict:
         found = next((r for r in self._records(world, day, collection) if r["sourcedId"] == sourced_id), None)
@@ -317,6 +329,9 @@ def _served(record: dict, base: str) -> dict:
         if isinstance(ref, dict) and ref.get("sourcedId"):
             out[key] = {"href": f"{base}/{service}/v1p2/{collection}/{ref['sourcedId']}",
                         "sourcedId": ref["sourcedId"], "type": kind}  # fmt: skip
+    if isinstance(out.get("terms"), list):  # a class's terms: GUIDRefs to academicSessions
+        out["terms"] = [{"href": f"{base}/rostering/v1p2/academicSessions/{t['sourcedId']}",
+                         "sourcedId": t["sourcedId"], "type": "academicSession"} for t in out["terms"]]  # fmt: skip
     return out
 
 

@@ -45,6 +45,7 @@ from lms_pipeline.providers.oneroster.sis_plan import (
     student_fate,
     student_number,
 )
+from lms_pipeline.providers.oneroster.sis_rosters import TERM_REF, SisRosters
 from lms_pipeline.simulator.world import World
 
 SCORE_STATUSES = ("exempt", "fully graded", "not submitted", "partially graded", "submitted")
@@ -93,6 +94,7 @@ class SisWorld:
         self._written: dict[str, dict] = {}  # result sourcedId -> the result as last written (outlives days)
         self._cache: dict[date, tuple] = {}
         self._writes_seen = 0  # write requests since the spec was last switched (drop_after_writes counts these)
+        self.rosters = SisRosters(lms)  # the rostering side: courses, sessions, section classes, enrollments
 
     def switch(self, **changes: object) -> None:
         """Change vendor behaviour while the SIS keeps its gradebook (tests switch a quirk on and off between runs)."""
@@ -128,7 +130,7 @@ class SisWorld:
                 out.append({**user, "sourcedId": f"{sis_user_id(number)}-old", "status": "tobedeleted"})
             if fate == "duplicate":
                 out.append({**user, "sourcedId": f"{sis_user_id(number)}-b", "identifier": f"S{900000 + number}"})
-        return out
+        return out + self.rosters.unknown_users(day)
 
     def classes(self, day: date) -> list[dict]:
         """One class per LMS course (classCode = the course id), and for some an old deleted class with the same
@@ -139,11 +141,20 @@ class SisWorld:
                 continue
             cls = {"sourcedId": f"cl-{c.number:05d}", "status": "active", "dateLastModified": c.created_at or
                    "2026-08-01T00:00:00Z", "title": c.name, "classCode": c.id, "classType": "scheduled",
-                   "course": {"sourcedId": f"co-{c.number:05d}", "type": "course"}}  # fmt: skip
+                   "course": {"sourcedId": f"co-{c.number:05d}", "type": "course"}, "terms": [TERM_REF]}  # fmt: skip
             out.append(cls)
             if c.number % 9 == 4:
                 out.append({**cls, "sourcedId": f"cl-{c.number:05d}-old", "status": "tobedeleted"})
-        return out
+        return out + self.rosters.section_classes(day)
+
+    def courses(self, day: date) -> list[dict]:
+        return self.rosters.courses(day)
+
+    def academic_sessions(self, day: date) -> list[dict]:
+        return self.rosters.academic_sessions(day)
+
+    def enrollments(self, day: date) -> list[dict]:
+        return self.rosters.enrollments(day)
 
     # ---- gradebook -------------------------------------------------------------------------------------------
     def line_items(self, day: date) -> list[dict]:
