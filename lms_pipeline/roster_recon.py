@@ -61,8 +61,9 @@ def sis_frames(pages: pd.DataFrame, sis_id: str, day: date) -> dict[str, pd.Data
         raise SisRosterError(f"SIS {sis_id!r} rostering: {exc}") from None
     refused = rosters[rosters["roster_status"] == "not_exposed"]
     if len(refused):  # the roster of record must be read whole: a refused class would read as every student missing
-        raise SisRosterError(f"SIS {sis_id!r} rostering: the enrollments of SIS course(s) "
-                             f"{', '.join(refused['course_id'].head(5))} were not read (refused or not listed)")  # fmt: skip
+        courses = ", ".join(refused["course_id"].head(5))
+        raise SisRosterError(f"SIS {sis_id!r} rostering: the enrollments of SIS course(s) {courses} were not read "
+                             "(refused or not listed)")  # fmt: skip
     out = {"sis_class_edges": class_edges}
     with duckdb.connect() as conn:
         conn.register("pages", pages[["endpoint", "payload"]])
