@@ -235,6 +235,29 @@ def grade_match_rate(store: Warehouse, settings: Settings, connection_id: str, d
     return Outcome(True, f"{matched} of {compared} compared grades match ({rate:.1%})", metadata)
 
 
+def missing_in_lms_age(store: Warehouse, settings: Settings, connection_id: str, day: date) -> Outcome:
+    """No student the SIS enrols has been missing from the LMS course for ``missing_in_lms_warn_days`` or more: a
+    late add that never arrives sees no coursework and gets no grades."""
+    conn = settings.connection(connection_id)
+    if conn.rosters is None:
+        return Outcome(True, "no rosters.sis for this connection: nothing reconciled", {"old_missing_in_lms": 0})
+    days = conn.rosters.missing_in_lms_warn_days
+    old = store.query(
+        f"""SELECT row_key, days_open FROM {table("roster_discrepancies")} WHERE connection_id = ? AND snapshot_date = ?
+            AND status = 'missing_in_lms' AND days_open >= ? ORDER BY days_open DESC, row_key""",
+        [connection_id, day, days],
+    )
+    metadata = {"old_missing_in_lms": len(old), "missing_in_lms_warn_days": days,
+                "oldest_days": int(old["days_open"].max()) if len(old) else 0}  # fmt: skip
+    if len(old):
+        shown = ", ".join(
+            f"{k} ({d} days)" for k, d in zip(old["row_key"].head(5), old["days_open"].head(5), strict=True)
+        )
+        return Outcome(False, f"{len(old)} student(s) enrolled in the SIS have been missing from the LMS course for "
+                       f"{days} days or more: {shown}; see roster_discrepancies", metadata)  # fmt: skip
+    return Outcome(True, f"no missing_in_lms row has lasted {days} days", metadata)
+
+
 def last_complete_day(store: Warehouse, connection_id: str) -> date | None:
     """The newest day whose change set was published (passed or accepted): what analysts can rely on."""
     sql = f"SELECT max(snapshot_date) AS d FROM {table('enrollment_change_sets')} WHERE connection_id = ?"
@@ -277,6 +300,7 @@ STEP_TABLES: dict[str, tuple[str, ...]] = {
     "progress_checks": ("raw_progress_pages", "course_contents", "student_progress", "course_progress_summary"),
     "grade_checks": ("raw_grade_pages", "lms_grades", "grade_discrepancies"),
     "writeback_checks": ("grade_sync_log",),
+    "roster_recon_checks": ("raw_sis_roster_pages", "roster_discrepancies"),
 }  # fmt: skip
 # A broken snapshot must not become a change set (nothing of the day is published then).
 BLOCKING_CONTRACTS = frozenset({"course_rosters", "course_student_edges", "class_student_edges"})
@@ -290,6 +314,8 @@ DESCRIPTIONS = {
     "sync_health": "Warns when more than checks.max_server_error_share of the sync's requests got a 5xx.",
     "exposure_share": "Warns when the share of courses exposing their roster falls by more than "
     "checks.max_exposure_fall from the previous day.",
+    "missing_in_lms_age": "Warns when a student the SIS enrols has been missing from the LMS course for "
+    "rosters.missing_in_lms_warn_days or more (a push that keeps failing).",
     "grade_match_rate": "At least checks.min_grade_match_rate of compared grades match. Blocking: the write-back "
     "of the day does not run.",
 }
@@ -314,7 +340,7 @@ def _result(asset: str, name: str, outcome: Outcome, warn: bool = False) -> dg.A
 
 
 Rule = Callable[[Warehouse, Settings, str, date], Outcome]
-WARNINGS = frozenset({"sync_health", "exposure_share"})
+WARNINGS = frozenset({"sync_health", "exposure_share", "missing_in_lms_age"})
 
 
 def _contract_rule(name: str) -> Rule:
@@ -345,6 +371,7 @@ STEP_RULES["change_set_checks"] |= {
         store, c, d),
 }  # fmt: skip
 STEP_RULES["grade_checks"] |= {("grade_discrepancies", "grade_match_rate"): grade_match_rate}
+STEP_RULES["roster_recon_checks"] |= {("roster_discrepancies", "missing_in_lms_age"): missing_in_lms_age}
 BLOCKING = frozenset({*((name, CONTRACT) for name in BLOCKING_CONTRACTS), ("course_student_edges", "unique_edges"),
                       ("class_student_edges", "unique_edges"),
                       ("grade_discrepancies", "grade_match_rate")})  # fmt: skip

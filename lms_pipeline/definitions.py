@@ -17,6 +17,7 @@ from lms_pipeline.assets.exports import build_export_assets
 from lms_pipeline.assets.grades import build_grade_assets
 from lms_pipeline.assets.progress import build_progress_assets
 from lms_pipeline.assets.roster import build_roster_assets
+from lms_pipeline.assets.roster_recon import build_roster_recon_assets
 from lms_pipeline.checks import build_checks, build_freshness_checks, report_refused_contract
 from lms_pipeline.config import ConnectionConfig, Settings, SisConfig, config_path, load_settings
 from lms_pipeline.partitions import day_by_connection
@@ -108,18 +109,20 @@ def build_defs(settings: Settings | None = None, config_file: str | None = None)
     assets = [
         a.map_asset_specs(lambda spec: dg.apply_freshness_policy(spec, policy))
         for a in (*build_roster_assets(partitions), *build_progress_assets(partitions),
-                  *build_grade_assets(partitions), *build_export_assets(partitions))
+                  *build_grade_assets(partitions), *build_roster_recon_assets(partitions),
+                  *build_export_assets(partitions))
     ]  # fmt: skip
     freshness_checks = build_freshness_checks(settings)
     job = dg.define_asset_job(
         ROSTER_JOB,
         # The freshness checks target enrollment_change_sets but judge the whole connection: their own job runs them.
-        selection=dg.AssetSelection.groups("roster", "progress", "grades", "exports")
+        selection=dg.AssetSelection.groups("roster", "progress", "grades", "roster_recon", "exports")
         - dg.AssetSelection.checks(freshness_checks),
         partitions_def=partitions,
         hooks={report_refused_contract},
         description="Fetch, normalize and diff one connection's rosters for one day, then its contents and "
-        "learner progress, then reconcile its grades with the SIS (connections with grades.sis), then export the "
+        "learner progress, then reconcile its grades with the SIS (connections with grades.sis) and its rosters "
+        "(connections with rosters.sis), then export the "
         "day's change set and grade issues; each step's tables are checked as soon as they are stored "
         "(lms_pipeline.checks).",
     )

@@ -140,6 +140,8 @@ def mapping_inputs(sis: SisConfig, connection_id: str, sis_data: dict[str, pd.Da
     pairs = zip(assignment_map["lms_course_id"], assignment_map["lms_content_id"], strict=True)
     live_items = [pair in known for pair in pairs]
     stale = int((~live_students).sum() + len(assignment_map) - sum(live_items))
+    # A boolean Series, not the list: ``frame[[]]`` (no rows in the file) would select no columns.
+    live_items = pd.Series(live_items, index=assignment_map.index, dtype=bool)
     student_map, assignment_map = student_map[live_students], assignment_map[live_items]
     check_known(assignment_map, a_path, "sis_line_item_id", sis_data["lineItems"]["sourced_id"],
                 f"SIS {sis.id} line item")  # fmt: skip

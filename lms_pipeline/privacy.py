@@ -54,6 +54,7 @@ PERSON_COLUMNS: dict[str, tuple[str, ...]] = {
     "lms_grades": ("student_id",),
     "grade_discrepancies": ("lms_student_id", "sis_student_id"),
     "grade_sync_log": ("lms_student_id", "sis_student_id"),
+    "roster_discrepancies": ("lms_student_id", "sis_student_id"),
 }
 # Stored pages: the column saying what was listed, and the text columns beside the payload.
 PAGE_TABLES: dict[str, tuple[str, tuple[str, ...], bool]] = {
@@ -61,6 +62,7 @@ PAGE_TABLES: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "raw_course_pages": ("endpoint", ("request_params", "url"), True),
     "raw_progress_pages": ("endpoint", ("request_params", "url"), True),
     "raw_grade_pages": ("collection", ("request_params", "url"), True),
+    "raw_sis_roster_pages": ("endpoint", ("request_params", "url"), True),
 }
 # The student id conventions of the dialect normalizers (providers/canvas, providers/classroom): the part
 # after the prefix is the provider's own user id, found in the pages.

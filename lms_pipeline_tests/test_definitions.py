@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 TABLES = ["raw_course_pages", "sync_log", "course_rosters", "course_student_edges", "class_student_edges",
           "enrollment_changes", "enrollment_change_sets", "raw_progress_pages", "course_contents", "student_progress",
           "course_progress_summary", "raw_grade_pages", "lms_grades", "grade_discrepancies",
-          "grade_sync_log"]  # fmt: skip
+          "grade_sync_log", "raw_sis_roster_pages", "roster_discrepancies"]  # fmt: skip
 
 
 @pytest.mark.slow  # a Dagster process: ~15 s
