@@ -39,6 +39,12 @@ WHERE connection_id = 'district-canvas' AND change_type = 'dropped'
 ORDER BY snapshot_date DESC, course_id LIMIT 5"""
 
 
+ROSTER_QUERY = """SELECT course_id, lms_student_id, sis_student_id, first_seen, days_open
+FROM lms.roster_discrepancies
+WHERE status = 'missing_in_lms' AND snapshot_date = (SELECT max(snapshot_date) FROM lms.roster_discrepancies)
+ORDER BY days_open DESC, course_id LIMIT 5"""
+
+
 def main() -> int:
     settings = load_settings()
     defs = build_defs(settings)
@@ -109,8 +115,19 @@ def main() -> int:
                           'unmapped_assignment', 'unparseable')
             USING count(*) ORDER BY snapshot_date""",
         )
+        _print(
+            conn,
+            "Roster reconciliation with the SIS (the roster of record): rows per status and day",
+            """
+            PIVOT (SELECT snapshot_date, connection_id, status FROM lms.roster_discrepancies)
+            ON status IN ('missing_in_lms', 'missing_in_sis', 'section_mismatch', 'unmapped_student',
+                          'unmapped_course', 'lms_roster_not_exposed')
+            USING count(*) ORDER BY snapshot_date""",
+        )
+        _print(conn, "Example query: students the SIS enrols who are still missing from the LMS", ROSTER_QUERY)
         _print(conn, "Example query: latest drops in district-canvas", EXAMPLE_QUERY)
-        mismatches = _verify(conn, settings, days) + _verify_grades(conn, settings, days)
+        mismatches = (_verify(conn, settings, days) + _verify_grades(conn, settings, days)
+                      + _verify_rosters(conn, settings, days))  # fmt: skip
     print(
         f"Open it yourself: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{db}', read_only=True)"
         ".sql('SELECT * FROM lms.enrollment_changes LIMIT 5'))\""
@@ -123,7 +140,8 @@ def main() -> int:
     print(
         f"Every stored snapshot equals the simulator's truth ({len(days) * len(settings.connections)} checked; "
         "courses removed since the last full scan are carried forward on incremental days), and every day's grade "
-        "discrepancies equal the disagreements the SIS simulator planted."
+        "discrepancies and roster discrepancies (with their first-seen days) equal the disagreements the SIS simulator "
+        "planted."
     )
     return 0
 
@@ -212,6 +230,26 @@ def _verify_grades(conn: duckdb.DuckDBPyConnection, settings, days) -> list[str]
             got = {("lms", a, b, k) if key.startswith("lms|") else ("sis", r): s for key, a, b, k, r, s in rows}
             if got != world.expected_statuses(day, student_map, item_map):
                 bad.append(f"grades {partition_key(c.id, day)}")
+    return bad
+
+
+def _verify_rosters(conn: duckdb.DuckDBPyConnection, settings, days) -> list[str]:
+    """Compare each day's roster_discrepancies (status and first-seen day) with what the SIS simulator planted."""
+    bad = []
+    for c in settings.connections:
+        sis = settings.roster_sis_of(c.id)
+        if sis is None or not sis.embedded:
+            continue
+        world = embedded_sis(settings).worlds[sis.id]
+        students = pd.read_csv(sis.path("student_map"), comment="#", dtype=str)
+        students = students[students["lms_connection_id"] == c.id]
+        student_map = dict(zip(students["lms_user_id"], students["sis_user_id"], strict=True))
+        for day in days:
+            rows = conn.execute("SELECT row_key, status, first_seen FROM lms.roster_discrepancies "
+                                "WHERE connection_id = ? AND snapshot_date = ?", [c.id, day]).fetchall()  # fmt: skip
+            got = {tuple(key.split("|", 1)): (status, first) for key, status, first in rows}
+            if got != world.rosters.expected(day, student_map):
+                bad.append(f"rosters {partition_key(c.id, day)}")
     return bad
 
 
