@@ -35,6 +35,7 @@ class SchemaViolation(ValueError):
 SQL_CHECKS: dict[str, str] = {
     "count_null_iff_not_exposed": "(student_count IS NULL) = (roster_status = 'not_exposed')",
     "completed_after_started": "started_at IS NULL OR completed_at IS NULL OR completed_at >= started_at",
+    "first_seen_not_after_snapshot": "first_seen <= snapshot_date",
 }
 PARTITION_COLUMNS = ("connection_id", "snapshot_date")
 
