@@ -19,7 +19,6 @@ import pytest
 
 from lms_pipeline.alerts import FRESHNESS_JOB
 from lms_pipeline.checks import freshness_check_name
-from lms_pipeline.resources import LmsApiResource
 from lms_pipeline.simulator import WorldSpec
 from lms_pipeline_tests.conftest import START, Pipeline, failure_message, make_pipeline
 
@@ -73,9 +72,9 @@ def tick(pipe: Pipeline, cursor: str | None) -> tuple[str | None, str]:
     """One evaluation of the alert sensor, as the daemon runs it: (new cursor, its skip message)."""
     defs = pipe.defs()
     sensor = defs.resolve_sensor_def("lms_alerts")
-    context = dg.build_sensor_context(instance=pipe.instance, cursor=cursor, definitions=defs,
-                                      resources={"lms": LmsApiResource(config_path=str(pipe.config_file))})  # fmt: skip
-    result = sensor.evaluate_tick(context)
+    with dg.build_sensor_context(instance=pipe.instance, cursor=cursor, definitions=defs,
+                                 resources={"lms": defs.resources["lms"]}) as context:  # fmt: skip
+        result = sensor.evaluate_tick(context)
     return result.cursor, result.skip_message or ""
 
 

@@ -7,12 +7,15 @@
   deadline per request, a size cap before and after decoding, every credential scrubbed from what comes back.
 - ``transport/budget.py``: a connection's request budget (``RequestBudget``, ``BudgetTransport``) and the runner
   every per-course scan reads its listings with (``run_bounded``).
+- ``transport/client.py``: what every client is made of (``ProviderHttpClient``: the guarded, budgeted transport,
+  close and ``with``; ``bearer_headers``).
 - ``transport/errors.py``: the errors a client raises, each naming the connection, the request and the cause.
 
 A provider folder imports this module and ``providers/base.py``, nothing else of the pipeline.
 """
 
 from lms_pipeline.providers.transport.budget import BudgetTransport, RequestBudget, ScanCancelled, run_bounded
+from lms_pipeline.providers.transport.client import ProviderHttpClient, bearer_headers
 from lms_pipeline.providers.transport.errors import (
     LmsAuthError,
     LmsClientError,
@@ -41,11 +44,13 @@ __all__ = [
     "LmsPayloadError",
     "LmsRefusedRequestError",
     "LmsUnsafeResponseError",
+    "ProviderHttpClient",
     "RepeatedPages",
     "RequestBudget",
     "RequestTarget",
     "RetrySettings",
     "ScanCancelled",
+    "bearer_headers",
     "get_with_retries",
     "guarded_transport",
     "retry_after_seconds",

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from lms_pipeline import statements
 from lms_pipeline.providers.base import RawPage
 
 SHOWN_PROBLEMS = 5
@@ -55,6 +57,13 @@ def _fields(page: RawPage | Mapping) -> Mapping:
     if not isinstance(page, RawPage):
         return page
     return {f.name: getattr(page, f.name) for f in fields(page) if f.name != "items"} | {"params": dict(page.params)}
+
+
+def register_pages(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> None:
+    """``frame`` as the view ``pages``, with the macro ``json_list_problem(status, payload)`` (``pages.sql``) that
+    every listing of a JSON array checks its pages with."""
+    conn.register("pages", frame)
+    conn.execute(statements.load(Path(__file__).with_name("pages.sql"))["json_list_problem"])
 
 
 def page_problem(endpoint: str, course: object, index: object, url: object, position: object, problem: str) -> str:

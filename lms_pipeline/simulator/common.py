@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from http import HTTPStatus
 from urllib.parse import parse_qs, quote
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -64,6 +64,38 @@ class FaultBook:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+
+
+class SimulatedApp:
+    """What every simulated provider app keeps: the worlds it serves by connection, the day it answers as of when a
+    request names none (``clock``), the request log tests read, and the faults tests inject, each matched on the
+    request fields the app names in ``FAULT_FIELDS`` (a field left out matches any request)."""
+
+    FAULT_FIELDS: tuple[str, ...] = ("endpoint",)
+
+    def __init__(self, worlds: Iterable, clock: Callable[[], date] | None = None) -> None:
+        self.worlds = {w.spec.connection_id: w for w in worlds}
+        self.clock = clock or (lambda: datetime.now(UTC).date())
+        self.request_log = RequestLog()
+        self._faults = FaultBook()
+        self._lock = threading.Lock()
+
+    def inject_fault(
+        self, connection_id: str, *, status: int = 500, body: bytes | str | None = None, times: int = 1, **where: object
+    ) -> None:
+        """Answer the next ``times`` requests of the connection matching ``where`` with ``status`` and ``body``
+        verbatim, or the app's own error body when ``body`` is None; with status 200 a body makes a malformed page.
+        A fault answer carries no next link or token, so it ends the listing it lands in."""
+        unknown = sorted(set(where) - set(self.FAULT_FIELDS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} matches faults on {', '.join(self.FAULT_FIELDS)}, not {unknown}")
+        self._faults.add(connection_id, status, body, times, **where)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def reset_log(self) -> None:
+        self.request_log.reset()
 
 
 class RequestLog(list[dict]):

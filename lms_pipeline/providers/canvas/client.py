@@ -45,24 +45,24 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
+from typing import cast
 from urllib.parse import quote
 
 import httpx
 
 from lms_pipeline.providers.base import RawPage, sent_params
 from lms_pipeline.providers.http import (
-    BudgetTransport,
     FetchStats,
     LmsAuthError,
     LmsClientError,
     LmsFetchError,
     LmsPayloadError,
+    ProviderHttpClient,
     RepeatedPages,
-    RequestBudget,
     RequestTarget,
     RetrySettings,
+    bearer_headers,
     get_with_retries,
-    guarded_transport,
     run_bounded,
     server_text,
 )
@@ -127,7 +127,7 @@ class _CanvasTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-class CanvasClient:
+class CanvasClient(ProviderHttpClient):
     """Reads one Canvas connection's courses and rosters. One httpx.Client per instance: close it, or use ``with``.
 
     ``base_url`` is where ``/api/v1`` lives (``https://school.instructure.com``, or the simulator's
@@ -167,26 +167,13 @@ class CanvasClient:
         self.stats = FetchStats()
         self._sleep = sleep
         self._token = token
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        if simulated_date is not None:
-            headers["X-Simulated-Date"] = simulated_date.isoformat()
-        self._transport = _CanvasTransport(guarded_transport(connection_id, base_url, retry, token, transport))
-        self.budget = RequestBudget(connection_id, max_concurrent_requests, retry, headroom=rate_limit_headroom,
-                                    sleep=sleep)  # fmt: skip
-        self._http = httpx.Client(base_url=base_url, transport=BudgetTransport(self._transport, self.budget),
-                                  headers=headers, timeout=httpx.Timeout(retry.timeout))  # fmt: skip
+        extra = {} if simulated_date is None else {"X-Simulated-Date": simulated_date.isoformat()}
+        budgeted = self._budgeted(base_url, token, retry, transport, max_concurrent_requests=max_concurrent_requests,
+                                  sleep=sleep, headroom=rate_limit_headroom, wrap=_CanvasTransport)  # fmt: skip
+        self._transport = cast(_CanvasTransport, budgeted.inner)  # its throttle counters are read back
+        self._http = httpx.Client(base_url=base_url, transport=budgeted, headers=bearer_headers(token, extra),
+                                  timeout=httpx.Timeout(retry.timeout))  # fmt: skip
 
-    def __repr__(self) -> str:
-        return f"CanvasClient(connection_id={self.connection_id!r}, base_url={str(self._http.base_url)!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> CanvasClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def legacy_throttles(self) -> int:

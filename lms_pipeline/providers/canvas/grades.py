@@ -37,7 +37,7 @@ from lms_pipeline import statements
 from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, RawPage
 from lms_pipeline.providers.canvas.client import CanvasClient
 from lms_pipeline.providers.canvas.rosters import PAGE_COLUMNS, CanvasPayloadError, raise_on_canvas_problems
-from lms_pipeline.providers.pages import page_frame
+from lms_pipeline.providers.pages import page_frame, register_pages
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
 
@@ -76,7 +76,7 @@ def normalize_canvas_grades(
     frame = page_frame(pages, PAGE_COLUMNS, {"course_id": "Int64", "page_index": "int64", "status": "Int64"})
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
-        conn.register("pages", frame)
+        register_pages(conn, frame)
         raise_on_canvas_problems(conn, SQL["page_problems"], connection_id)
         conn.execute(SQL["items"])
         raise_on_canvas_problems(conn, SQL["item_problems"], connection_id)

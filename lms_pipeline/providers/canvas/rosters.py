@@ -27,7 +27,7 @@ import pandas as pd
 
 from lms_pipeline import statements
 from lms_pipeline.providers.base import PayloadError
-from lms_pipeline.providers.pages import page_frame, raise_on_problems
+from lms_pipeline.providers.pages import page_frame, raise_on_problems, register_pages
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
 
@@ -64,7 +64,7 @@ def normalize_canvas_pages(
     frame = page_frame(pages, PAGE_COLUMNS, {"course_id": "Int64", "page_index": "int64", "status": "Int64"})
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
-        conn.register("pages", frame)
+        register_pages(conn, frame)
         raise_on_canvas_problems(conn, SQL["page_problems"], connection_id)
         conn.execute(SQL["items"])
         raise_on_canvas_problems(conn, SQL["item_problems"], connection_id)

@@ -2,8 +2,7 @@
 -- these, in this order, over the registered frame `pages`.
 
 -- name: page_problems
--- A page is checked as a whole before any item is read: the CASE stops at the first failing test, so json_type
--- never sees text that is not JSON.
+-- A page is checked as a whole before any item is read (the CASE stops at the first failing test).
 SELECT endpoint, course_id, page_index, url, NULL AS position,
     CASE
         WHEN endpoint NOT IN ('courses', 'enrollments', 'sections') THEN 'unknown endpoint ' || endpoint
@@ -12,12 +11,7 @@ SELECT endpoint, course_id, page_index, url, NULL AS position,
                      THEN 'status ' || status || ' without Canvas''s permission body'
                  WHEN (payload->>'status') IS DISTINCT FROM 'unauthorized'
                      THEN 'status ' || status || ' without Canvas''s permission body' END
-        WHEN status IS DISTINCT FROM 200 THEN 'status ' || coalesce(status::VARCHAR, 'missing') || ' is not a page'
-        WHEN payload IS NULL THEN 'no body'
-        WHEN NOT json_valid(payload) THEN 'the body is not JSON'
-        WHEN json_type(payload) <> 'ARRAY' THEN 'the body is a JSON ' || lower(json_type(payload)) || ', not a list'
-        WHEN list_bool_or(list_transform(json_type(payload, '$[*]'), lambda t: t <> 'OBJECT'))
-            THEN 'the list holds an item that is not an object'
+        ELSE json_list_problem(status, payload)  -- providers/pages.sql
     END AS problem
 FROM pages;
 

@@ -47,11 +47,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from lms_pipeline.providers.canvas.simulator_http import (
@@ -84,8 +83,7 @@ from lms_pipeline.providers.canvas.simulator_world import (
 )
 from lms_pipeline.simulator.common import (
     DATE_HEADER,
-    FaultBook,
-    RequestLog,
+    SimulatedApp,
     logged_params,
     query_params,
     reason,
@@ -165,11 +163,13 @@ class _Request:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class CanvasSimulatorApp:
+class CanvasSimulatorApp(SimulatedApp):
     """Serves each world as Canvas REST at ``/canvas/{connection_id}/api/v1/...`` as of a simulated date.
 
     ``options`` are CanvasOptions fields (sis_permission, throttle_status, bucket_capacity, ...).
     """
+
+    FAULT_FIELDS = ("endpoint", "course_id")
 
     def __init__(
         self,
@@ -178,40 +178,14 @@ class CanvasSimulatorApp:
         clock: Callable[[], date] | None = None,
         **options: object,
     ) -> None:
-        self.worlds = {w.spec.connection_id: w for w in worlds}
+        super().__init__(worlds, clock)
         if any(w.spec.n_students >= TEACHER_USER_BASE for w in self.worlds.values()):
             raise ValueError(f"worlds must have fewer than {TEACHER_USER_BASE} students (teacher ids start there)")
         self.options = CanvasOptions(**options)  # type: ignore[arg-type]
         self._tokens = dict(tokens)
-        self.clock = clock or (lambda: datetime.now(UTC).date())
-        self.request_log = RequestLog()
-        self._faults = FaultBook()
         self.records = CanvasRecords(self.options.sis_permission, self.options.second_section_share,
                                      self.options.letter_grade_share)  # fmt: skip
         self._buckets: dict[tuple[str, str], _Bucket] = {}
-        self._lock = threading.Lock()
-
-    # ---- test controls ---------------------------------------------------------------------------------------
-    def inject_fault(
-        self,
-        connection_id: str,
-        *,
-        status: int = 500,
-        body: bytes | str | None = None,
-        endpoint: str | None = None,
-        course_id: int | None = None,
-        times: int = 1,
-    ) -> None:
-        """Answer the next ``times`` matching requests (None matches any endpoint or course) with ``status`` and
-        ``body`` verbatim, or a Canvas JSON error when ``body`` is None; with status 200 a body makes a malformed
-        page. A fault answer carries no Link header, so it ends the listing it lands in."""
-        self._faults.add(connection_id, status, body, times, endpoint=endpoint, course_id=course_id)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-
-    def reset_log(self) -> None:
-        self.request_log.reset()
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:

@@ -29,17 +29,16 @@ import httpx
 
 from lms_pipeline.providers.base import RawPage
 from lms_pipeline.providers.http import (
-    BudgetTransport,
     FetchStats,
     LmsAuthError,
     LmsClientError,
     LmsPayloadError,
+    ProviderHttpClient,
     RepeatedPages,
-    RequestBudget,
     RequestTarget,
     RetrySettings,
+    bearer_headers,
     get_with_retries,
-    guarded_transport,
     run_bounded,
     server_text,
 )
@@ -59,7 +58,7 @@ COURSE_STATES = ("ACTIVE", "ARCHIVED")
 DATE_HEADER = "X-Simulated-Date"
 
 
-class ClassroomClient:
+class ClassroomClient(ProviderHttpClient):
     """Reads one Classroom connection. ``base_url`` is the API root: ``https://classroom.googleapis.com`` or, for
     the simulator, ``{server}/classroom/{connection_id}``. One httpx.Client per instance: close it, or use ``with``.
     ``max_concurrent_requests`` courses' listings are read at once (``budget``)."""
@@ -88,28 +87,15 @@ class ClassroomClient:
         self._sleep = sleep
         self._token = token
         self._last = threading.local()  # each thread's last answer: it reads one listing at a time
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        if as_of is not None:
-            headers[DATE_HEADER] = as_of.isoformat()
+        extra = {} if as_of is None else {DATE_HEADER: as_of.isoformat()}
         # get_with_retries raises on a 403 without the body; the hook keeps the last answer so a students.list
         # PERMISSION_DENIED can be told apart and stored as a page.
-        guarded = guarded_transport(connection_id, base_url, retry, token, transport)  # origins, deadline, size, scrub
-        self.budget = RequestBudget(connection_id, max_concurrent_requests, retry, sleep=sleep)
-        self._http = httpx.Client(base_url=base_url, transport=BudgetTransport(guarded, self.budget),
-                                  headers=headers, timeout=httpx.Timeout(retry.timeout),
+        budgeted = self._budgeted(base_url, token, retry, transport, max_concurrent_requests=max_concurrent_requests,
+                                  sleep=sleep)  # fmt: skip
+        self._http = httpx.Client(base_url=base_url, transport=budgeted, headers=bearer_headers(token, extra),
+                                  timeout=httpx.Timeout(retry.timeout),
                                   event_hooks={"response": [self._remember]})  # fmt: skip
 
-    def __repr__(self) -> str:
-        return f"ClassroomClient(connection_id={self.connection_id!r}, base_url={str(self._http.base_url)!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ClassroomClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def scan_rosters(self) -> list[RawPage]:
         """Every courses page, then each listed course's aliases and students pages: the raw material of one

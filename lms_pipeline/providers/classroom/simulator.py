@@ -57,13 +57,12 @@ CourseWork and submissions, from the world's contents and activities:
 from __future__ import annotations
 
 import json
-import threading
 import time
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from lms_pipeline.providers.classroom.simulator_http import (
@@ -93,8 +92,7 @@ from lms_pipeline.providers.classroom.simulator_world import (
 )
 from lms_pipeline.simulator.common import (
     DATE_HEADER,
-    FaultBook,
-    RequestLog,
+    SimulatedApp,
     logged_params,
     query_params,
     respond,
@@ -118,7 +116,7 @@ class _GradeView:
     submissions: Mapping[str, list[dict]]
 
 
-class ClassroomSimulatorApp:
+class ClassroomSimulatorApp(SimulatedApp):
     """Serves each world's truth in Classroom API v1 shapes as of a simulated date (``X-Simulated-Date``).
 
     Options: ``emails_scope`` (False: no ``profile.emailAddress``); ``short_page_every`` (every k-th page of a
@@ -127,6 +125,8 @@ class ClassroomSimulatorApp:
     never); ``rate_limit`` requests per ``rate_window`` seconds per token (0: no limit; Google's is 1,200 per 60 s
     per user); ``monotonic`` the limiter's clock.
     """
+
+    FAULT_FIELDS = ("endpoint", "course_id", "page")
 
     def __init__(
         self,
@@ -143,42 +143,15 @@ class ClassroomSimulatorApp:
     ) -> None:
         if min(short_page_every, empty_page_every, rate_limit) < 0 or rate_window <= 0:
             raise ValueError("page shape options and rate_limit must be >= 0, rate_window > 0")
-        self.worlds = {w.spec.connection_id: w for w in worlds}
+        super().__init__(worlds, clock)
         self._tokens = dict(tokens)
-        self.clock = clock or (lambda: datetime.now(UTC).date())
         self.emails_scope = emails_scope
         self.short_page_every, self.empty_page_every = short_page_every, empty_page_every
         self.rate_limit, self.rate_window, self._monotonic = rate_limit, rate_window, monotonic
-        self.request_log = RequestLog()
-        self._faults = FaultBook()
         self._windows: dict[str, deque[float]] = {}
         self._views: OrderedDict[tuple[str, date], _DayView] = OrderedDict()
         self._grade_views: OrderedDict[tuple[str, date], _GradeView] = OrderedDict()
         self._people: dict[str, dict[str, tuple[str, str, str]]] = {}
-        self._lock = threading.Lock()
-
-    # ---- test controls ---------------------------------------------------------------------------------------
-    def inject_fault(
-        self,
-        connection_id: str,
-        *,
-        status: int = 500,
-        body: bytes | str | None = None,
-        endpoint: str | None = None,
-        course_id: str | None = None,
-        page: int | None = None,
-        times: int = 1,
-    ) -> None:
-        """Answer the next ``times`` matching requests (None matches any; ``course_id`` is the Classroom id,
-        ``page`` the page index a token points at) with ``status`` and ``body`` verbatim, or a Google error when
-        ``body`` is None; with status 200 a body makes a malformed page."""
-        self._faults.add(connection_id, status, body, times, endpoint=endpoint, course_id=course_id, page=page)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-
-    def reset_log(self) -> None:
-        self.request_log.reset()
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
@@ -389,5 +362,3 @@ class ClassroomSimulatorApp:
 
     def _empty_listing(self, key: str) -> bool:
         return bool(self.empty_page_every) and zlib.crc32(key.encode()) % self.empty_page_every == 0
-
-

@@ -32,17 +32,15 @@ import httpx
 
 from lms_pipeline.providers.base import RawPage, sent_params
 from lms_pipeline.providers.http import (
-    BudgetTransport,
     FetchStats,
     LmsAuthError,
     LmsClientError,
     LmsPayloadError,
+    ProviderHttpClient,
     RepeatedPages,
-    RequestBudget,
     RequestTarget,
     RetrySettings,
     get_with_retries,
-    guarded_transport,
     run_bounded,
     server_text,
 )
@@ -82,7 +80,7 @@ def results_url(lineitem_id: str) -> str:
     return str(url.copy_with(path=url.path.rstrip("/") + "/results"))
 
 
-class LtiAgsClient:
+class LtiAgsClient(ProviderHttpClient):
     """Reads one LTI platform connection's grades and memberships. ``base_url`` is where ``contexts`` lives (the
     simulator's ``{server}/lti/{connection_id}``). One httpx transport per instance: close it, or use ``with``.
     ``max_concurrent_requests`` listings are read at once (``budget``)."""
@@ -111,8 +109,8 @@ class LtiAgsClient:
         self._sleep = sleep
         self._token = token
         self._base = httpx.URL(base_url.rstrip("/") + "/")
-        self.budget = RequestBudget(connection_id, max_concurrent_requests, retry, sleep=sleep)
-        shared = BudgetTransport(guarded_transport(connection_id, base_url, retry, token, transport), self.budget)
+        shared = self._budgeted(base_url, token, retry, transport, max_concurrent_requests=max_concurrent_requests,
+                                sleep=sleep)  # fmt: skip
         headers = {"Authorization": f"Bearer {token}"}
         if simulated_date is not None:
             headers[DATE_HEADER] = simulated_date.isoformat()
@@ -123,18 +121,9 @@ class LtiAgsClient:
             for endpoint, media_type in MEDIA_TYPES.items()
         }
 
-    def __repr__(self) -> str:
-        return f"LtiAgsClient(connection_id={self.connection_id!r}, base_url={str(self._base)!r})"
+    def _base_url(self) -> str:
+        return str(self._base)
 
-    def close(self) -> None:
-        for client in self._http.values():
-            client.close()
-
-    def __enter__(self) -> LtiAgsClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- listings ---------------------------------------------------------------------------------------------
     def grade_pages(self) -> list[RawPage]:

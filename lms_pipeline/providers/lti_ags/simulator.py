@@ -46,11 +46,10 @@ Requests are checked in this order: path (404), connection (404), rate limit (42
 from __future__ import annotations
 
 import json
-import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, urlencode
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -67,8 +66,7 @@ from lms_pipeline.providers.lti_ags.simulator_world import (
 )
 from lms_pipeline.simulator.common import (
     DATE_HEADER,
-    FaultBook,
-    RequestLog,
+    SimulatedApp,
     logged_params,
     origin,
     parse_as_of,
@@ -132,9 +130,11 @@ class _Route(NamedTuple):
     content_id: str | None = None
 
 
-class LtiPlatformApp:
+class LtiPlatformApp(SimulatedApp):
     """Serves each world's courses as LTI contexts at ``/lti/{connection_id}/...`` as of a simulated date
     (``X-Simulated-Date`` header, else ``clock()``). ``options`` are LtiOptions fields."""
+
+    FAULT_FIELDS = ("endpoint", "course_id")
 
     def __init__(
         self,
@@ -143,37 +143,11 @@ class LtiPlatformApp:
         clock: Callable[[], date] | None = None,
         **options: object,
     ) -> None:
-        self.worlds = {w.spec.connection_id: w for w in worlds}
+        super().__init__(worlds, clock)
         self.options = LtiOptions(**options)  # type: ignore[arg-type]
         self._tokens = dict(tokens)
-        self.clock = clock or (lambda: datetime.now(UTC).date())
-        self.request_log = RequestLog()
-        self._faults = FaultBook()
         self._requests: dict[str, int] = defaultdict(int)
         self._contexts: OrderedDict[tuple, dict[str, Context]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    # ---- test controls ---------------------------------------------------------------------------------------
-    def inject_fault(
-        self,
-        connection_id: str,
-        *,
-        status: int = 500,
-        body: bytes | str | None = None,
-        endpoint: str | None = None,
-        course_id: str | None = None,
-        times: int = 1,
-    ) -> None:
-        """Answer the next ``times`` matching requests (None matches any endpoint or course) with ``status`` and
-        ``body`` verbatim (with status 200: a malformed page), or an error body when ``body`` is None. A fault
-        answer has no Link header, so it ends the listing it lands in."""
-        self._faults.add(connection_id, status, body, times, endpoint=endpoint, course_id=course_id)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-
-    def reset_log(self) -> None:
-        self.request_log.reset()
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:

@@ -38,7 +38,7 @@ import pandas as pd
 
 from lms_pipeline import statements
 from lms_pipeline.providers.base import PayloadError
-from lms_pipeline.providers.pages import page_frame, raise_on_problems
+from lms_pipeline.providers.pages import page_frame, raise_on_problems, register_pages
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
 
@@ -81,7 +81,7 @@ def normalize_oneroster_pages(
         conn.execute("SET TimeZone = 'UTC'")
         conn.execute("SET VARIABLE day = ?::DATE", [day])
         conn.execute(SQL["macros"])
-        conn.register("pages", frame)
+        register_pages(conn, frame)
         _raise_on_problems(conn, SQL["page_problems"], connection_id)
         conn.execute(SQL["items"])
         _raise_on_problems(conn, SQL["item_problems"], connection_id)

@@ -56,12 +56,11 @@ date (400), path (404), filter (400), injected fault, class (404), roster exposu
 from __future__ import annotations
 
 import json
-import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from itertools import product
 from typing import Literal
 from urllib.parse import urlencode
@@ -92,13 +91,12 @@ from lms_pipeline.providers.oneroster.simulator_world import (
     school_year_of,
     user_record,
 )
-from lms_pipeline.simulator.common import DATE_HEADER, FaultBook, RequestLog, origin, query_params, respond
+from lms_pipeline.simulator.common import DATE_HEADER, SimulatedApp, origin, query_params, respond
 from lms_pipeline.simulator.world import CourseView, DateOutOfRangeError, World
 
 ENVELOPES = {"students": "users", "terms": "academicSessions"}  # the list key where it is not the path's last part
 ROSTER_SCOPES = frozenset({"roster-core.readonly", "roster.readonly"})  # roster.readonly is the wider scope
 DEFAULT_LIMIT = 100
-
 
 
 @dataclass(frozen=True)
@@ -141,10 +139,12 @@ class _Listings:
     students: dict[str, list[dict]]  # class id -> its enrolled students as OneRoster users
 
 
-class OneRosterRosteringApp:
+class OneRosterRosteringApp(SimulatedApp):
     """Serves each world as OneRoster 1.2 rostering at ``/oneroster/{connection_id}/...`` as of the
     ``X-Simulated-Date`` day (default: ``clock``). ``credentials``: connection id -> (client_id, client_secret);
     ``options``: OneRosterOptions fields."""
+
+    FAULT_FIELDS = ("endpoint", "class_id")
 
     def __init__(
         self,
@@ -153,16 +153,12 @@ class OneRosterRosteringApp:
         clock: Callable[[], date] | None = None,
         **options: object,
     ) -> None:
-        self.worlds = {w.spec.connection_id: w for w in worlds}
+        super().__init__(worlds, clock)
         self.options = OneRosterOptions(**options)  # type: ignore[arg-type]
         self._tokens = TokenIssuer(credentials)
-        self.clock = clock or (lambda: datetime.now(UTC).date())
-        self.request_log = RequestLog()
         self._counts: dict[str, int] = {}
-        self._faults = FaultBook()
         self._days: OrderedDict[tuple, _Listings] = OrderedDict()
         self._course_days = {cid: CourseDays(w) for cid, w in self.worlds.items()}
-        self._lock = threading.Lock()
 
     # ---- test controls ---------------------------------------------------------------------------------------
     def expire_tokens(self) -> None:
@@ -172,27 +168,6 @@ class OneRosterRosteringApp:
     def issued_tokens(self) -> list[str]:
         """Every token handed out so far (tests check that none leaks into pages or errors)."""
         return self._tokens.issued()
-
-    def inject_fault(
-        self,
-        connection_id: str,
-        *,
-        status: int = 500,
-        body: str | None = None,
-        endpoint: str | None = None,
-        class_id: str | None = None,
-        times: int = 1,
-    ) -> None:
-        """Answer the next ``times`` matching list requests (None matches any endpoint or class; a request's class
-        is the path's, or the filter's ``class.sourcedId``) with ``status`` and ``body`` verbatim, or an imsx body
-        when ``body`` is None. With status 200 a body makes a malformed page."""
-        self._faults.add(connection_id, status, body, times, endpoint=endpoint, class_id=class_id)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-
-    def reset_log(self) -> None:
-        self.request_log.reset()
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
@@ -416,5 +391,3 @@ class OneRosterRosteringApp:
         """tobedeleted, or for a fixed share of (course, student) pairs the legacy ``inactive``."""
         legacy = zlib.crc32(f"{course_id}|{sid}|inactive".encode()) % 1000 < self.options.legacy_inactive_share * 1000
         return "inactive" if legacy else "tobedeleted"
-
-

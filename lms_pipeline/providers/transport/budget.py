@@ -166,6 +166,11 @@ class BudgetTransport(httpx.BaseTransport):
     def __init__(self, inner: httpx.BaseTransport, budget: RequestBudget) -> None:
         self._inner, self.budget = inner, budget
 
+    @property
+    def inner(self) -> httpx.BaseTransport:
+        """The transport under the budget (a client reading its provider's own headers keeps a hand on it)."""
+        return self._inner
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         episode = self.budget.acquire(request)
         response = None

@@ -25,15 +25,14 @@ import httpx
 
 from lms_pipeline.providers.base import RawPage
 from lms_pipeline.providers.http import (
-    BudgetTransport,
     FetchStats,
     LmsClientError,
     LmsPayloadError,
-    RequestBudget,
+    ProviderHttpClient,
     RequestTarget,
     RetrySettings,
+    bearer_headers,
     get_with_retries,
-    guarded_transport,
     server_text,
 )
 
@@ -52,7 +51,7 @@ class PageLimitError(LmsClientError):
     """``max_pages`` full pages were read and the listing still had data."""
 
 
-class UnifiedLmsClient:
+class UnifiedLmsClient(ProviderHttpClient):
     """Reads one Unified.to connection's LMS lists. One httpx.Client per instance: close it, or use ``with``.
     Safe to share between threads; ``max_concurrent_requests`` bounds their requests in flight (``budget``)."""
 
@@ -86,25 +85,11 @@ class UnifiedLmsClient:
         self.stats = FetchStats()
         self._sleep = sleep
         self._token = token
-        merged = httpx.Headers(headers)
-        merged["Authorization"] = f"Bearer {token}"  # set last, so extra headers cannot replace it
-        merged["Accept"] = "application/json"
-        guarded = guarded_transport(connection_id, base_url, retry, token, transport)  # origins, deadline, size, scrub
-        self.budget = RequestBudget(connection_id, max_concurrent_requests, retry, sleep=sleep)
-        self._http = httpx.Client(base_url=base_url, transport=BudgetTransport(guarded, self.budget),
-                                  headers=merged, timeout=httpx.Timeout(retry.timeout))  # fmt: skip
+        budgeted = self._budgeted(base_url, token, retry, transport, max_concurrent_requests=max_concurrent_requests,
+                                  sleep=sleep)  # fmt: skip
+        self._http = httpx.Client(base_url=base_url, transport=budgeted, headers=bearer_headers(token, headers),
+                                  timeout=httpx.Timeout(retry.timeout))  # fmt: skip
 
-    def __repr__(self) -> str:
-        return f"UnifiedLmsClient(connection_id={self.connection_id!r}, base_url={str(self._http.base_url)!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> UnifiedLmsClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def iter_pages(
         self,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -27,8 +26,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from lms_pipeline.simulator.common import (
     DATE_HEADER,
-    FaultBook,
-    RequestLog,
+    SimulatedApp,
     logged_params,
     parse_as_of,
     query_params,
@@ -64,42 +62,19 @@ class _Query:
     fields: frozenset[str]
 
 
-class SimulatorApp:
+class SimulatorApp(SimulatedApp):
     """Serves each world's truth at ``/lms/{connection_id}/{course|class|student|content|activity}`` as of a
     simulated date."""
+
+    FAULT_FIELDS = ("endpoint", "offset")
 
     def __init__(
         self, worlds: Iterable[World], tokens: Mapping[str, str], clock: Callable[[], date] | None = None
     ) -> None:
-        self.worlds = {w.spec.connection_id: w for w in worlds}
+        super().__init__(worlds, clock)
         self._tokens = dict(tokens)
-        self.clock = clock or (lambda: datetime.now(UTC).date())
-        self.request_log = RequestLog()
-        self._faults = FaultBook()
         self._counts: dict[str, int] = {}
         self._list_requests: dict[tuple[str, date], int] = {}
-        self._lock = threading.Lock()
-
-    # ---- test controls ---------------------------------------------------------------------------------------
-    def inject_fault(
-        self,
-        connection_id: str,
-        *,
-        status: int = 500,
-        body: bytes | str | None = None,
-        endpoint: str | None = None,
-        offset: int | None = None,
-        times: int = 1,
-    ) -> None:
-        """Answer the next ``times`` matching requests (None matches any) with ``status`` and ``body`` verbatim,
-        or a JSON error when ``body`` is None; with status 200 a body makes a malformed page."""
-        self._faults.add(connection_id, status, body, times, endpoint=endpoint, offset=offset)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-
-    def reset_log(self) -> None:
-        self.request_log.reset()
 
     # ---- WSGI ------------------------------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
