@@ -74,12 +74,22 @@ class GradesOptions(Strict):
     """Grade reconciliation of this connection against an SIS (``sis`` names an entry of the file's ``sis`` list)."""
 
     sis: str
-    source: Literal["native", "lti_ags"] = Field(
+    source: str = Field(
         "native",
         description="where LMS grades are read: native = the dialect's own (Unified activities, Canvas or "
-        "Classroom submissions); lti_ags = the platform's LTI Assignment and Grade Services (Unified connections)",
+        "Classroom submissions); or a grade-only provider of the registry, e.g. lti_ags = the platform's LTI "
+        "Assignment and Grade Services (Unified connections)",
     )
     lti_base_url: str | None = Field(None, description="LTI platform root; absent: the embedded platform")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        """``native`` or a provider that is only a grade source (no connection options of its own)."""
+        sources = ["native", *(p.name for p in registry.PROVIDERS.values() if p.options is None and p.grades)]
+        if value not in sources:
+            raise ValueError(f"must be one of {', '.join(sources)}, got {value!r}")
+        return value
 
     @field_validator("lti_base_url")
     @classmethod
