@@ -29,8 +29,9 @@ from pathlib import Path
 import dagster as dg
 import httpx
 
-from lms_pipeline.checks import freshness_check_name
-from lms_pipeline.config import AlertsOptions, load_settings
+from lms_pipeline.check_rules import freshness_check_name
+from lms_pipeline.config import load_settings
+from lms_pipeline.operator_options import AlertsOptions
 from lms_pipeline.resources import LmsApiResource
 
 ROSTER_JOB = "daily_roster_job"

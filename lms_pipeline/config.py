@@ -14,9 +14,17 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
+from lms_pipeline.operator_options import (
+    AlertsOptions,
+    ChecksOptions,
+    ExportsOptions,
+    FreshnessOptions,
+    RetentionOptions,
+)
 from lms_pipeline.providers import registry
 from lms_pipeline.providers.base import Provider
 from lms_pipeline.providers.options import REPO_ROOT, CommonOptions, RetryOptions, Strict, http_url
+from lms_pipeline.unique_yaml import DuplicateKeyError, UniqueKeyLoader
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "data" / "connections.yaml"
 CONFIG_ENV = "LMS_PIPELINE_CONFIG"
@@ -67,12 +75,22 @@ class GradesOptions(Strict):
     """Grade reconciliation of this connection against an SIS (``sis`` names an entry of the file's ``sis`` list)."""
 
     sis: str
-    source: Literal["native", "lti_ags"] = Field(
+    source: str = Field(
         "native",
         description="where LMS grades are read: native = the dialect's own (Unified activities, Canvas or "
-        "Classroom submissions); lti_ags = the platform's LTI Assignment and Grade Services (Unified connections)",
+        "Classroom submissions); or a grade-only provider of the registry, e.g. lti_ags = the platform's LTI "
+        "Assignment and Grade Services (Unified connections)",
     )
     lti_base_url: str | None = Field(None, description="LTI platform root; absent: the embedded platform")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        """``native`` or a provider that is only a grade source (no connection options of its own)."""
+        sources = ["native", *(p.name for p in registry.PROVIDERS.values() if p.options is None and p.grades)]
+        if value not in sources:
+            raise ValueError(f"must be one of {', '.join(sources)}, got {value!r}")
+        return value
 
     @field_validator("lti_base_url")
     @classmethod
@@ -224,63 +242,6 @@ class SisConfig(Strict):
         return raw if raw.is_absolute() else REPO_ROOT / raw
 
 
-class ChecksOptions(Strict):
-    """Thresholds of the asset checks (``lms_pipeline.checks``) that are not the mass-drop guard's."""
-
-    max_server_error_share: float = Field(
-        0.05, ge=0, le=1, description="sync health warns when more than this share of a sync's requests got a 5xx"
-    )
-    max_exposure_fall: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description="sync health warns when the share of courses whose roster is exposed falls by more than this "
-        "(absolute, e.g. 0.1 = 10 points) from the previous day",
-    )
-    min_grade_match_rate: float = Field(
-        0.5,
-        ge=0,
-        le=1,
-        description="a reconciliation matching fewer compared grades than this fails its (blocking) check, and the "
-        "write-back of that day does not run: a mapping gone wrong must not be written to the SIS",
-    )
-
-
-class FreshnessOptions(Strict):
-    """When a connection is stale: its last complete day (a published change set) is older than yesterday once
-    ``deadline_hour_utc`` has passed."""
-
-    deadline_hour_utc: int = Field(
-        9, ge=0, le=23, description="hour (UTC) by which yesterday's partition of every connection must be complete"
-    )
-
-
-class AlertsOptions(Strict):
-    """Where the alert sensor posts (``lms_pipeline.alerts``): the URL itself is a secret and lives only in the
-    environment variable named here."""
-
-    webhook_url_env: str = Field("LMS_ALERT_WEBHOOK_URL", pattern=r"^[A-Z_][A-Z0-9_]*$")
-    include_warnings: bool = Field(False, description="also alert on failed checks of WARN severity")
-    timeout_seconds: float = Field(10.0, gt=0, le=60, description="one POST to the webhook, body included")
-    lookback_hours: int = Field(24, ge=1, le=24 * 14, description="how far back the sensor's first tick looks")
-
-
-class RetentionOptions(Strict):
-    raw_pages_days: int = Field(
-        400,
-        ge=1,
-        le=36_500,
-        description="raw pages (course, dialect, progress, grade) of days older than this are dropped; derived "
-        "tables are kept (lms_pipeline.privacy)",
-    )
-
-
-class ExportsOptions(Strict):
-    path: str | None = Field(
-        None, description="folder of the daily CSV/Parquet exports; default: exports/ beside the warehouse file"
-    )
-
-
 class Settings(Strict):
     start_date: date = Field(description="first daily partition")
     warehouse: str = Field("data/lms_warehouse.duckdb", description="DuckDB file, relative to the repo root")
@@ -365,30 +326,6 @@ class Settings(Strict):
         return path if path.is_absolute() else REPO_ROOT / path
 
 
-class DuplicateKeyError(yaml.YAMLError):
-    """A mapping repeats a key: YAML loaders keep the last one silently (a second ``write_back:`` block would
-    replace a ``dry_run: true``), so the file is refused instead."""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` refusing duplicate keys, naming the key and both lines. Keys brought in by a merge
-    (``<<: *anchor``) may still be overridden: that is what a merge is for."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[object, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=False)
-            line = key_node.start_mark.line + 1
-            if not isinstance(key, list | dict) and key in seen:
-                raise DuplicateKeyError(f"duplicate key {key!r} at line {line} (first at line {seen[key]}): a "
-                                        "repeated key would silently replace the first; keep one")  # fmt: skip
-            if not isinstance(key, list | dict):
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
 def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
@@ -397,7 +334,7 @@ def load_settings(path: Path | str | None = None) -> Settings:
     """Read and validate the connections file (default: ``LMS_PIPELINE_CONFIG`` or data/connections.yaml)."""
     path = Path(path) if path is not None else config_path()
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"{path}: connections file not found (set {CONFIG_ENV} or create it)") from None
     except DuplicateKeyError as exc:

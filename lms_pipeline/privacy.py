@@ -43,46 +43,17 @@ import pandas as pd
 from lms_pipeline import published
 from lms_pipeline.assets.exports import ExportRefused, day_export_folder, write_exports
 from lms_pipeline.config import Settings, load_settings
+from lms_pipeline.person_data import (
+    PAGE_TABLES,
+    PERSON_COLUMNS,
+    PROVIDER_PREFIXES,
+    _token_pattern,
+    linked_identities,
+    rewritten_columns,
+    scrubbed_pages,
+)
 from lms_pipeline.warehouse import SCHEMA, STAGING_SCHEMA, Warehouse
 
-# Tables whose rows are one student's, and the columns naming the student.
-PERSON_COLUMNS: dict[str, tuple[str, ...]] = {
-    "course_student_edges": ("student_id",),
-    "class_student_edges": ("student_id",),
-    "enrollment_changes": ("student_id",),
-    "student_progress": ("student_id",),
-    "lms_grades": ("student_id",),
-    "grade_discrepancies": ("lms_student_id", "sis_student_id"),
-    "grade_sync_log": ("lms_student_id", "sis_student_id"),
-    "roster_discrepancies": ("lms_student_id", "sis_student_id"),
-}
-# Stored pages: the column saying what was listed, and the text columns beside the payload.
-PAGE_TABLES: dict[str, tuple[str, tuple[str, ...], bool]] = {
-    # table: (what was listed, text columns that may name a person, has item_count)
-    "raw_course_pages": ("endpoint", ("request_params", "url"), True),
-    "raw_progress_pages": ("endpoint", ("request_params", "url"), True),
-    "raw_grade_pages": ("collection", ("request_params", "url"), True),
-    "raw_sis_roster_pages": ("endpoint", ("request_params", "url"), True),
-}
-# The student id conventions of the dialect normalizers (providers/canvas, providers/classroom): the part
-# after the prefix is the provider's own user id, found in the pages.
-PROVIDER_PREFIXES = ("canvas-user:", "classroom-user:")
-
-# How a page's JSON names people (every dialect's shapes; docs/providers.md):
-# keys holding a person's identity inside a person record
-IDENTITY_KEYS = ("id", "sourcedId", "user_id", "userId", "sis_user_id", "login_id", "email", "emailAddress",
-                 "lis_person_sourcedid", "identifier", "username")  # fmt: skip
-# keys that, on any record, name the person the record is about (an activity, a submission, a result, a member)
-REFERENCE_KEYS = ("user_id", "userId", "student_id", "studentId", "sis_user_id", "lis_person_sourcedid")
-# child objects describing or referring to a person (OneRoster's user/student refs, Canvas's user, Classroom's
-# profile), and lists of people (Unified's students, LTI's members, OneRoster's users)
-PERSON_CHILD_KEYS = ("user", "student", "profile")
-PERSON_LIST_KEYS = ("students", "members", "users", "student")
-# lists of bare student ids (Unified's deprecated roster field); elsewhere a bare number in a list is not a person
-ID_LIST_KEYS = ("student_ids", "user_ids", *PERSON_LIST_KEYS)
-# keys only a person record has
-PERSON_MARKERS = ("email", "emails", "emailAddress", "sortable_name", "givenName", "familyName", "given_name",
-                  "family_name", "login_id", "lis_person_sourcedid")  # fmt: skip
 MAX_ROUNDS = 4
 
 
@@ -91,94 +62,6 @@ class PrivacyError(RuntimeError):
 
 
 # ---- the JSON rules ------------------------------------------------------------------------------------------------
-
-
-def _is_person(record: dict, context: str | None) -> bool:
-    return context in PERSON_LIST_KEYS or context in PERSON_CHILD_KEYS or any(k in record for k in PERSON_MARKERS)
-
-
-def _identity_values(record: dict) -> set[str]:
-    values = {str(record[k]) for k in IDENTITY_KEYS if isinstance(record.get(k), str | int) and record.get(k) != ""}
-    for email in record.get("emails") or []:
-        if isinstance(email, dict) and email.get("email"):
-            values.add(str(email["email"]))
-    return values
-
-
-def _names(record: dict, ids: set[str], context: str | None) -> bool:
-    """The record is one of the student's: their person record, or a record about them."""
-    if _is_person(record, context) and _identity_values(record) & ids:
-        return True
-    refs = {str(record[k]) for k in REFERENCE_KEYS if isinstance(record.get(k), str | int)}
-    if refs & ids:
-        return True
-    return any(isinstance(record.get(k), dict) and _identity_values(record[k]) & ids for k in PERSON_CHILD_KEYS)
-
-
-def scrub(value: object, ids: set[str], context: str | None = None) -> tuple[object, int]:
-    """``value`` without the student: list entries that are theirs (an id string, their record, a record about them)
-    are removed; everything else is kept as it was. Returns the new value and how many entries were removed."""
-    if isinstance(value, list):
-        kept, removed = [], 0
-        for item in value:
-            bare = isinstance(item, str | int) and not isinstance(item, bool) and str(item) in ids
-            if (bare and (context in ID_LIST_KEYS or not str(item).isdigit())) or (
-                isinstance(item, dict) and _names(item, ids, context)
-            ):
-                removed += 1
-                continue
-            new, n = scrub(item, ids, context)
-            kept.append(new)
-            removed += n
-        return kept, removed
-    if isinstance(value, dict):
-        out, removed = {}, 0
-        for key, item in value.items():
-            if isinstance(item, dict) and key in PERSON_CHILD_KEYS and _identity_values(item) & ids:
-                out[key], removed = None, removed + 1  # a person object outside a list: emptied
-                continue
-            out[key], n = scrub(item, ids, key)
-            removed += n
-        return out, removed
-    return value, 0
-
-
-def linked_identities(value: object, ids: set[str], context: str | None = None) -> set[str]:
-    """Every identity value of the person records in ``value`` that match ``ids`` (their other ids and emails)."""
-    found: set[str] = set()
-    if isinstance(value, list):
-        for item in value:
-            found |= linked_identities(item, ids, context)
-    elif isinstance(value, dict):
-        if _is_person(value, context) and _identity_values(value) & ids:
-            found |= _identity_values(value)
-        for key in PERSON_CHILD_KEYS:
-            child = value.get(key)
-            if isinstance(child, dict) and _identity_values(child) & ids:
-                found |= _identity_values(child)
-        refs = {k: str(value[k]) for k in REFERENCE_KEYS if isinstance(value.get(k), str | int)}
-        if set(refs.values()) & ids and "lis_person_sourcedid" in refs:  # an LTI member: its user_id is the person
-            found |= set(refs.values())
-        for key, item in value.items():
-            if isinstance(item, list | dict):
-                found |= linked_identities(item, ids, key)
-    return found
-
-
-def _token_pattern(identifier: str) -> str:
-    return r"(^|[^A-Za-z0-9])" + re.escape(identifier) + r"([^A-Za-z0-9]|$)"
-
-
-def _scrub_text(text: str | None, ids: set[str]) -> str | None:
-    """Request parameters and URLs naming the student (a per-user listing): the id is replaced. Numeric ids are
-    left alone (the pipeline's clients list per course, never per Canvas user number)."""
-    if text is None:
-        return None
-    for identifier in ids:
-        if identifier.isdigit():  # a number in a URL is a course, a page size...: only named ids are replaced
-            continue
-        text = re.sub(_token_pattern(identifier), lambda m: f"{m.group(1)}erased{m.group(2)}", text)
-    return text
 
 
 def _contains_any(column: str, ids: Iterable[str]) -> str:
@@ -271,39 +154,6 @@ def identities(
     return ids
 
 
-def _scrubbed_pages(rows: pd.DataFrame, name: str, ids: set[str]) -> tuple[pd.DataFrame, int]:
-    """The rows whose payload or text columns change, with their new values; and the entries removed."""
-    kind, texts, has_count = PAGE_TABLES[name]
-    changed, removed = [], 0
-    for row in rows.to_dict("records"):
-        payload, n = scrub(json.loads(row["payload"]), ids, row[kind])
-        new = {t: _scrub_text(row[t], ids) for t in texts}
-        if n == 0 and all(new[t] == row[t] for t in texts):
-            continue
-        removed += n
-        out = {"row_key": row["row_key"], "connection_id": row["connection_id"], "snapshot_date": row["snapshot_date"],
-               "payload": json.dumps(payload, separators=(",", ":")), **new}  # fmt: skip
-        if has_count:
-            out["item_count"] = _item_count(payload, row["item_count"])
-        changed.append(out)
-    columns = ["row_key", "connection_id", "snapshot_date", "payload", *texts, *(["item_count"] if has_count else [])]
-    return pd.DataFrame(changed, columns=columns), removed
-
-
-def _item_count(payload: object, before: int) -> int:
-    """Records left on a rewritten page: the body's list (Unified, Canvas, OneRoster) or the one list of its object
-    (Classroom's ``{"students": [...], "nextPageToken": ...}``); a body of another shape keeps its count."""
-    if isinstance(payload, list):
-        return len(payload)
-    lists = [v for v in payload.values() if isinstance(v, list)] if isinstance(payload, dict) else []
-    return len(lists[0]) if len(lists) == 1 else int(before)
-
-
-def _rewritten_columns(name: str) -> list[str]:
-    _, texts, has_count = PAGE_TABLES[name]
-    return ["payload", *texts, *(["item_count"] if has_count else [])]
-
-
 def _days(pairs: Iterable[tuple]) -> set[tuple[str, date]]:
     return {(c, pd.Timestamp(d).date()) for c, d in pairs}
 
@@ -328,10 +178,10 @@ def _erase_live(conn: duckdb.DuckDBPyConnection, ids: set[str], connections: lis
                 if deleted:
                     report.rows_deleted[qualified] = int(deleted)
             elif name in PAGE_TABLES:
-                changed, removed = _scrubbed_pages(_page_rows(conn, qualified, name, "rowid", ids, where), name, ids)
+                changed, removed = scrubbed_pages(_page_rows(conn, qualified, name, "rowid", ids, where), name, ids)
                 if changed.empty:
                     continue
-                sets = ", ".join(f"{c} = coalesce(e.{c}, t.{c})" for c in _rewritten_columns(name))
+                sets = ", ".join(f"{c} = coalesce(e.{c}, t.{c})" for c in rewritten_columns(name))
                 conn.register("erased_rows", changed)
                 conn.execute(f"UPDATE {qualified} AS t SET {sets} FROM erased_rows e WHERE t.rowid = e.row_key")
                 conn.unregister("erased_rows")
@@ -359,7 +209,7 @@ def _erase_published(conn: duckdb.DuckDBPyConnection, live: Path, ids: set[str],
                         selects[name] = (f"SELECT * EXCLUDE (file_row_number) FROM {{source}} "
                                          f"WHERE NOT ({_person_filter(name, ids)})")  # fmt: skip
                 elif name in PAGE_TABLES:
-                    changed, _ = _scrubbed_pages(_page_rows(conn, relation, name, "file_row_number", ids, "true"),
+                    changed, _ = scrubbed_pages(_page_rows(conn, relation, name, "file_row_number", ids, "true"),
                                                  name, ids)  # fmt: skip
                     if changed.empty:
                         continue
@@ -369,7 +219,7 @@ def _erase_published(conn: duckdb.DuckDBPyConnection, live: Path, ids: set[str],
                     types = dict(conn.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "
                                               f"{relation})").fetchall())  # fmt: skip
                     replaced = ", ".join(f"CASE WHEN e.row_key IS NULL THEN s.{c} ELSE CAST(e.{c} AS {types[c]}) "
-                                         f"END AS {c}" for c in _rewritten_columns(name))  # fmt: skip
+                                         f"END AS {c}" for c in rewritten_columns(name))  # fmt: skip
                     selects[name] = (f"SELECT s.* EXCLUDE (file_row_number) REPLACE ({replaced}) FROM {{source}} s "
                                      f"LEFT JOIN {view} e ON e.row_key = s.file_row_number")  # fmt: skip
             try:

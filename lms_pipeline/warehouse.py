@@ -154,15 +154,7 @@ class Warehouse:
         """Hold a fetch's tables (``STAGED_TABLES``) until the snapshot built from them is written; a later fetch of
         the same partition replaces an attempt still held."""
         with self.session() as conn, _transaction(conn, self.path):
-            for name, frame in frames.items():
-                qualified = staged_table(name)
-                conn.execute(f"DELETE FROM {qualified} WHERE connection_id = ? AND snapshot_date = ?",
-                             [connection_id, snapshot_date])  # fmt: skip
-                if len(frame):
-                    _check_partition(frame, name, connection_id, snapshot_date)
-                    conn.register("incoming_frame", frame)
-                    conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_frame")
-                    conn.unregister("incoming_frame")
+            replace_frames(conn, frames, connection_id, snapshot_date, qualify=staged_table)
 
     def read_staged(self, name: str, connection_id: str, snapshot_date: date) -> pd.DataFrame:
         return self.query(
@@ -206,13 +198,18 @@ class Warehouse:
 
 
 def replace_frames(
-    conn: duckdb.DuckDBPyConnection, frames: Mapping[str, pd.DataFrame], connection_id: str, snapshot_date: date
+    conn: duckdb.DuckDBPyConnection,
+    frames: Mapping[str, pd.DataFrame],
+    connection_id: str,
+    snapshot_date: date,
+    qualify: Callable[[str], str] | None = None,
 ) -> dict[str, int]:
     """Replace one partition of each table with its frame (by column name), inside the caller's transaction: the
-    small rows (a change-set row) written with the big ones a ``rewrite`` builds in SQL."""
+    small rows (a change-set row) written with the big ones a ``rewrite`` builds in SQL. ``qualify`` names the
+    table a frame goes to (default: the live table; ``staged_table`` for a held fetch)."""
     counts: dict[str, int] = {}
     for name, frame in frames.items():
-        qualified = table(name)
+        qualified = (qualify or table)(name)
         conn.execute(f"DELETE FROM {qualified} WHERE connection_id = ? AND snapshot_date = ?",
                      [connection_id, snapshot_date])  # fmt: skip
         if len(frame):

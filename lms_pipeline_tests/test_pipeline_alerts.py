@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from lms_pipeline.alerts import FRESHNESS_JOB
-from lms_pipeline.checks import freshness_check_name
+from lms_pipeline.check_rules import freshness_check_name
 from lms_pipeline.simulator import WorldSpec
 from lms_pipeline_tests.conftest import START, Pipeline, failure_message, make_pipeline
 

@@ -17,7 +17,7 @@ import duckdb
 import pytest
 import yaml
 
-from lms_pipeline import checks
+from lms_pipeline import check_rules, checks
 from lms_pipeline.config import load_settings
 from lms_pipeline.definitions import ROSTER_JOB, build_defs
 from lms_pipeline.partitions import partition_key
@@ -60,7 +60,7 @@ def test_every_check_of_every_partition_passes_on_good_data(three_days: Pipeline
         if not key.name.startswith("fresh_")
     }
     expected_tables = {name for names in checks.STEP_TABLES.values() for name in names}
-    assert {asset for asset, name in job_checks if name == checks.CONTRACT} == expected_tables
+    assert {asset for asset, name in job_checks if name == check_rules.CONTRACT} == expected_tables
     for offset in range(3):
         for cid in three_days.worlds:
             key = partition_key(cid, START + timedelta(days=offset))
@@ -81,34 +81,34 @@ def corrupted(pipe: Pipeline, sql: str, params: list) -> Warehouse:
 def test_a_duplicate_edge_fails_unique_edges_and_the_contract(pipeline: Pipeline) -> None:
     pipeline.run_days(1, ["conn-all"])
     store = Warehouse(pipeline.db)
-    assert checks.unique_edges(store, "course_student_edges", "conn-all", START).passed
+    assert check_rules.unique_edges(store, "course_student_edges", "conn-all", START).passed
     store = corrupted(pipeline, "INSERT INTO lms.course_student_edges SELECT * FROM lms.course_student_edges "
                       "WHERE snapshot_date = ? ORDER BY course_id, student_id LIMIT 1", [START])  # fmt: skip
-    outcome = checks.unique_edges(store, "course_student_edges", "conn-all", START)
+    outcome = check_rules.unique_edges(store, "course_student_edges", "conn-all", START)
     assert not outcome.passed and outcome.metadata["duplicate_edges"] == 1
     assert outcome.metadata["course_ids_with_duplicates"] == ["crs-00001"]
-    contract = checks.contract(store, "course_student_edges", "conn-all", START)
+    contract = check_rules.contract(store, "course_student_edges", "conn-all", START)
     assert not contract.passed and "duplicate key in 2 row(s)" in contract.description
 
 
 def test_change_sets_that_do_not_add_up_or_drop_unexposed_rosters_fail(pipeline: Pipeline) -> None:
     pipeline.run_days(2, ["conn-all"])
     store = Warehouse(pipeline.db)
-    assert checks.change_set_arithmetic(store, "conn-all", DAY2).passed
-    assert checks.no_drops_when_not_exposed(store, "conn-all", DAY2).passed
+    assert check_rules.change_set_arithmetic(store, "conn-all", DAY2).passed
+    assert check_rules.no_drops_when_not_exposed(store, "conn-all", DAY2).passed
     drops = pipeline.query("SELECT course_id FROM lms.enrollment_changes WHERE snapshot_date = ? "
                            "AND change_type = 'dropped' ORDER BY course_id", [DAY2])["course_id"]  # fmt: skip
     assert len(drops), "the fixture world drops someone on day 2"
     course = drops.iloc[0]
     store = corrupted(pipeline, "DELETE FROM lms.enrollment_changes WHERE snapshot_date = ? AND course_id = ? "
                       "AND change_type = 'dropped'", [DAY2, course])  # fmt: skip
-    outcome = checks.change_set_arithmetic(store, "conn-all", DAY2)
+    outcome = check_rules.change_set_arithmetic(store, "conn-all", DAY2)
     assert not outcome.passed and course in outcome.metadata["courses"]
     assert "the change-set row says" in outcome.description
     corrupted(pipeline, "UPDATE lms.course_rosters SET roster_status = 'not_exposed', student_count = NULL "
               "WHERE snapshot_date = ? AND course_id IN (SELECT course_id FROM lms.enrollment_changes "
               "WHERE snapshot_date = ? AND change_type = 'dropped')", [DAY2, DAY2])  # fmt: skip
-    outcome = checks.no_drops_when_not_exposed(store, "conn-all", DAY2)
+    outcome = check_rules.no_drops_when_not_exposed(store, "conn-all", DAY2)
     assert not outcome.passed and outcome.metadata["drops_from_unexposed_rosters"] > 0
 
 
@@ -126,7 +126,7 @@ def test_a_provider_answering_5xx_and_hiding_rosters_is_a_warning_not_a_stop(pip
     assert "got a 5xx, above max_server_error_share" in health.description
     store = corrupted(pipeline, "UPDATE lms.course_rosters SET roster_status = 'not_exposed', student_count = NULL "
                       "WHERE snapshot_date = ? AND course_id <= 'crs-00020'", [DAY2])  # fmt: skip
-    exposure = checks.exposure_share(store, "conn-all", DAY2, max_fall=0.1)
+    exposure = check_rules.exposure_share(store, "conn-all", DAY2, max_fall=0.1)
     assert not exposure.passed and exposure.metadata["previous_exposed_share"] == 1.0
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from lms_pipeline import checks
+from lms_pipeline import check_rules
 from lms_pipeline.alerts import FRESHNESS_JOB
 from lms_pipeline.config import load_settings
 from lms_pipeline.simulator import WorldSpec
@@ -57,17 +57,17 @@ def test_yesterday_is_due_only_once_the_deadline_hour_has_passed(recent: Pipelin
     settings, store = load_settings(recent.write_config()), Warehouse(recent.db)
     before = datetime.combine(FIRST + timedelta(days=2), datetime.min.time(), UTC) + timedelta(hours=8, minutes=59)
     after = before + timedelta(minutes=1)  # 09:00, the default deadline
-    assert checks.freshness(store, settings, "conn-behind", before).passed, "the day before yesterday is complete"
-    late = checks.freshness(store, settings, "conn-behind", after)
+    assert check_rules.freshness(store, settings, "conn-behind", before).passed, "the day before yesterday is complete"
+    late = check_rules.freshness(store, settings, "conn-behind", after)
     assert not late.passed and late.metadata["last_complete_day"] == str(FIRST)
-    assert checks.freshness(store, settings, "conn-ontime", after).passed
+    assert check_rules.freshness(store, settings, "conn-ontime", after).passed
 
 
 def test_a_connection_that_never_ran_is_stale_and_nothing_is_due_before_the_first_day(recent: Pipeline) -> None:
     settings, store = load_settings(recent.write_config()), Warehouse(recent.db)
-    assert not checks.freshness(store, settings, "conn-unknown", datetime.now(UTC)).passed
+    assert not check_rules.freshness(store, settings, "conn-unknown", datetime.now(UTC)).passed
     start = datetime.combine(settings.start_date, datetime.min.time(), UTC) + timedelta(hours=12)
-    assert checks.freshness(store, settings, "conn-unknown", start).passed
+    assert check_rules.freshness(store, settings, "conn-unknown", start).passed
 
 
 def test_every_asset_of_the_daily_job_carries_the_cron_freshness_policy(recent: Pipeline) -> None:
@@ -79,4 +79,4 @@ def test_every_asset_of_the_daily_job_carries_the_cron_freshness_policy(recent: 
 
 
 def test_check_names_are_valid_for_every_connection_id() -> None:
-    assert checks.freshness_check_name("district.canvas-01") == "fresh_district_canvas_01"
+    assert check_rules.freshness_check_name("district.canvas-01") == "fresh_district_canvas_01"

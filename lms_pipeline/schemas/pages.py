@@ -16,8 +16,9 @@ JSON = {"sql": "JSON"}
 # cost is disk: the bodies as received, about 7x their ZSTD size (README, Performance). VARCHAR, not JSON: a refusal
 # kept as a page is stored whatever its body (a OneRoster 403 need not be JSON); the normalizers judge every body.
 UNCOMPRESSED_TEXT = {"sql": "VARCHAR USING COMPRESSION uncompressed"}
-ROSTER_ENDPOINTS = ["course", "class", "courses", "enrollments", "sections", "aliases", "students", "classes",
-                    "academicSessions"]  # fmt: skip
+# A listing's name as its provider calls it. Which names a provider lists is its own (providers/<name>/): its
+# normalizer refuses a page of a listing it does not know, so a new provider needs no change here.
+LISTING_NAME = r"^[A-Za-z_]{1,64}$"
 
 
 class _Partitioned(pa.DataFrameModel):
@@ -60,7 +61,7 @@ class RawCoursePage(_RawPage):
 
     provider: Series[str] = pa.Field(description="the connection's provider (which normalizer reads the page)")
     endpoint: Series[str] = pa.Field(
-        isin=ROSTER_ENDPOINTS,
+        str_matches=LISTING_NAME,
         description="what was listed: Unified course or class; Canvas courses, enrollments, sections; Classroom "
         "courses, aliases, students; OneRoster courses, classes, academicSessions, enrollments",
     )
@@ -83,9 +84,7 @@ class RawProgressPage(_RawPage):
 class RawGradePage(_RawPage):
     system: Series[str] = pa.Field(isin=["lms", "sis"], description="lms: the LMS student list; sis: the SIS")
     collection: Series[str] = pa.Field(
-        isin=["student", "users", "classes", "lineItems", "results", "courses", "assignments", "submissions",
-              "grading_standards", "aliases", "students", "courseWork", "studentSubmissions", "contexts", "lineitems",
-              "memberships"],
+        str_matches=LISTING_NAME,
         description="object listed: the SIS's users, classes, lineItems, results; the LMS's student list (Unified), "
         "its courses, assignments, submissions and grading standards (Canvas), or its courses, aliases, students, "
         "courseWork and studentSubmissions (Google Classroom), or LTI contexts, lineitems, results and memberships",

@@ -29,7 +29,6 @@ SQL = statements.load(Path(__file__).with_suffix(".sql"))
 GRADE_STATUSES = ["graded", "excused", "incomplete", "ungraded", "missing", "unparseable"]
 
 
-
 class GradingScheme(BaseModel):
     """A course's letter scheme: ordered cutoffs (lower bounds in percent), the precision a percent is rounded to
     before the lookup, and the rounding rule. Example: A >= 90, B >= 80, ..., F >= 0, 2 decimals, half_up."""
@@ -80,8 +79,6 @@ def scheme_frame(schemes: dict[str, GradingScheme]) -> pd.DataFrame:
         ],  # fmt: skip
         columns=["scheme", "letter", "lower_bound", "rank", "precision", "rounding"],
     ).astype({"scheme": str, "letter": str, "lower_bound": float, "rank": int, "precision": int, "rounding": str})
-
-
 
 
 def to_letters(scored: pd.DataFrame, schemes: dict[str, GradingScheme]) -> pd.DataFrame:

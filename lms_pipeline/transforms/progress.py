@@ -34,12 +34,6 @@ class ProgressFrames(NamedTuple):
     course_progress_summary: pd.DataFrame
 
 
-
-
-
-
-
-
 def normalize_progress(pages: pd.DataFrame, rosters: pd.DataFrame, edges: pd.DataFrame) -> ProgressFrames:
     """Normalize one partition's content/activity pages against its roster snapshot.
 

@@ -43,8 +43,6 @@ def sis_frames(pages: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-
-
 def reconcile(
     lms_grades: pd.DataFrame,
     lms_students: pd.DataFrame,

@@ -82,7 +82,6 @@ THROTTLE_MARK = b"Rate Limit Exceeded"  # Canvas's legacy throttle body: "403 Fo
 UP_FRONT_COST = 50.0
 
 
-
 class _CanvasTransport(httpx.BaseTransport):
     """Adapts Canvas's two kinds of 403 to what ``get_with_retries`` understands, without changing it.
 

@@ -59,14 +59,6 @@ class CanvasGradeFrames(NamedTuple):
     students: pd.DataFrame
 
 
-
-
-
-
-
-
-
-
 def normalize_canvas_grades(
     pages: pd.DataFrame | Sequence[Mapping[str, object]], connection_id: str
 ) -> CanvasGradeFrames:

@@ -47,14 +47,6 @@ class CanvasRosterFrames(NamedTuple):
     class_student_edges: pd.DataFrame
 
 
-
-
-
-
-
-
-
-
 def normalize_canvas_pages(
     pages: pd.DataFrame | Sequence[Mapping[str, object]], connection_id: str
 ) -> CanvasRosterFrames:

@@ -44,12 +44,9 @@ from lms_pipeline.providers.base import SIDE_GRADE_COLUMNS, GradeSides, RawPage
 from lms_pipeline.providers.classroom.client import ClassroomClient
 from lms_pipeline.providers.classroom.options import ClassroomOptions
 from lms_pipeline.providers.classroom.rosters import (
-    PAGE_COLUMNS,
     Identity,
-    email_directory,
-    raise_on_classroom_problems,
+    checked_items,
 )
-from lms_pipeline.providers.pages import page_frame
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
 
@@ -65,14 +62,6 @@ class ClassroomGradeFrames(NamedTuple):
     contents: pd.DataFrame
 
 
-
-
-
-
-
-
-
-
 def normalize_classroom_grades(
     pages: pd.DataFrame | Iterable[RawPage | Mapping],
     connection_id: str,
@@ -86,13 +75,7 @@ def normalize_classroom_grades(
     Raises ClassroomPayloadError naming connection, URL and page for any page or item that breaks the contract.
     """
     with duckdb.connect() as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        conn.register("pages", page_frame(pages, PAGE_COLUMNS).assign(connection_id=connection_id))
-        conn.register("directory", email_directory(identity, directory))
-        raise_on_classroom_problems(conn, SQL["page_problems"])
-        raise_on_classroom_problems(conn, SQL["listing_problems"])
-        conn.execute(SQL["items"])
-        raise_on_classroom_problems(conn, SQL["item_problems"])
+        checked_items(conn, pages, connection_id, identity, directory)
         conn.execute(SQL["courses"])
         conn.execute(SQL["work"])
         grades = conn.execute(SQL["grades"]).df()

@@ -30,6 +30,7 @@ from lms_pipeline.providers.base import PayloadError, RawPage
 from lms_pipeline.providers.pages import page_frame, raise_on_problems
 
 SQL = statements.load(Path(__file__).with_suffix(".sql"))
+PAGE_SQL = statements.load(Path(__file__).with_name("pages.sql"))
 
 Identity = Literal["email", "provider"]
 
@@ -46,13 +47,6 @@ class ClassroomFrames(NamedTuple):
     course_student_edges: pd.DataFrame
 
 
-
-
-
-
-
-
-
 def normalize_classroom_pages(
     pages: pd.DataFrame | Iterable[RawPage | Mapping],
     connection_id: str,
@@ -66,18 +60,31 @@ def normalize_classroom_pages(
     Raises ClassroomPayloadError naming connection, URL and page for any page or item that breaks the contract.
     """
     with duckdb.connect() as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        conn.register("pages", page_frame(pages, PAGE_COLUMNS).assign(connection_id=connection_id))
-        conn.register("directory", email_directory(identity, directory))
-        raise_on_classroom_problems(conn, SQL["page_problems"])
-        raise_on_classroom_problems(conn, SQL["listing_problems"])
-        conn.execute(SQL["items"])
-        raise_on_classroom_problems(conn, SQL["item_problems"])
+        checked_items(conn, pages, connection_id, identity, directory)
         conn.execute(SQL["rosters"])
         rosters = conn.execute(SQL["roster_rows"]).df()
         edges = conn.execute(SQL["edges"]).df()
     rosters["student_count"] = rosters["student_count"].astype("Int64")
     return ClassroomFrames(rosters, edges[EDGE_COLUMNS])
+
+
+def checked_items(
+    conn: duckdb.DuckDBPyConnection,
+    pages: pd.DataFrame | Iterable[RawPage | Mapping],
+    connection_id: str,
+    identity: Identity,
+    directory: pd.DataFrame | None,
+) -> None:
+    """Register ``pages`` and ``directory`` on ``conn``, check every page, listing and item (``pages.sql``, one check
+    for roster and grade listings) and leave the temp table ``items``; raises ClassroomPayloadError naming the
+    first problems."""
+    conn.execute("SET TimeZone = 'UTC'")
+    conn.register("pages", page_frame(pages, PAGE_COLUMNS).assign(connection_id=connection_id))
+    conn.register("directory", email_directory(identity, directory))
+    raise_on_classroom_problems(conn, PAGE_SQL["page_problems"])
+    raise_on_classroom_problems(conn, PAGE_SQL["listing_problems"])
+    conn.execute(PAGE_SQL["items"])
+    raise_on_classroom_problems(conn, PAGE_SQL["item_problems"])
 
 
 def email_directory(identity: Identity, directory: pd.DataFrame | None) -> pd.DataFrame:

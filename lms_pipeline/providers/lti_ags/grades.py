@@ -49,14 +49,6 @@ class LtiPayloadError(PayloadError):
     """Raw pages break the AGS/NRPS contract; the message names the connection, each bad page's URL and index."""
 
 
-
-
-
-
-
-
-
-
 def normalize_lti_grades(pages: pd.DataFrame | Sequence[Mapping[str, object]], connection_id: str) -> pd.DataFrame:
     """LMS grades of one scan of one connection from its raw pages (dicts as the client returns them, or a frame
     with their columns), one row per (course, content, student). Raises LtiPayloadError when a page or item breaks
@@ -91,8 +83,6 @@ def _problem_line(endpoint: str, course: object, index: object, url: object, pos
         + (f" of course {course}" if course is not None else "") + (f" (GET {url})" if url is not None else "")
         + ": " + (f"item {position} {problem}" if position is not None else problem)
     )  # fmt: skip
-
-
 
 
 def lti_sides(pages: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

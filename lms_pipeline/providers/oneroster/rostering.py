@@ -54,7 +54,6 @@ ROSTER_SCOPES = ("roster-core.readonly",)
 DATE_HEADER = "X-Simulated-Date"
 
 
-
 class _Recorder(httpx.BaseTransport):
     """Keeps each thread's last GET response, and every bearer token sent.
 

@@ -58,16 +58,6 @@ class OneRosterRosterFrames(NamedTuple):
     class_student_edges: pd.DataFrame
 
 
-
-
-
-
-
-
-
-
-
-
 def normalize_oneroster_pages(
     pages: pd.DataFrame | Sequence[Mapping[str, object]], connection_id: str, day: date
 ) -> OneRosterRosterFrames:

@@ -2,9 +2,9 @@
 Unified.to, Canvas and Classroom apps: an LMS/SIS that exposes its rosters through OneRoster.
 
 Paths under ``/oneroster/{connection_id}``:
-* ``POST /oauth/token`` -- OAuth2 client credentials exactly as ``sis_app``: Basic auth, form ``grant_type`` and
-  ``scope``, ``expires_in``; an expired token is answered 401, a token without ``roster-core.readonly`` (or
-  ``roster.readonly``) 403 ``forbidden``.
+* ``POST /oauth/token`` -- OAuth2 client credentials exactly as the SIS simulator (``sis_simulator``): Basic auth,
+  form ``grant_type`` and ``scope``, ``expires_in``; an expired token is answered 401, a token without
+  ``roster-core.readonly`` (or ``roster.readonly``) 403 ``forbidden``.
 * ``GET /ims/oneroster/rostering/v1p2/{courses|classes|enrollments}`` and ``.../classes/{sourcedId}/students``.
   ``limit`` (default 100) / ``offset`` paging; ``filter`` with at most two predicates (``= != > >= < <= ~``, values
   single-quoted, joined by `` AND `` or `` OR ``); anything else, an unknown field or a bad date answers 400

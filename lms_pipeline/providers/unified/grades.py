@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from lms_pipeline.config import ConnectionConfig
 
 
-
-
 def activity_grades(pages: pd.DataFrame) -> pd.DataFrame:
     """LMS grades (``SIDE_GRADE_COLUMNS``, not parsed) from one day's stored activity pages (``raw_progress_pages``):
     one row per (course, content, learner) whose activity carries an ``assigned_grade``. Unified.to contents carry no

@@ -378,8 +378,6 @@ def consistent_scan(
     return stable_scan(client, endpoint, stable_params, max_passes=max_passes, unpaged=unpaged, max_pages=max_pages)
 
 
-
-
 def _repeated_page(
     client: UnifiedLmsClient, endpoint: str, watermark: datetime | None, offset: int, count: int
 ) -> ScanError:
