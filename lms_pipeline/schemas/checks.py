@@ -141,6 +141,8 @@ def _condition(check: pa.Check, col: str) -> tuple[str, list]:
         return f"list_contains(?, {col})", [list(stats["allowed_values"])]
     if check.name == "notin":
         return f"NOT list_contains(?, {col})", [list(stats["forbidden_values"])]
+    if check.name == "str_matches":  # pandera: re.match, anchored at the start only
+        return f"regexp_matches({col}, '^(?:' || ? || ')')", [stats["pattern"]]
     if check.name == "in_range":
         low = ">=" if stats.get("include_min", True) else ">"
         high = "<=" if stats.get("include_max", True) else "<"
