@@ -6,16 +6,18 @@ whose roster was not exposed, change-set arithmetic, sync health, exposure share
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 
+from lms_pipeline import statements
 from lms_pipeline.config import Settings
 from lms_pipeline.schemas import SchemaViolation, validate
-from lms_pipeline.warehouse import Warehouse, table
+from lms_pipeline.warehouse import Warehouse
 
+SQL = statements.load(Path(__file__).with_suffix(".sql"))
 CONTRACT = "contract"
 FRESHNESS_ASSET = "enrollment_change_sets"
-KNOWN = "('exposed', 'empty')"
 
 
 @dataclass(frozen=True)
@@ -40,19 +42,20 @@ def contract(store: Warehouse, name: str, connection_id: str, day: date) -> Outc
 def unique_edges(store: Warehouse, name: str, connection_id: str, day: date) -> Outcome:
     """One edge per (course or class, student): a duplicate would count a student twice in every change set."""
     group = "class_id" if name == "class_student_edges" else "course_id"
-    rows, duplicates, where = store.query(
-        f"""SELECT count(*), count(*) - count(DISTINCT ({group}, student_id)),
-                   list(DISTINCT {group} ORDER BY {group}) FILTER (WHERE n > 1)
-            FROM (SELECT *, count(*) OVER (PARTITION BY {group}, student_id) AS n FROM {table(name)}
-                  WHERE connection_id = ? AND snapshot_date = ?)""",
-        [connection_id, day],
-    ).iloc[0]
+    statement = "class_edges_per_student" if group == "class_id" else "course_edges_per_student"
+    rows, duplicates, where = _run(store, statement, connection_id=connection_id, day=day).iloc[0]
     where = _ids(where)
     metadata = {"edges": int(rows), "duplicate_edges": int(duplicates), f"{group}s_with_duplicates": where[:10]}
     if duplicates:
         return Outcome(False, f"{duplicates} duplicate edge(s) in {len(where)} {group.removesuffix('_id')}(s), "
                        f"e.g. {', '.join(where[:5])}", metadata)  # fmt: skip
     return Outcome(True, f"{rows} edge(s), each once", metadata)
+
+
+def _run(store: Warehouse, name: str, **params: object) -> pd.DataFrame:
+    """One named statement of check_rules.sql over the warehouse, its values bound."""
+    with store.session() as conn:
+        return statements.run(conn, SQL[name], params).df()
 
 
 def _ids(value: object) -> list[str]:
@@ -71,19 +74,7 @@ def no_drops_when_not_exposed(store: Warehouse, connection_id: str, day: date) -
     change_set = _change_set(store, connection_id, day)
     if change_set is None or change_set["is_baseline"]:
         return Outcome(True, "no change set to compare (baseline or not written)", {"drops_checked": 0})
-    found = store.query(
-        f"""SELECT count(*) AS drops,
-                   count(*) FILTER (WHERE c.roster_status = 'not_exposed' OR p.roster_status = 'not_exposed') AS bad,
-                   list(DISTINCT x.course_id ORDER BY x.course_id)
-                       FILTER (WHERE c.roster_status = 'not_exposed' OR p.roster_status = 'not_exposed') AS courses
-            FROM {table("enrollment_changes")} x
-            LEFT JOIN {table("course_rosters")} c ON c.connection_id = x.connection_id
-                 AND c.snapshot_date = x.snapshot_date AND c.course_id = x.course_id
-            LEFT JOIN {table("course_rosters")} p ON p.connection_id = x.connection_id
-                 AND p.snapshot_date = x.previous_snapshot_date AND p.course_id = x.course_id
-            WHERE x.connection_id = ? AND x.snapshot_date = ? AND x.change_type = 'dropped'""",
-        [connection_id, day],
-    ).iloc[0]
+    found = _run(store, "drops_from_unexposed_rosters", connection_id=connection_id, day=day).iloc[0]
     courses = _ids(found["courses"])
     metadata = {"drops_checked": int(found["drops"]), "drops_from_unexposed_rosters": int(found["bad"]),
                 "courses": courses[:10]}  # fmt: skip
@@ -100,37 +91,7 @@ def change_set_arithmetic(store: Warehouse, connection_id: str, day: date) -> Ou
     if change_set is None or change_set["is_baseline"]:
         return Outcome(True, "no change set to compare (baseline or not written)", {"courses_compared": 0})
     previous = pd.Timestamp(change_set["previous_snapshot_date"]).date()
-    found = store.query(
-        f"""
-        WITH rosters AS (
-            SELECT coalesce(c.course_id, p.course_id) AS course_id
-            FROM (SELECT * FROM {table("course_rosters")} WHERE connection_id = $1 AND snapshot_date = $2) c
-            FULL JOIN (SELECT * FROM {table("course_rosters")} WHERE connection_id = $1 AND snapshot_date = $3) p
-                USING (course_id)
-            WHERE (c.roster_status IN {KNOWN} OR c.roster_status IS NULL)
-              AND (p.roster_status IN {KNOWN} OR p.roster_status IS NULL)
-        ),
-        cur AS (SELECT course_id, count(*) AS n FROM {table("course_student_edges")}
-                WHERE connection_id = $1 AND snapshot_date = $2 GROUP BY ALL),
-        prev AS (SELECT course_id, count(*) AS n FROM {table("course_student_edges")}
-                 WHERE connection_id = $1 AND snapshot_date = $3 GROUP BY ALL),
-        changes AS (SELECT course_id, count(*) FILTER (WHERE change_type = 'added') AS added,
-                           count(*) FILTER (WHERE change_type = 'dropped') AS dropped
-                    FROM {table("enrollment_changes")} WHERE connection_id = $1 AND snapshot_date = $2 GROUP BY ALL),
-        per_course AS (
-            SELECT r.course_id, coalesce(prev.n, 0) + coalesce(added, 0) - coalesce(dropped, 0) AS expected,
-                   coalesce(cur.n, 0) AS current
-            FROM rosters r LEFT JOIN cur USING (course_id) LEFT JOIN prev USING (course_id)
-            LEFT JOIN changes USING (course_id)
-        )
-        SELECT (SELECT count(*) FROM per_course) AS compared,
-               (SELECT list(course_id ORDER BY course_id) FROM per_course WHERE expected <> current) AS off,
-               (SELECT coalesce(sum(added), 0) FROM changes) AS added,
-               (SELECT coalesce(sum(dropped), 0) FROM changes) AS dropped,
-               (SELECT coalesce(sum(n), 0) FROM cur) AS current_edges
-        """,
-        [connection_id, day, previous],
-    ).iloc[0]
+    found = _run(store, "change_set_arithmetic", connection_id=connection_id, day=day, previous=previous).iloc[0]
     off = _ids(found["off"])
     totals = {"added": (int(found["added"]), int(change_set["added"])),
               "dropped": (int(found["dropped"]), int(change_set["dropped"])),
@@ -166,14 +127,7 @@ def sync_health(store: Warehouse, connection_id: str, day: date, max_server_erro
 def exposure_share(store: Warehouse, connection_id: str, day: date, max_fall: float) -> Outcome:
     """The share of courses whose roster is known (exposed or empty) should not fall sharply day over day: a
     provider that stops exposing rosters yields no drops (by design), so only this warns that data went dark."""
-    shares = store.query(
-        f"""SELECT snapshot_date, count(*) FILTER (WHERE roster_status IN {KNOWN}) / count(*) AS share, count(*) AS n
-            FROM {table("course_rosters")} WHERE connection_id = ? AND snapshot_date <= ?
-              AND snapshot_date >= coalesce((SELECT max(snapshot_date) FROM {table("course_rosters")}
-                                             WHERE connection_id = ? AND snapshot_date < ?), ?)
-            GROUP BY ALL ORDER BY snapshot_date""",
-        [connection_id, day, connection_id, day, day],
-    )
+    shares = _run(store, "exposure_shares", connection_id=connection_id, day=day)
     today = shares[shares["snapshot_date"] == pd.Timestamp(day)]
     if today.empty:
         return Outcome(True, "no course_rosters stored", {})
@@ -198,12 +152,7 @@ def grade_match_rate(store: Warehouse, settings: Settings, connection_id: str, d
     threshold = settings.checks.min_grade_match_rate
     if settings.sis_of(connection_id) is None:
         return Outcome(True, "no grades.sis for this connection: nothing reconciled", {"compared": 0})
-    counts = store.query(
-        f"""SELECT count(*) FILTER (WHERE status = 'match') AS matched,
-                   count(*) FILTER (WHERE status IN ('match', 'score_mismatch')) AS compared
-            FROM {table("grade_discrepancies")} WHERE connection_id = ? AND snapshot_date = ?""",
-        [connection_id, day],
-    ).iloc[0]
+    counts = _run(store, "grade_match_counts", connection_id=connection_id, day=day).iloc[0]
     matched, compared = int(counts["matched"]), int(counts["compared"])
     rate = matched / compared if compared else 1.0
     metadata = {"match_rate": round(rate, 4), "matched": matched, "compared": compared,
@@ -222,11 +171,7 @@ def missing_in_lms_age(store: Warehouse, settings: Settings, connection_id: str,
     if conn.rosters is None:
         return Outcome(True, "no rosters.sis for this connection: nothing reconciled", {"old_missing_in_lms": 0})
     days = conn.rosters.missing_in_lms_warn_days
-    old = store.query(
-        f"""SELECT row_key, days_open FROM {table("roster_discrepancies")} WHERE connection_id = ? AND snapshot_date = ?
-            AND status = 'missing_in_lms' AND days_open >= ? ORDER BY days_open DESC, row_key""",
-        [connection_id, day, days],
-    )
+    old = _run(store, "old_missing_in_lms", connection_id=connection_id, day=day, days=days)
     metadata = {"old_missing_in_lms": len(old), "missing_in_lms_warn_days": days,
                 "oldest_days": int(old["days_open"].max()) if len(old) else 0}  # fmt: skip
     if len(old):
@@ -240,8 +185,7 @@ def missing_in_lms_age(store: Warehouse, settings: Settings, connection_id: str,
 
 def last_complete_day(store: Warehouse, connection_id: str) -> date | None:
     """The newest day whose change set was published (passed or accepted): what analysts can rely on."""
-    sql = f"SELECT max(snapshot_date) AS d FROM {table('enrollment_change_sets')} WHERE connection_id = ?"
-    found = store.query(sql, [connection_id])["d"].iloc[0]
+    found = _run(store, "last_complete_day", connection_id=connection_id)["d"].iloc[0]
     return None if pd.isna(found) else pd.Timestamp(found).date()
 
 
