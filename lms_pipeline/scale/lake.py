@@ -37,6 +37,7 @@ import duckdb
 
 from lms_pipeline import published
 from lms_pipeline.schemas import ddl
+from lms_pipeline.warehouse import TABLES
 
 LIVE, PUBLISHED = "live", "published"
 LAYERS = (LIVE, PUBLISHED)
@@ -255,13 +256,12 @@ class Lake:
         self,
         target: Path | str,
         schema: str,
-        tables: Iterable[str],
         snapshot_id: int | None = None,
         connection_ids: Iterable[str] | None = None,
     ) -> int:
         """Write a DuckDB file of views over the published files as of ``snapshot_id`` (default: the newest), for
-        every connection or some: an analyst's consistent snapshot, which writers never change. Returns the
-        snapshot id it shows."""
+        every connection or some: an analyst's consistent snapshot, which writers never change. Every table of the
+        analysts' contract (``warehouse.TABLES``) is there, with the analysts' views. Returns the snapshot id."""
         snapshot_id = self.current_snapshot() if snapshot_id is None else snapshot_id
         files = self.files(PUBLISHED, snapshot_id, connection_ids)
         target = Path(target)
@@ -269,7 +269,7 @@ class Lake:
         tmp.unlink(missing_ok=True)
         with duckdb.connect(str(tmp)) as out:
             out.execute(f"CREATE SCHEMA {schema}")
-            for name in tables:
+            for name in TABLES:
                 paths = files.get(name)
                 if paths:
                     listing = ", ".join(_literal(p) for p in paths)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-# pgserver runs the server as a dedicated system user when started as root, and creates it on first use.
-SYSTEM_USER_WHEN_ROOT = "pgserver"
 DATABASES = ("dagster", "lake", "celery")
 
 
@@ -70,17 +70,29 @@ def sqlalchemy_url(pg_url: str, prefix: str = "") -> str:
     return prefix + "postgresql+psycopg2" + pg_url.removeprefix("postgresql")
 
 
-def stop(data_dir: Path | str) -> bool:
-    """Stop the server of ``data_dir`` (fast shutdown: open sessions are ended). False when none was running."""
-    pgserver = _pgserver()
-    data_dir = Path(data_dir).resolve()
-    if not (data_dir / "postmaster.pid").exists():
-        return False
-    user = SYSTEM_USER_WHEN_ROOT if os.geteuid() == 0 else None
+def stop(data_dir: Path | str, wait_seconds: float = 30.0) -> bool:
+    """Stop the server of ``data_dir``: SIGINT is PostgreSQL's fast shutdown (sessions ended, data flushed); a
+    server still up after ``wait_seconds`` is killed. False when none was running.
+
+    The postmaster's pid is read from its ``postmaster.pid`` rather than through ``pg_ctl``, which runs as the
+    server's own system user when we are root and may not be allowed into a private temporary folder."""
+    pid_file = Path(data_dir).resolve() / "postmaster.pid"
     try:
-        pgserver.pg_ctl(["-w", "-m", "fast", "-t", "30", "stop"], pgdata=data_dir, user=user, timeout=60)
-    except Exception as exc:
-        raise PostgresError(f"local PostgreSQL in {data_dir} did not stop: {exc}") from None
+        pid = int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return False
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
     return True
 
 
