@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -15,6 +16,7 @@ import pytest
 from lms_pipeline.schemas import ddl
 
 SCHEMA = "lms"
+START = date(2026, 9, 1)
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +57,28 @@ def working_warehouse(tables: list[str]) -> duckdb.DuckDBPyConnection:
     for name in tables:
         conn.execute(ddl.create_table(f"{SCHEMA}.{name}", name))
     return conn
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[str]:
+    """A server of this test's own (about a second to start): its databases dagster, lake and celery are fresh."""
+    pytest.importorskip("pgserver", reason="the scale extra is not installed")
+    from lms_pipeline.scale import postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="lms-pg-"))
+    try:
+        with postgres.running(folder / "data") as base:
+            yield base
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def demo_config(folder: Path, n_connections: int) -> Path:
+    """A connections file of ``n_connections`` small embedded connections (the scale demo's worlds)."""
+    import yaml
+
+    from lms_pipeline.scale.deployment import demo_connections
+
+    path = folder / "connections.yaml"
+    path.write_text(yaml.safe_dump(demo_connections(n_connections, START), sort_keys=False))
+    return path
