@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import psycopg2
+import pytest
 
 from lms_pipeline.config import load_settings
 from lms_pipeline.demo import _verify
@@ -20,6 +21,7 @@ from lms_pipeline_tests import scale_support
 from lms_pipeline_tests.scale_support import START, demo_config
 
 own_postgres = scale_support.own_postgres
+pytestmark = pytest.mark.slow
 
 
 def test_a_group_run_on_the_postgres_instance_lands_every_connection_day_in_the_lake_equal_to_the_truth(

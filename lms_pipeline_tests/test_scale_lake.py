@@ -19,6 +19,7 @@ from lms_pipeline_tests.scale_support import SCHEMA, working_warehouse
 
 # The shared fixtures, used here by name.
 postgres_base, database = scale_support.postgres_base, scale_support.database
+pytestmark = pytest.mark.slow
 
 TABLES = ["course_student_edges", "enrollment_change_sets"]
 DAY = date(2026, 9, 1)

@@ -152,18 +152,18 @@ class Deployment:
 
 
 def _end(process: subprocess.Popen, wait: float = 20.0) -> None:
-    """End a process we started, and its session (a Celery worker's pool children), by its id."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(wait)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(wait)
+    """End a process we started and its session's group (a worker's pool children, the daemon's code server), by the
+    group's id: SIGTERM, a bounded wait for the leader, then SIGKILL for whatever of the group is left."""
+    group = process.pid  # started with start_new_session: its own process group
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def days(start: date, n: int) -> list[date]:
