@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: demo test test-fast ui bench lint lock clean erase retention screenshots scale-demo
+.PHONY: demo test test-fast ui bench lint lock clean erase retention screenshots scale-demo test-scale
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
@@ -57,6 +57,10 @@ bench: $(STAMP)
 # connections x 3 days (day 1 with 1 worker, days 2-3 with 3), every connection-day checked; everything stopped after.
 scale-demo: $(STAMP)
 	$(BIN)/python -m lms_pipeline.scale.demo
+
+# Every scale test, with the ones over a minute that `make test` skips (daemon + Celery workers, a worker killed).
+test-scale: $(STAMP)
+	LMS_SCALE_LONG_TESTS=1 $(BIN)/python -m pytest -q lms_pipeline_tests/test_scale_*.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

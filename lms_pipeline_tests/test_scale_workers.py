@@ -1,6 +1,9 @@
 """Steps on Celery workers (separate processes) through the daemon, on the PostgreSQL instance: a worker process
 SIGKILLed in the middle of a connection-day loses nothing; its step is given back to the queue and run again
-(``task_acks_late`` + ``task_reject_on_worker_lost``), and every connection-day then equals the simulator's truth."""
+(``task_acks_late`` + ``task_reject_on_worker_lost``), and every connection-day then equals the simulator's truth.
+A provider's pool holds across workers: with a limit of 1, two steps of one provider never overlap.
+
+Over a minute on 2 busy cores, so ``make test`` skips it and ``make test-scale`` runs it."""
 
 from __future__ import annotations
 
@@ -21,7 +24,30 @@ from lms_pipeline.scale.deployment import Deployment
 from lms_pipeline.scale.lake import LIVE
 from lms_pipeline_tests.scale_support import START, demo_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.environ.get("LMS_SCALE_LONG_TESTS"), reason="over a minute: `make test-scale` runs it"),
+]
+
+
+def _step_spans(home: Path) -> dict[str, list[tuple[float, float]]]:
+    """Provider op -> (first start, success) of each of its steps, from the PostgreSQL instance's event log."""
+    import dagster as dg
+
+    starts: dict[str, float] = {}
+    spans: dict[str, list[tuple[float, float]]] = {}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (run,) = instance.get_runs()
+        for entry in instance.all_logs(run.run_id):
+            event, key = entry.dagster_event, entry.step_key or ""
+            if event is None or ".sync_" not in key:
+                continue
+            if event.event_type_value == "STEP_START":
+                starts.setdefault(key, entry.timestamp)
+            elif event.event_type_value == "STEP_SUCCESS":
+                op = key.split(".", 1)[1].split("[", 1)[0]
+                spans.setdefault(op, []).append((starts[key], entry.timestamp))
+    return spans
 
 
 def _busy_step_pid(work_root: Path, timeout: float) -> int:
@@ -36,12 +62,12 @@ def _busy_step_pid(work_root: Path, timeout: float) -> int:
     raise AssertionError(f"no step started within {timeout}s")
 
 
-def test_a_worker_process_killed_mid_step_loses_no_connection_day():
+def test_a_worker_process_killed_mid_step_loses_no_connection_day_and_a_provider_pool_holds_across_workers():
     pytest.importorskip("dagster_celery", reason="the scale extra is not installed")
     root = Path(tempfile.mkdtemp(prefix="lms-scale-"))  # short: PostgreSQL's socket lives under it
     try:
         config_file = demo_config(root, 6)
-        with Deployment(root / "deployment", config_file, n_groups=1) as deployment:
+        with Deployment(root / "deployment", config_file, n_groups=1, pool_limit=1) as deployment:
             workers = [deployment.start_worker(name) for name in ("w1", "w2")]
             deployment.submit(START)
             victim = _busy_step_pid(deployment.scale.work_root, timeout=180)
@@ -51,6 +77,12 @@ def test_a_worker_process_killed_mid_step_loses_no_connection_day():
             counts = deployment.wait(1, timeout=300)
             assert counts == {"SUCCESS": 1}, deployment.log_text()[-3000:]
             assert "WorkerLostError" in deployment.log_text() or "exited prematurely" in deployment.log_text()
+
+            spans = _step_spans(deployment.home)
+            assert sorted(spans) == ["sync_canvas", "sync_oneroster", "sync_unified"]
+            for op, intervals in spans.items():
+                (first, second) = sorted(intervals)  # two connections per provider
+                assert first[1] <= second[0], f"{op}: two steps at once under a pool of 1: {first}, {second}"
 
             analysts = deployment.root / "analysts.duckdb"
             deployment.scale.lake().analysts_db(analysts, "lms")

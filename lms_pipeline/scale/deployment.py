@@ -49,11 +49,14 @@ def demo_connections(n: int, start: date) -> dict:
 class Deployment:
     """PostgreSQL, the daemon and workers under ``root`` (data, logs, the instance), for ``connections_file``."""
 
-    def __init__(self, root: Path, connections_file: Path, n_groups: int, max_concurrent_runs: int = 4) -> None:
+    def __init__(
+        self, root: Path, connections_file: Path, n_groups: int, max_concurrent_runs: int = 4, pool_limit: int = 4
+    ) -> None:
         self.root = root.resolve()
         self.connections_file = connections_file.resolve()
         self.n_groups = n_groups
         self.max_concurrent_runs = max_concurrent_runs
+        self.pool_limit = pool_limit
         self.home = self.root / "dagster_home"
         self.logs = self.root / "logs"
         self.pg_data = self.root / "pg"
@@ -69,7 +72,7 @@ class Deployment:
         base = postgres.start(self.pg_data)
         self.scale = ScaleConfig(base, self.root / "lake", self.root / "work", self.n_groups)
         write_instance(self.home, postgres.sqlalchemy_url(postgres.url(base, "dagster")),
-                       max_concurrent_runs=self.max_concurrent_runs)  # fmt: skip
+                       max_concurrent_runs=self.max_concurrent_runs, pool_limit=self.pool_limit)  # fmt: skip
         self.scale.lake().ensure()
         workspace = self.root / "workspace.yaml"
         workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {
