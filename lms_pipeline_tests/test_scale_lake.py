@@ -100,6 +100,8 @@ def test_an_analyst_keeps_the_snapshot_they_opened_while_a_writer_replaces_the_d
         with duckdb.connect(str(db), read_only=True) as a:
             assert a.execute("SELECT current_edges FROM lms.enrollment_change_sets").fetchall() == [(edges,)]
     assert lake.files(PUBLISHED, pinned)["course_student_edges"] != lake.files(PUBLISHED)["course_student_edges"]
+    # The connection's own view, whatever the partitions' grouping: its day, last commit, published, rows.
+    assert lake.connection_days("conn-a") == [(DAY, 2, True, 5)]
 
 
 def test_a_held_day_keeps_its_published_files_while_its_live_rows_move(database, tmp_path):

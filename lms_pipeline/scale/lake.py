@@ -236,6 +236,17 @@ class Lake:
                 out.setdefault(name, []).append(self.root / path)
         return out
 
+    def connection_days(self, connection_id: str) -> list[tuple[date, int, bool, int]]:
+        """One connection's days in the lake, whatever the partitions' grouping: (day, last snapshot, edges
+        published, live rows), oldest first (the catalog's ``lake.connection_days`` view)."""
+        with self._catalog() as cur:
+            cur.execute(
+                "SELECT snapshot_date, snapshot_id, edges_published, live_rows FROM lake.connection_days "
+                "WHERE connection_id = %s ORDER BY snapshot_date",
+                [connection_id],
+            )
+            return [(day, int(snapshot), bool(shown), int(rows)) for day, snapshot, shown, rows in cur.fetchall()]
+
     def hydrate(self, target: duckdb.DuckDBPyConnection, schema: str, tables: Iterable[str], connection_id: str) -> int:
         """Load every live row of one connection into ``target``'s tables (a fresh working warehouse): what a run
         of the connection reads from earlier days. Returns the rows loaded."""
