@@ -94,3 +94,31 @@ def test_a_worker_process_killed_mid_step_loses_no_connection_day_and_a_provider
             assert all(len(paths) == len({p.parent for p in paths}) for paths in live.values())
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_whole_worker_lost_fails_its_run_cleanly_and_a_re_run_completes_every_connection_day():
+    """The worker and its pool process SIGKILLed at once (a lost machine): the SQL broker does not give its message
+    back, so the run would wait forever; run monitoring fails it at its max runtime, and a re-run completes it."""
+    pytest.importorskip("dagster_celery", reason="the scale extra is not installed")
+    root = Path(tempfile.mkdtemp(prefix="lms-scale-"))
+    try:
+        config_file = demo_config(root, 3)
+        with Deployment(root / "deployment", config_file, n_groups=1) as deployment:
+            deployment.start_worker("w1")
+            deployment.submit(START, tags={"dagster/max_runtime": "90"})
+            _busy_step_pid(deployment.scale.work_root, timeout=180)
+            deployment.kill_worker("w1")
+            first = deployment.wait(1, timeout=300)
+            assert first.get("SUCCESS", 0) == 0 and first.get("FAILURE", 0) + first.get("CANCELED", 0) == 1, first
+
+            deployment.start_worker("w2")
+            deployment.submit(START)
+            second = deployment.wait(2, timeout=300)
+            assert second.get("SUCCESS") == 1, (second, deployment.log_text()[-3000:])
+            analysts = deployment.root / "analysts.duckdb"
+            deployment.scale.lake().analysts_db(analysts, "lms")
+            with duckdb.connect(str(analysts), read_only=True) as conn:
+                assert _verify(conn, load_settings(config_file), [START]) == []
+                assert conn.execute("SELECT count(*) FROM lms.enrollment_change_sets").fetchone()[0] == 3
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -8,6 +8,7 @@ wait); nothing else on the machine is touched.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -97,6 +98,12 @@ class Deployment:
     def stop_worker(self, name: str) -> None:
         _end(self.workers.pop(name))
 
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL a worker and its pool processes at once, as when its machine is lost."""
+        process = self.workers.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+
     def stop(self) -> None:
         for name in list(self.workers):
             self.stop_worker(name)
@@ -123,12 +130,13 @@ class Deployment:
 
     # -- runs ---------------------------------------------------------------------------------------------------
 
-    def submit(self, day: date, groups: Iterable[str] | None = None) -> list[str]:
-        """Queue one run per group for ``day`` (``dagster job backfill``: the daemon launches them)."""
+    def submit(self, day: date, groups: Iterable[str] | None = None, tags: dict[str, str] | None = None) -> list[str]:
+        """Queue one run per group for ``day`` (``dagster job backfill``: the daemon launches them), with ``tags``
+        (``dagster/max_runtime``: seconds before run monitoring fails the run)."""
         keys = [group_partition_key(g, day) for g in (groups or group_keys(self.n_groups))]
         subprocess.run(
             [str(BIN / "dagster"), "job", "backfill", "-w", str(self.root / "workspace.yaml"), "-j", GROUP_JOB,
-             "--partitions", ",".join(keys), "--noprompt"],
+             "--partitions", ",".join(keys), "--noprompt", *(["--tags", json.dumps(tags)] if tags else [])],
             env=self.env, cwd=REPO_ROOT, check=True, capture_output=True, timeout=300,
         )  # fmt: skip
         return keys
