@@ -38,7 +38,10 @@ def demo_connections(n: int, start: date) -> dict:
         conn = {"id": f"tenant-{i:04d}-{provider}", "provider": provider, "token_env": f"LMS_TOKEN_TENANT_{i:04d}",
                 "simulator": {"seed": 1000 + i, "n_courses": 10, "n_students": 120, "progress": False,
                               # Small worlds: one removed course would be a mass drop (the guard holds the day).
-                              "remove_prob": 0, "deactivate_prob": 0, "drop_prob": 0.01}}  # fmt: skip
+                              "remove_prob": 0, "deactivate_prob": 0, "drop_prob": 0.01,
+                              # A new course without updated_at is invisible to an incremental poll until the
+                              # weekly full scan (by design), which the truth check does not allow for.
+                              "missing_timestamps_share": 0}}  # fmt: skip
         if provider == "canvas":
             conn["options"] = {"account_id": "self"}
         elif provider == "oneroster":
