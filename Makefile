@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: demo test test-fast ui bench lint lock clean erase retention screenshots
+.PHONY: demo test test-fast ui bench lint lock clean erase retention screenshots scale-demo test-scale
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
@@ -53,13 +53,22 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.fetch_latency
 	$(BIN)/python -m bench.shell_run
 
+# Scale-out (docs/scale-out.md): PostgreSQL, the Dagster daemon and Celery workers on this machine, 200 simulated
+# connections x 3 days (day 1 with 1 worker, days 2-3 with 3), every connection-day checked; everything stopped after.
+scale-demo: $(STAMP)
+	$(BIN)/python -m lms_pipeline.scale.demo
+
+# Every scale test, with the ones over a minute that `make test` skips (daemon + Celery workers, a worker killed).
+test-scale: $(STAMP)
+	LMS_SCALE_LONG_TESTS=1 $(BIN)/python -m pytest -q lms_pipeline_tests/test_scale_*.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 # Re-resolve the lock after changing pyproject.toml dependencies.
 lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra scale --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) data/*.duckdb data/*.duckdb.* data/*_published data/dagster_home/storage data/dagster_home/history data/dagster_home/schedules data/dagster_home/.logs_queue data/dagster_home/.telemetry
+	rm -rf $(VENV) data/*.duckdb data/*.duckdb.* data/*_published data/dagster_home/storage data/dagster_home/history data/dagster_home/schedules data/dagster_home/.logs_queue data/dagster_home/.telemetry data/scale
